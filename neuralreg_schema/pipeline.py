@@ -1,0 +1,72 @@
+"""Bind the schema modules to databases: `activate(prefix)` (DataJoint Elements style).
+
+Schemas are named f"{prefix}_{module}", so the demo, the tests and production can share a server
+under different prefixes. Modules are bound upstream first. Each database is created with the
+utf8mb4_bin collation (case-sensitive string keys, as DataJoint 2 assumes) before DataJoint sees it,
+whatever the server's default collation is.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from . import settings
+
+# upstream first; later issues append predictive, similarity, classifier, evaluation
+MODULES = ("experiment",)
+
+_active: dict[str, str] = {}
+
+
+def schema_names(prefix: str) -> dict[str, str]:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", prefix):
+        raise ValueError(f"schema prefix {prefix!r}: use lowercase letters, digits and '_' (start with a letter)")
+    return {m: f"{prefix}_{m}" for m in MODULES}
+
+
+def _modules():
+    from . import experiment
+    return {"experiment": experiment}
+
+
+def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = True) -> dict:
+    """Bind every schema module to `<prefix>_<module>`, creating databases and tables as needed.
+
+    Returns {module name: module}. Calling it again with the same prefix is a no-op; a process can
+    bind one prefix only (DataJoint schema objects are bound once).
+    """
+    dj = settings.configure()
+    names = schema_names(prefix)
+    if _active and _active.get("prefix") != prefix:
+        raise RuntimeError(f"this process is bound to prefix {_active['prefix']!r}; cannot switch to {prefix!r}")
+    connection = dj.conn()
+    modules = _modules()
+    for module, db in names.items():
+        if connection.adapter.backend == "mysql":
+            connection.query(
+                f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        modules[module].schema.activate(db, connection=connection, create_tables=create_tables)
+    _active["prefix"] = prefix
+    return modules
+
+
+def active_prefix() -> str | None:
+    return _active.get("prefix")
+
+
+def drop_all(prefix: str) -> None:
+    """Drop every schema of `prefix`, downstream first, and delete their files from a file store."""
+    dj = settings.configure()
+    connection = dj.conn()
+    existing = {row[0] for row in connection.query("SHOW DATABASES").fetchall()}
+    for module in reversed(MODULES):
+        db = f"{prefix}_{module}"
+        if db not in existing:
+            continue
+        schema = dj.Schema(db, connection=connection, create_schema=False, create_tables=False)
+        schema.drop(prompt=False)
+        spec = dj.config.stores.get(settings.STORE, {})
+        if spec.get("protocol") == "file":
+            for section in (spec.get("schema_prefix", "_schema"), spec.get("hash_prefix", "_hash")):
+                shutil.rmtree(Path(spec["location"]) / section / db, ignore_errors=True)

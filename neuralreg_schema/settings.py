@@ -1,0 +1,110 @@
+"""Connection and object-store settings.
+
+Sources, highest priority first (DataJoint's own rules, plus two project conventions):
+1. `DJ_*` environment variables (`DJ_HOST`, `DJ_PORT`, `DJ_USER`, `DJ_PASS`, `DJ_BACKEND`, `DJ_STORES`).
+2. `datajoint.json` (committed, no secrets) found from the working directory upwards; when the working
+   directory is outside the project (a notebook elsewhere), the project's own file is loaded.
+3. `.secrets/database.user`, `.secrets/database.password` next to `datajoint.json` (ignored by git;
+   written by `neuralreg db up`), or `/run/secrets/datajoint/` in containers.
+
+The object store `main` holds every large array and weight file. By default it is a file store; a
+relative `location` is taken relative to the project root (the folder holding `datajoint.json`),
+and `NEURALREG_STORE` overrides it. For S3 (or MinIO) set, in `datajoint.json` or `DJ_STORES`:
+    "stores": {"default": "main", "main": {"protocol": "s3", "endpoint": "s3.amazonaws.com",
+               "bucket": "my-bucket", "location": "neuralreg", "access_key": "..."}}
+with the secret in `.secrets/stores.main.secret_key` (never in the JSON).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+STORE = "main"                      # the one store every table names: <npy@main>, <hash@main>, ...
+DEFAULT_PREFIX = "neuralreg"        # schema names are f"{prefix}_{module}"
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def _import_datajoint():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No datajoint.json found")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        import datajoint as dj
+    warnings.filterwarnings("ignore", message="MariaDB is not officially supported")
+    return dj
+
+
+def project_root() -> Path:
+    """The folder holding the project's datajoint.json (NEURALREG_HOME overrides)."""
+    if os.environ.get("NEURALREG_HOME"):
+        return Path(os.environ["NEURALREG_HOME"]).resolve()
+    dj = _import_datajoint()
+    found = getattr(dj.config, "_config_path", None)
+    if found:
+        return Path(found).resolve().parent
+    checkout = PACKAGE_ROOT.parent          # an editable install or a source checkout
+    if (checkout / "datajoint.json").is_file():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def secrets_dir() -> Path:
+    return project_root() / ".secrets"
+
+
+def read_secret(name: str) -> str | None:
+    path = secrets_dir() / name
+    return path.read_text().strip() if path.is_file() else None
+
+
+def write_secret(name: str, value: str) -> Path:
+    """Write one secret file (mode 600) under .secrets/, creating the folder (mode 700)."""
+    folder = secrets_dir()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return path
+
+
+def configure() -> "object":
+    """Complete dj.config from the project files and return the datajoint module.
+
+    Idempotent. Loads the project's datajoint.json when DataJoint did not find one from the working
+    directory, fills credentials from .secrets/ when no DJ_USER/DJ_PASS is set, and makes sure the
+    store `main` exists (a file store's folder is created).
+    """
+    dj = _import_datajoint()
+    root = project_root()
+    cfg_file = root / "datajoint.json"
+    if getattr(dj.config, "_config_path", None) is None and cfg_file.is_file() \
+            and os.environ.get("DJ_IGNORE_CONFIG_FILE", "").lower() != "true":
+        dj.config.load(cfg_file)
+    if dj.config["database.user"] is None:
+        dj.config["database.user"] = read_secret("database.user")
+    if dj.config["database.password"] is None:
+        dj.config["database.password"] = read_secret("database.password")
+    stores = dj.config.stores
+    if STORE not in stores:
+        stores[STORE] = {"protocol": "file", "location": "store/main"}
+    stores.setdefault("default", STORE)
+    spec = stores[STORE]
+    if os.environ.get("NEURALREG_STORE"):
+        spec["protocol"] = "file"
+        spec["location"] = os.environ["NEURALREG_STORE"]
+    if spec.get("protocol", "file") == "file":
+        location = Path(os.path.expanduser(spec["location"]))
+        if not location.is_absolute():
+            location = root / location
+        location.mkdir(parents=True, exist_ok=True)
+        spec["location"] = str(location)
+    return dj
+
+
+def connection_summary() -> str:
+    dj = configure()
+    host = dj.config["database.host"]
+    port = dj.config["database.port"] or 3306
+    user = dj.config["database.user"]
+    return f"{user}@{host}:{port}"
