@@ -18,6 +18,9 @@ dj = _import_datajoint()
 
 schema = dj.Schema()
 
+# computed tables of this module, in the order a worker populates them
+POPULATE_ORDER = ("Neuron",)
+
 
 @schema
 class ImageSet(dj.Manual):
