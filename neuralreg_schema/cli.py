@@ -212,12 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from pymysql.err import OperationalError
+    from . import db
     from .compute.recording import RecordingError
-    from .db import DatabaseError
     try:
+        if args.command not in ("db", "demo"):
+            target = db.configured_target()
+            if not db.answers(target, timeout=3):
+                raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "
+                                       "`neuralreg db up`, or point DJ_HOST/DJ_PORT at your server")
         return args.func(args)
-    except (RecordingError, DatabaseError, FileNotFoundError) as exc:
+    except (RecordingError, db.DatabaseError, FileNotFoundError) as exc:
         print(f"neuralreg: error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        target = db.configured_target()
+        print(f"neuralreg: error: database at {target.host}:{target.port}: {exc.args[-1]} "
+              "(is it up? `neuralreg db up`; are DJ_USER/DJ_PASS or .secrets/ right?)", file=sys.stderr)
         return 2
 
 

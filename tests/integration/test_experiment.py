@@ -1,0 +1,99 @@
+"""Experiment schema against the real database: ingest, Eq. 1 in Neuron, refusals leave no trace."""
+import numpy as np
+import pytest
+
+from neuralreg_schema.compute import rsa
+from neuralreg_schema.compute.recording import RecordingError
+from tests.conftest import make_recording
+
+
+def counts(exp):
+    return {t.__name__: len(t()) for t in (exp.ImageSet, exp.Image, exp.Scan, exp.Scan.Unit, exp.Trial,
+                                           exp.OracleTrial, exp.Neuron, exp.Neuron.Unit, exp.SimulatedUnit)}
+
+
+def test_ingest_and_neuron_eq1(modules):
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=101)
+    keys = exp.ingest(images, [scan])
+    key = keys[0]
+    assert (exp.Scan & key).fetch1("n_neurons") == scan.n_neurons
+    assert len(exp.Trial & key) == scan.n_trials
+    assert len(exp.OracleTrial & key) == int((scan.tiers == "oracle").sum())
+    stored = np.asarray((exp.Scan & key).fetch1("responses").load())
+    np.testing.assert_array_equal(stored, scan.responses)
+    # trial rows map back to the responses; repeats are numbered in presentation order
+    rows, ids, repeats = (exp.Trial * exp.OracleTrial & key).to_arrays("row", "image_id", "repeat",
+                                                                       order_by="trial_idx")
+    np.testing.assert_array_equal(ids, scan.image_ids[rows])
+    for image_id in np.unique(ids):
+        assert sorted(repeats[ids == image_id].tolist()) == list(range((ids == image_id).sum()))
+    pixels = (exp.Image & {"image_set": "toy", "image_id": 105}).fetch1("pixels")
+    np.testing.assert_array_equal(pixels, images.images[5])
+
+    exp.Neuron.populate(key, reserve_jobs=True)
+    unit, w, s2, e2 = (exp.Neuron.Unit & key).to_arrays("unit_id", "snr_weight", "signal_var", "noise_var",
+                                                         order_by="unit_id")
+    oracle = scan.tiers == "oracle"
+    direct = rsa.snr_weights(scan.responses[oracle].astype(np.float64), scan.image_ids[oracle])
+    order = np.argsort(scan.unit_ids)
+    np.testing.assert_array_equal(unit, scan.unit_ids[order])
+    np.testing.assert_allclose(w, direct.weight[order], rtol=1e-10)
+    np.testing.assert_allclose(s2, direct.signal_var[order], rtol=1e-10)
+    np.testing.assert_allclose(e2, direct.noise_var[order], rtol=1e-10)
+
+
+def test_ingest_is_idempotent(modules):
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=102)
+    assert exp.ingest(images, [scan])
+    before = counts(exp)
+    assert exp.ingest(images, [scan]) == []
+    assert counts(exp) == before
+
+
+def test_image_id_reused_with_other_pixels_is_refused(modules):
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=103)
+    exp.ingest(images, [scan])
+    before = counts(exp)
+    images2, scan2 = make_recording(animal_id=104, seed=5)        # same ids, other pixels
+    with pytest.raises(RecordingError, match="different pixels"):
+        exp.ingest(images2, [scan2])
+    assert counts(exp) == before
+
+
+def test_bad_scan_in_a_batch_inserts_nothing(modules):
+    exp = modules["experiment"]
+    images, good = make_recording(animal_id=105, image_set="toy2")
+    _, bad = make_recording(animal_id=106, image_set="toy2")
+    bad.responses[3, 2] = np.nan
+    before = counts(exp)
+    with pytest.raises(RecordingError, match="NaN"):
+        exp.ingest(images, [good, bad])
+    assert counts(exp) == before
+
+
+def test_failure_inside_the_transaction_rolls_back(modules, monkeypatch):
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=107, image_set="toy3")
+    before = counts(exp)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(exp, "_insert_truth", broken)
+    scan.ground_truth = {}
+    with pytest.raises(RuntimeError, match="disk full"):
+        exp.ingest(images, [scan])
+    assert counts(exp) == before
+
+
+def test_scan_without_oracle_responses_gets_no_neuron_job(modules):
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=108)
+    scan.tiers = np.where(scan.tiers == "oracle", "withheld", scan.tiers)
+    scan.notes.append("test responses withheld")
+    key = exp.ingest(images, [scan])[0]
+    assert (exp.Scan & key).fetch1("n_oracle_images") == 0
+    assert "withheld" in (exp.Scan & key).fetch1("notes")
+    assert len(exp.Neuron.key_source & key) == 0
