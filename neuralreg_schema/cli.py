@@ -71,7 +71,12 @@ def ingest_sensorium(prefix: str, paths: list[str]) -> list[dict]:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
-            image_set, scan = sensorium.read_sensorium(path, progress=progress)
+            try:
+                image_set, scan = sensorium.read_sensorium(path, progress=progress)
+            except sensorium.SensoriumFormatError as exc:
+                if str(Path(path)) in str(exc):
+                    raise
+                raise sensorium.SensoriumFormatError(path, str(exc)) from None
         for note in scan.notes:
             _say(f"  note: {note}")
         keys += experiment.ingest(image_set, [scan], source_path=Path(path).name, progress=_say)
