@@ -5,7 +5,7 @@
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg populate                         run the worker loop once over the whole graph
     neuralreg status                           rows per table and job queues
-    neuralreg demo [--profile demo]            all of the above on the simulated experiment
+    neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
 
 `--prefix` (or NEURALREG_PREFIX) selects the schemas: `<prefix>_experiment`, ... (default 'neuralreg').
 """
@@ -154,9 +154,13 @@ def demo_summary(prefix: str) -> dict:
     return summary
 
 
+DEMO_PREFIX = "neuralreg_demo"
+
+
 def cmd_demo(args) -> int:
     from . import db
-    prefix = _prefix(args)
+    prefix = args.prefix or os.environ.get("NEURALREG_PREFIX") or DEMO_PREFIX
+    args.prefix = prefix
     started = time.time()
     _say("== 1/4 database")
     db.up(say=_say)
@@ -175,7 +179,8 @@ def cmd_demo(args) -> int:
               f"{row.get('median_w', float('nan')):>11.3f} {row.get('spearman_w_truth', float('nan')):>20.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    _say(f"\ndemo finished in {time.time() - started:.0f} s (schemas '{prefix}_*')")
+    _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*':\n"
+         f"  neuralreg --prefix {prefix} status    or    pipeline.activate('{prefix}') in Python")
     return 0
 
 

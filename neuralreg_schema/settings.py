@@ -16,6 +16,7 @@ with the secret in `.secrets/stores.main.secret_key` (never in the JSON).
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -25,12 +26,23 @@ DEFAULT_PREFIX = "neuralreg"        # schema names are f"{prefix}_{module}"
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
+class _JobTableNoise(logging.Filter):
+    """DataJoint 2.3 warns about native integer types when it declares a job table (its foreign-key
+    columns carry no core-type comment); our own definitions use core types only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Native type '")
+
+
 def _import_datajoint():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No datajoint.json found")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         import datajoint as dj
     warnings.filterwarnings("ignore", message="MariaDB is not officially supported")
+    logger = logging.getLogger("datajoint")
+    if not any(isinstance(f, _JobTableNoise) for f in logger.filters):
+        logger.addFilter(_JobTableNoise())
     return dj
 
 
