@@ -34,7 +34,7 @@ def _say(message: str) -> None:
 def cmd_db(args) -> int:
     from . import db
     if args.action == "up":
-        db.up(say=_say)
+        db.up(say=_say, reset_password=args.reset_password)
     elif args.action == "status":
         info = db.status()
         for key, value in info.items():
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", help="database bring-up")
     p.add_argument("action", choices=["up", "status", "down"])
+    p.add_argument("--reset-password", action="store_true",
+                   help="with up: set the existing application account's password to a new one")
     p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("ingest", help="insert recordings")

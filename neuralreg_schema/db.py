@@ -133,6 +133,13 @@ def ensure_app_user(admin, user: str, password: str) -> None:
     _query(admin, "FLUSH PRIVILEGES")
 
 
+def user_exists(admin, user: str) -> bool:
+    try:
+        return bool(_query(admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
+    except Exception:      # no read access to mysql.user: assume it exists, never reset silently
+        return True
+
+
 def apply_server_settings(admin) -> list[str]:
     """Raise the server's limits to SERVER_SETTINGS where it allows; return what could not be set."""
     failed = []
@@ -302,8 +309,12 @@ def wait_for_login(target: Target, user: str, password: str, timeout: float = 60
 
 # ------------------------------------------------------------------ up / status / down
 
-def up(say=print) -> dict:
-    """Bring a usable database up (see module docstring). Returns a summary dict."""
+def up(say=print, reset_password: bool = False) -> dict:
+    """Bring a usable database up (see module docstring). Returns a summary dict.
+
+    An existing application account is never changed unless `reset_password`: its password must be
+    known here (DJ_PASS, .secrets/ or the per-user copy), so that a new checkout cannot lock out the
+    workers of another one."""
     root = settings.project_root()
     target = configured_target()
     mode = "configured server"
@@ -329,15 +340,30 @@ def up(say=print) -> dict:
                 "DJ_ADMIN_PASS to an account that may create users")
         if not user or not password:
             user = user or APP_USER
+            if user_exists(admin, user) and not reset_password:
+                admin.close()
+                raise DatabaseError(
+                    f"the account {user!r} already exists on {target.host}:{target.port} but its password is "
+                    f"unknown here: put it in {settings.secrets_dir() / 'database.password'} (or DJ_USER/DJ_PASS), "
+                    "or run `neuralreg db up --reset-password` (running workers that use the old password "
+                    "will then fail to reconnect)")
             password = _secrets.token_urlsafe(24)
             settings.write_secret("database.user", user)
             settings.write_secret("database.password", password)
             say(f"created credentials for {user!r} in {settings.secrets_dir()}")
+        elif user_exists(admin, user) and not reset_password:
+            admin.close()
+            raise DatabaseError(f"cannot log in as {user!r} at {target.host}:{target.port} with the configured "
+                                "password: correct it (DJ_PASS or .secrets/database.password), or run "
+                                "`neuralreg db up --reset-password` to set the account to it")
         ensure_app_user(admin, user, password)
         admin.close()
         dj = settings.configure()
         dj.config["database.user"], dj.config["database.password"] = user, password
     wait_for_login(target, user, password, timeout=30, say=say)
+    if not (settings.user_secrets_dir() / "database.password").is_file() and not os.environ.get("DJ_PASS"):
+        settings.write_secret("database.user", user)          # let other checkouts here reuse the account
+        settings.write_secret("database.password", password)
     problems = []
     admin = admin_connection(target, sockets)
     if admin is not None:

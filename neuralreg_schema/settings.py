@@ -5,7 +5,8 @@ Sources, highest priority first (DataJoint's own rules, plus two project convent
 2. `datajoint.json` (committed, no secrets) found from the working directory upwards; when the working
    directory is outside the project (a notebook elsewhere), the project's own file is loaded.
 3. `.secrets/database.user`, `.secrets/database.password` next to `datajoint.json` (ignored by git;
-   written by `neuralreg db up`), or `/run/secrets/datajoint/` in containers.
+   written by `neuralreg db up`), then the same files in `~/.config/neuralreg/secrets/` (the per-user
+   copy that other checkouts on this machine reuse), or `/run/secrets/datajoint/` in containers.
 
 The object store `main` holds every large array and weight file. By default it is a file store; a
 relative `location` is taken relative to the project root (the folder holding `datajoint.json`),
@@ -64,19 +65,30 @@ def secrets_dir() -> Path:
     return project_root() / ".secrets"
 
 
+def user_secrets_dir() -> Path:
+    """Per-user copy of the credentials, shared by every checkout of this user on this machine, so
+    a second clone reuses the database account instead of resetting its password."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "neuralreg" / "secrets"
+
+
 def read_secret(name: str) -> str | None:
-    path = secrets_dir() / name
-    return path.read_text().strip() if path.is_file() else None
+    """A secret from the project's .secrets/, else from the per-user folder."""
+    for folder in (secrets_dir(), user_secrets_dir()):
+        path = folder / name
+        if path.is_file():
+            return path.read_text().strip()
+    return None
 
 
 def write_secret(name: str, value: str) -> Path:
-    """Write one secret file (mode 600) under .secrets/, creating the folder (mode 700)."""
-    folder = secrets_dir()
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
+    """Write one secret file (mode 600) under .secrets/ (folder mode 700), and the per-user copy."""
+    for folder in (user_secrets_dir(), secrets_dir()):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
     return path
 
 

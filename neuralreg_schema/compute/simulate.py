@@ -63,6 +63,9 @@ DEPTH_UM = (200.0, 400.0)      # imaging depth range, um below the pia (layer 2/
 MAX_EYE_SHIFT_PX = 4.0         # saturation of the receptive-field shift caused by eye movements
 _CHUNK = 512                   # trials per matrix product (bounds memory)
 _N_CALIBRATION = 512           # images used to normalize each neuron's drive
+N_GAIN_LATENT = 5              # dimensions of the unobserved multiplicative shared gain
+N_SPONT_LATENT = 8             # dimensions of the additive shared (spontaneous) fluctuation
+SPONT_RHO = 0.6                # lag-1 (trial-to-trial) correlation of the additive latent
 
 # Photos bundled with scikit-image (load offline; `skimage.data.download_all` is never called).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "grass", "gravel", "brick",
@@ -444,6 +447,21 @@ class Population:
     def log_gain(self, covariates: np.ndarray) -> np.ndarray:
         """(n, 2) session-standardized pupil and running -> (n, n_neurons) log-gains."""
         return covariates @ np.stack([self.params["pupil_gain"], self.params["running_gain"]])
+
+    def spont_mean(self, covariates: np.ndarray) -> np.ndarray:
+        """(n, 2) session-standardized pupil and running -> (n, n_neurons) expected additive
+        (spontaneous) activity, spikes/trial: spont_rate * exp(spont_behavior . c)."""
+        return self.params["spont_rate"] * np.exp(covariates @ self.params["spont_behavior"].T)
+
+    def spont(self, covariates: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        """Additive shared fluctuation (float64, (n, n_neurons), spikes/trial >= 0) for covariates
+        (n, 2) and the unobserved additive latent (n, N_SPONT_LATENT) ~ N(0, I):
+        spont_rate * exp(spont_behavior . c + S u - |S|^2 / 2), S the per-neuron loadings
+        'spont_loading'; its mean given c is `spont_mean(c)`, its second moment
+        spont_mean(c)^2 exp(|S|^2)."""
+        loading = self.params["spont_loading"]
+        return self.spont_mean(covariates) * np.exp(latent @ loading.T
+                                                    - 0.5 * (loading ** 2).sum(axis=1))
 
     def latent_log_gain(self, latent: np.ndarray) -> np.ndarray:
         """(n, n_latent) unobserved internal state ~ N(0, I) -> (n, n_neurons) log-gains
