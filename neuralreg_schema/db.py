@@ -107,14 +107,20 @@ def admin_connection(target: Target, sockets: tuple[str, ...] = SOCKET_PATHS):
         attempts.append(dict(user=os.environ["DJ_ADMIN_USER"], password=os.environ.get("DJ_ADMIN_PASS", "")))
     attempts.append(dict(user="root", password=""))
     if target.is_local:
-        for path in sockets:
+        ours = local_dir() / "mysqld.sock"
+        for path in (str(ours), *sockets) if ours.exists() else sockets:
             if Path(path).exists():
                 attempts += [dict(user=getpass.getuser(), unix_socket=path), dict(user="root", unix_socket=path)]
     for attempt in attempts:
         try:
-            return _connect(target, **attempt)
+            connection = _connect(target, **attempt)
         except Exception:
             continue
+        # a socket may belong to another server on this machine: accept it only if it is the target
+        if attempt.get("unix_socket") and int(_query(connection, "SELECT @@port")[0][0]) != target.port:
+            connection.close()
+            continue
+        return connection
     return None
 
 

@@ -66,6 +66,9 @@ _N_CALIBRATION = 512           # images used to normalize each neuron's drive
 N_GAIN_LATENT = 5              # dimensions of the unobserved multiplicative shared gain
 N_SPONT_LATENT = 8             # dimensions of the additive shared (spontaneous) fluctuation
 SPONT_RHO = 0.6                # lag-1 (trial-to-trial) correlation of the additive latent
+SPONT_LOADING_SD = 0.6
+SPONT_RATIO = 0.5
+SPONT_RATIO_SD = 0.5
 
 # Photos bundled with scikit-image (load offline; `skimage.data.download_all` is never called).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "grass", "gravel", "brick",
@@ -528,15 +531,29 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
         latent_loading=np.column_stack([rng.normal(0.15, 0.05, n), rng.normal(0, 0.1, (n, 4))])
         * np.exp(rng.normal(0, 0.6, (n, 1))),
     )
+    # additive shared fluctuation: a power-law spectrum over latent dimensions (Stringer et al.
+    # 2019), the first dimension mostly of one sign (a global arousal-like component)
+    spectrum = SPONT_LOADING_SD * np.arange(1, N_SPONT_LATENT + 1) ** -0.5
+    spont_loading = rng.normal(0, 1, (n, N_SPONT_LATENT)) * spectrum
+    spont_loading[:, 0] += SPONT_LOADING_SD * 0.5
+    spont_loading *= np.exp(rng.normal(0, 0.3, (n, 1)))
+    spont_ratio = np.exp(rng.normal(np.log(SPONT_RATIO), SPONT_RATIO_SD, n))
+    params.update(
+        spont_loading=spont_loading,
+        spont_behavior=np.column_stack([rng.normal(0.05, 0.1, n), rng.normal(0.15, 0.15, n)]),
+    )
     pop = Population(filters=np.concatenate([main, quad], axis=1).astype(np.float32),
                      complex_idx=cidx, drive_offset=np.zeros(n), drive_scale=np.ones(n),
                      params=params)
     pop.calibrate(calibration_images)
+    # the spontaneous rate scales with the neuron's mean evoked rate on natural images
+    evoked = pop.rates(calibration_images, np.zeros(n)).std(axis=0)
+    params["spont_rate"] = spont_ratio * evoked
     return pop, pos.astype(np.float32)
 
 
 def true_reliability(pop: Population, oracle_images: np.ndarray, log_gain: np.ndarray,
-                     shift_px: np.ndarray) -> np.ndarray:
+                     shift_px: np.ndarray, covariates: Optional[np.ndarray] = None) -> np.ndarray:
     """The true Eq. 1 weight w_a = sigma_a / eta_a of every neuron (float64, (n_neurons,)).
 
     Expectations run over the gamma-Poisson noise and the latent gain (exactly) and over the
@@ -547,8 +564,12 @@ def true_reliability(pop: Population, oracle_images: np.ndarray, log_gain: np.nd
     sigma^2 = Var_i E[r | i] over the oracle images, eta^2 = mean_i Var[r | i]."""
     x = _normalize(oracle_images)
     n_img, m = len(x), len(shift_px)
+    if covariates is None:
+        covariates = np.zeros((m, 2))
+    a1 = pop.spont_mean(np.asarray(covariates, np.float64))          # (m, n_neurons): E[A | j]
     s1 = np.zeros((n_img, pop.n_neurons))
     s2 = np.zeros_like(s1)
+    s_cross = np.zeros_like(s1)
     per_chunk = max(1, _CHUNK // n_img)
     for j0 in range(0, m, per_chunk):
         js = np.arange(j0, min(j0 + per_chunk, m))
@@ -556,9 +577,12 @@ def true_reliability(pop: Population, oracle_images: np.ndarray, log_gain: np.nd
         lam = pop.rates(xs, np.tile(log_gain[js], (n_img, 1))).reshape(n_img, len(js), -1)
         s1 += lam.sum(axis=1)
         s2 += (lam ** 2).sum(axis=1)
-    mean = s1 / m
-    latent_m2 = np.exp((pop.params["latent_loading"] ** 2).sum(axis=1))
-    second = mean + s2 / m * latent_m2 * (1 + 1 / pop.params["overdispersion"])
+        s_cross += (lam * a1[js]).sum(axis=1)
+    gain_m2 = np.exp((pop.params["latent_loading"] ** 2).sum(axis=1))
+    spont_m2 = np.exp((pop.params["spont_loading"] ** 2).sum(axis=1))
+    mean = (s1 + a1.sum(axis=0)) / m
+    mu_m2 = (s2 * gain_m2 + 2 * s_cross + (a1 ** 2).sum(axis=0) * spont_m2) / m    # E[mu^2 | i]
+    second = mean + mu_m2 * (1 + 1 / pop.params["overdispersion"])
     signal_var = mean.var(axis=0)
     noise_var = (second - mean ** 2).mean(axis=0)
     return np.sqrt(signal_var / noise_var)
@@ -606,7 +630,8 @@ def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarr
                    tiers_of_image: np.ndarray, layout: dict,
                    ss: np.random.SeedSequence) -> ScanRecording:
     """One scan: neurons, trial order, behavior, responses and ground truth."""
-    rng_pop, rng_order, rng_beh, rng_noise = (np.random.default_rng(s) for s in ss.spawn(4))
+    rng_pop, rng_order, rng_beh, rng_noise, rng_spont = (np.random.default_rng(s)
+                                                         for s in ss.spawn(5))
     n_set = len(image_set.image_ids)
     x_all = _normalize(image_set.images)
     calib = np.linspace(0, n_set - 1, min(_N_CALIBRATION, n_set)).round().astype(int)
@@ -620,8 +645,10 @@ def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarr
 
     beh = simulate_behavior(n_trials, rng_beh)
     shift = eye_shift(beh.pupil_center, beh.eye_center, layout["eye_map"])
-    log_gain = pop.log_gain(beh.covariates())
+    covariates = beh.covariates()
+    log_gain = pop.log_gain(covariates)
     latent = simulate_latent(n_trials, pop.params["latent_loading"].shape[1], rng_noise)
+    spont_latent = simulate_latent(n_trials, N_SPONT_LATENT, rng_spont, rho=SPONT_RHO)
 
     responses = np.empty((n_trials, pop.n_neurons), np.float32)
     k = pop.params["overdispersion"]
@@ -629,18 +656,21 @@ def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarr
         sl = slice(t0, min(t0 + _CHUNK, n_trials))
         lam = pop.rates(shift_images(x_all[trial_img[sl]], shift[sl]),
                         log_gain[sl] + pop.latent_log_gain(latent[sl]))
+        lam += pop.spont(covariates[sl], spont_latent[sl])
         g = rng_noise.gamma(k, 1 / k, size=lam.shape)
         responses[sl] = rng_noise.poisson(lam * g)
 
     states = np.linspace(0, n_trials - 1, min(profile.n_virtual_repeats, n_trials)).round().astype(int)
-    reliability = true_reliability(pop, image_set.images[oracle_idx], log_gain[states], shift[states])
+    reliability = true_reliability(pop, image_set.images[oracle_idx], log_gain[states], shift[states],
+                                   covariates[states])
     truth = dict(pop.params, reliability=reliability)
     truth["eye_shift_px"] = shift.astype(np.float32)
     if profile.store_noise_free:
         noise_free = np.empty((n_set, pop.n_neurons), np.float32)
         for i0 in range(0, n_set, _CHUNK):
             sl = slice(i0, min(i0 + _CHUNK, n_set))
-            noise_free[sl] = pop.rates(x_all[sl].reshape(-1, H * W), np.zeros(pop.n_neurons))
+            noise_free[sl] = (pop.rates(x_all[sl].reshape(-1, H * W), np.zeros(pop.n_neurons))
+                              + pop.params["spont_rate"])
         truth["noise_free"] = noise_free
 
     scan = ScanRecording(

@@ -26,7 +26,8 @@ def isolated_env(tmp_path):
     """A project home with no credentials, pointed at a port where nothing listens, no Docker engine."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "NEURALREG_"))}
-    env.update(NEURALREG_HOME=str(tmp_path), DJ_HOST="127.0.0.1", DJ_PORT=str(port),
+    env.update(NEURALREG_HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               DJ_HOST="127.0.0.1", DJ_PORT=str(port),
                NEURALREG_STORE=str(tmp_path / "store"), PATH="/usr/sbin:/usr/bin:/bin",
                PYTHONPATH=str(ROOT))
     return env, port, tmp_path
@@ -45,6 +46,15 @@ def test_db_up_starts_a_local_server_when_none_answers(isolated_env):
         assert status.returncode == 0, status.stdout + status.stderr
         assert "utf8mb4_bin" in status.stdout and "268435456" in status.stdout
         assert "local_server_pid" in status.stdout
+        # a checkout without the password must not take over the existing account silently
+        for copy in (home / ".secrets", home / "config" / "neuralreg" / "secrets"):
+            for f in copy.iterdir():
+                f.unlink()
+        refused = run(["db", "up"], env)
+        assert refused.returncode == 2 and "already exists" in refused.stderr, refused.stdout + refused.stderr
+        reset = run(["db", "up", "--reset-password"], env)
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+        assert run(["db", "status"], env).returncode == 0
     finally:
         down = run(["db", "down"], env)
         assert "stopped the local server" in down.stdout, down.stdout + down.stderr

@@ -73,11 +73,16 @@ def test_env_file_generated_once_and_private(tmp_path):
 
 def test_secret_files_are_private(tmp_path, monkeypatch):
     from neuralreg_schema import settings
-    monkeypatch.setenv("NEURALREG_HOME", str(tmp_path))
+    monkeypatch.setenv("NEURALREG_HOME", str(tmp_path / "project"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     path = settings.write_secret("database.password", "s3cret")
+    assert path == tmp_path / "project" / ".secrets" / "database.password"
     assert settings.read_secret("database.password") == "s3cret"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for copy in (path, tmp_path / "config" / "neuralreg" / "secrets" / "database.password"):
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+        assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
+    path.unlink()                                   # another checkout: falls back to the per-user copy
+    assert settings.read_secret("database.password") == "s3cret"
 
 
 def test_store_location_from_env(tmp_path, monkeypatch):
