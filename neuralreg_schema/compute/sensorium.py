@@ -164,8 +164,8 @@ def read_sensorium(path: str | Path,
         name=NAME,
         image_ids=np.array(sorted(images), dtype=np.int64),
         images=np.stack([images[i] for i in sorted(images)]),
-        description=f"Sensorium 2022 gray ImageNet images of scan {animal_id}-{session}-{scan_idx} "
-                    f"({files.folder_name}), block-averaged to 36x64")
+        description="Sensorium 2022 gray ImageNet stimuli (keyed by frame_image_id), 144x256 block-averaged "
+                    "to 36x64")
     recording = ScanRecording(
         animal_id=animal_id, session=session, scan_idx=scan_idx, image_set=NAME, source=NAME,
         unit_ids=unit_ids, cell_positions=positions, trial_idx=trial_idx[order], image_ids=image_ids,

@@ -68,6 +68,9 @@ N_SPONT_LATENT = 8             # dimensions of the additive shared (spontaneous)
 SPONT_RHO = 0.6                # lag-1 (trial-to-trial) correlation of the additive latent
 SPONT_LOADING_SD = 0.6
 SPONT_RATIO = 0.5
+SPONT_EXP = 0.5
+SPONT_GLOBAL = 0.5
+SPONT_MODE = 2
 SPONT_RATIO_SD = 0.5
 
 # Photos bundled with scikit-image (load offline; `skimage.data.download_all` is never called).
@@ -533,9 +536,9 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
     )
     # additive shared fluctuation: a power-law spectrum over latent dimensions (Stringer et al.
     # 2019), the first dimension mostly of one sign (a global arousal-like component)
-    spectrum = SPONT_LOADING_SD * np.arange(1, N_SPONT_LATENT + 1) ** -0.5
+    spectrum = SPONT_LOADING_SD * np.arange(1, N_SPONT_LATENT + 1) ** -SPONT_EXP
     spont_loading = rng.normal(0, 1, (n, N_SPONT_LATENT)) * spectrum
-    spont_loading[:, 0] += SPONT_LOADING_SD * 0.5
+    spont_loading[:, 0] += SPONT_LOADING_SD * SPONT_GLOBAL
     spont_loading *= np.exp(rng.normal(0, 0.3, (n, 1)))
     spont_ratio = np.exp(rng.normal(np.log(SPONT_RATIO), SPONT_RATIO_SD, n))
     params.update(
@@ -547,7 +550,8 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
                      params=params)
     pop.calibrate(calibration_images)
     # the spontaneous rate scales with the neuron's mean evoked rate on natural images
-    evoked = pop.rates(calibration_images, np.zeros(n)).std(axis=0)
+    ev = pop.rates(calibration_images, np.zeros(n))
+    evoked = [params["baseline"] + amplitude, ev.mean(axis=0), ev.std(axis=0)][int(SPONT_MODE)]
     params["spont_rate"] = spont_ratio * evoked
     return pop, pos.astype(np.float32)
 
