@@ -173,9 +173,9 @@ def cmd_demo(args) -> int:
     _say("== 4/4 summary")
     cmd_status(args)
     summary = demo_summary(prefix)
-    print(f"\n{'scan':>10} {'neurons':>8} {'trials':>7} {'oracle':>7} {'median w_a':>11} {'Spearman(w_a, true)':>20}")
+    print(f"\n{'scan':>14} {'neurons':>8} {'trials':>7} {'oracle':>7} {'median w_a':>11} {'Spearman(w_a, true)':>20}")
     for name, row in summary.items():
-        print(f"{name:>10} {row['neurons']:>8} {row['trials']:>7} {row['oracle_images']:>7} "
+        print(f"{name:>14} {row['neurons']:>8} {row['trials']:>7} {row['oracle_images']:>7} "
               f"{row.get('median_w', float('nan')):>11.3f} {row.get('spearman_w_truth', float('nan')):>20.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

@@ -24,10 +24,22 @@ Behavior
     exp(L z - |L|^2 / 2) (z ~ N(0, I), 5 latent dimensions, per-neuron loadings L); z_pupil and
     z_running are the session-standardized pupil and running speed. Eye position shifts all
     receptive fields of a scan together by `eye_shift_px`.
+Additive shared activity
+    Spontaneous, behavior-related population activity adds to the stimulus response (Stringer et
+    al. 2019, Science: large, multidimensional, partly explained by running and pupil):
+    A = spont_rate * max(0, 1 + spont_behavior . (z_pupil, z_running) + S u), in spikes/trial,
+    with u ~ N(0, I) an unobserved 8-dimensional latent (AR(1) over trials, lag-1 correlation
+    0.6) and per-neuron loadings S (sd 0.4 / k on dimension k, plus a common positive part
+    ~0.9 on dimension 1, so |S| ~ 1). spont_rate is 0.6 x log-normal(0, 0.7) times the sd of
+    the neuron's evoked response to natural images. Its trial-to-trial variance is the main
+    source of shared, low-dimensional noise: single-trial similarity (Eq. 2) is noisy (r with
+    S_oracle ~0.3-0.5 on the 'demo' profile, paper 0.39) while the noise-free responses track
+    S_oracle closely (r ~0.8-0.9).
 Noise
-    Gamma-Poisson (negative binomial) spike counts: count ~ Poisson(rate * G), G ~ Gamma(k, 1 / k),
-    so Var = rate + rate^2 / k. Reliability spans orders of magnitude across neurons; about 10% of
-    the neurons are nearly pure noise.
+    Gamma-Poisson (negative binomial) spike counts: count ~ Poisson(mu * G), G ~ Gamma(k, 1 / k),
+    mu = rate * gain + A, so Var[count | mu] = mu + mu^2 / k. Reliability spans orders of
+    magnitude across neurons (Eq. 1 weights: median ~0.5, a tail to ~2); about 10% of the
+    neurons are nearly pure noise.
 
 Ground truth (`ScanRecording.ground_truth`, numpy arrays), per neuron: 'reliability' (the true
 Eq. 1 weight, see `true_reliability`), 'rf_x', 'rf_y' (px, column and row of the receptive-field
@@ -36,10 +48,13 @@ center at the centered eye), 'orientation' (rad, in [0, pi)), 'spatial_frequency
 (0 simple, 1 complex), 'c50' (normalization constant, contrast units of images scaled to [-1, 1]),
 'threshold' (drive sd), 'sharpness' (1/drive sd), 'baseline', 'amplitude' (spikes/trial),
 'overdispersion' (k), 'pupil_gain', 'running_gain' (log-gain per session sd), 'latent_loading'
-(n_neurons, 5); per trial: 'eye_shift_px' (float32 (n_trials, 2): dx, dy in image px, the
+(n_neurons, 5), 'spont_rate' (spikes/trial, scale of the additive activity), 'spont_behavior'
+(n_neurons, 2: its relative change per session sd of pupil and running), 'spont_loading'
+(n_neurons, 8: its relative change per sd of each unobserved additive latent); per trial: 'eye_shift_px' (float32 (n_trials, 2): dx, dy in image px, the
 displacement of all receptive fields); and, if the profile stores it, 'noise_free' (float32
 (n_images_in_set, n_neurons), rows in the order of `ImageSet.image_ids`): the expected response
-(spikes/trial) to every image at the session-mean behavior and the centered eye (gain 1, no shift).
+(spikes/trial) to every image at the session-mean behavior and the centered eye (gain 1, no shift,
+plus the additive activity's mean at z_pupil = z_running = 0).
 
 Pure numpy/scipy/scikit-image: never imports datajoint or torch.
 """
@@ -64,14 +79,8 @@ MAX_EYE_SHIFT_PX = 4.0         # saturation of the receptive-field shift caused 
 _CHUNK = 512                   # trials per matrix product (bounds memory)
 _N_CALIBRATION = 512           # images used to normalize each neuron's drive
 N_GAIN_LATENT = 5              # dimensions of the unobserved multiplicative shared gain
-N_SPONT_LATENT = 8             # dimensions of the additive shared (spontaneous) fluctuation
+N_SPONT_LATENT = 8             # dimensions of the unobserved additive shared activity
 SPONT_RHO = 0.6                # lag-1 (trial-to-trial) correlation of the additive latent
-SPONT_LOADING_SD = 0.6
-SPONT_RATIO = 0.5
-SPONT_EXP = 0.5
-SPONT_GLOBAL = 0.5
-SPONT_MODE = 2
-SPONT_RATIO_SD = 0.5
 
 # Photos bundled with scikit-image (load offline; `skimage.data.download_all` is never called).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "grass", "gravel", "brick",
@@ -454,20 +463,28 @@ class Population:
         """(n, 2) session-standardized pupil and running -> (n, n_neurons) log-gains."""
         return covariates @ np.stack([self.params["pupil_gain"], self.params["running_gain"]])
 
-    def spont_mean(self, covariates: np.ndarray) -> np.ndarray:
-        """(n, 2) session-standardized pupil and running -> (n, n_neurons) expected additive
-        (spontaneous) activity, spikes/trial: spont_rate * exp(spont_behavior . c)."""
-        return self.params["spont_rate"] * np.exp(covariates @ self.params["spont_behavior"].T)
+    def spont_moments(self, covariates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and second moments over the unobserved additive latent of the additive activity
+        (`spont`) for covariates (n, 2): each (n, n_neurons), spikes/trial and (spikes/trial)^2.
+        With m = spont_rate (1 + spont_behavior . c) and s = spont_rate |S| the additive activity
+        is max(0, m + s Z), Z ~ N(0, 1), a rectified Gaussian: E = m Phi(m/s) + s phi(m/s),
+        E[.^2] = (m^2 + s^2) Phi(m/s) + m s phi(m/s)."""
+        from scipy.special import ndtr
+
+        rate = self.params["spont_rate"]
+        m = rate * (1.0 + covariates @ self.params["spont_behavior"].T)
+        s = np.maximum(rate * np.sqrt((self.params["spont_loading"] ** 2).sum(axis=1)), 1e-12)
+        a = m / s
+        cdf, pdf = ndtr(a), np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)
+        return m * cdf + s * pdf, (m * m + s * s) * cdf + m * s * pdf
 
     def spont(self, covariates: np.ndarray, latent: np.ndarray) -> np.ndarray:
-        """Additive shared fluctuation (float64, (n, n_neurons), spikes/trial >= 0) for covariates
-        (n, 2) and the unobserved additive latent (n, N_SPONT_LATENT) ~ N(0, I):
-        spont_rate * exp(spont_behavior . c + S u - |S|^2 / 2), S the per-neuron loadings
-        'spont_loading'; its mean given c is `spont_mean(c)`, its second moment
-        spont_mean(c)^2 exp(|S|^2)."""
-        loading = self.params["spont_loading"]
-        return self.spont_mean(covariates) * np.exp(latent @ loading.T
-                                                    - 0.5 * (loading ** 2).sum(axis=1))
+        """Additive shared activity (float64, (n, n_neurons), spikes/trial >= 0) for covariates
+        (n, 2) and the unobserved additive latent u (n, N_SPONT_LATENT) ~ N(0, I):
+        spont_rate * max(0, 1 + spont_behavior . c + spont_loading . u)."""
+        p = self.params
+        return p["spont_rate"] * np.maximum(
+            0.0, 1.0 + covariates @ p["spont_behavior"].T + latent @ p["spont_loading"].T)
 
     def latent_log_gain(self, latent: np.ndarray) -> np.ndarray:
         """(n, n_latent) unobserved internal state ~ N(0, I) -> (n, n_neurons) log-gains
@@ -499,10 +516,14 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
     orientation uniform; wavelength log-normal (median 14 px, clipped to 8-30 px); envelope sd
     0.3-0.55 wavelengths (2.5-10 px); aspect 0.5-1; phase uniform; 55% complex cells; thresholds
     -0.5..2 drive sd; softplus sharpness 2-4; baseline log-normal (median 0.3 spikes/trial);
-    amplitude log-normal (median 3 spikes/trial per drive sd, log-sd 1.2), 10% of neurons nearly
-    pure noise (amplitude x 0.01-0.05); overdispersion k log-normal (median 10, log-sd 1.2, clipped
+    amplitude log-normal (median 3 spikes/trial per drive sd, log-sd 0.8), 10% of neurons nearly
+    pure noise (amplitude x 0.01-0.05); overdispersion k log-normal (median 20, log-sd 1.2, clipped
     to 0.5-200); pupil gains N(0.05, 0.08) and running gains N(0.15, 0.1) (log-gain per session
-    sd), each x 3 in a random 15% of neurons (strongly modulated)."""
+    sd), each x 3 in a random 15% of neurons (strongly modulated). Additive shared activity (see
+    the module docstring): spont_rate = 0.6 x log-normal(0, 0.7) x the sd of the evoked rate on
+    `calibration_images`; spont_behavior N(0.1, 0.1) (pupil) and N(0.25, 0.2) (running);
+    spont_loading N(0, (0.4 / k)^2) on dimension k, + 0.9 on dimension 1, all x log-normal(0, 0.3)
+    per neuron."""
     pos = np.column_stack([rng.uniform(0, FOV_UM, n), rng.uniform(0, FOV_UM, n),
                            rng.uniform(*DEPTH_UM, n)])
     rf = retinotopy["center"] + (pos[:, :2] - FOV_UM / 2) @ retinotopy["matrix"].T
@@ -519,7 +540,7 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
     main = gabor_bank(rf_x, rf_y, orientation, wavelength, size, aspect, phase)
     quad = gabor_bank(rf_x[cidx], rf_y[cidx], orientation[cidx], wavelength[cidx], size[cidx],
                       aspect[cidx], phase[cidx] + np.pi / 2)
-    amplitude = np.exp(rng.normal(np.log(3.0), 1.2, n))
+    amplitude = np.exp(rng.normal(np.log(3.0), 0.8, n))
     amplitude[rng.random(n) < 0.10] *= rng.uniform(0.01, 0.05)
     strong = np.where(rng.random((2, n)) < 0.15, 3.0, 1.0)
     params = dict(
@@ -528,31 +549,29 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
         c50=np.exp(rng.uniform(np.log(0.03), np.log(0.3), n)),
         threshold=rng.uniform(-0.5, 2.0, n), sharpness=rng.uniform(2.0, 4.0, n),
         baseline=np.exp(rng.normal(np.log(0.3), 0.6, n)), amplitude=amplitude,
-        overdispersion=np.clip(np.exp(rng.normal(np.log(10.0), 1.2, n)), 0.5, 200),
+        overdispersion=np.clip(np.exp(rng.normal(np.log(20.0), 1.2, n)), 0.5, 200),
         pupil_gain=rng.normal(0.05, 0.08, n) * strong[0],
         running_gain=rng.normal(0.15, 0.1, n) * strong[1],
-        latent_loading=np.column_stack([rng.normal(0.15, 0.05, n), rng.normal(0, 0.1, (n, 4))])
+        latent_loading=np.column_stack([rng.normal(0.15, 0.05, n),
+                                        rng.normal(0, 0.1, (n, N_GAIN_LATENT - 1))])
         * np.exp(rng.normal(0, 0.6, (n, 1))),
     )
-    # additive shared fluctuation: a power-law spectrum over latent dimensions (Stringer et al.
-    # 2019), the first dimension mostly of one sign (a global arousal-like component)
-    spectrum = SPONT_LOADING_SD * np.arange(1, N_SPONT_LATENT + 1) ** -SPONT_EXP
-    spont_loading = rng.normal(0, 1, (n, N_SPONT_LATENT)) * spectrum
-    spont_loading[:, 0] += SPONT_LOADING_SD * SPONT_GLOBAL
+    # additive shared activity: loadings of sd 0.4 / k on latent dimension k (a power-law
+    # spectrum, Stringer et al. 2019), dimension 1 also with a common positive part (arousal-like)
+    spont_loading = rng.normal(0, 1, (n, N_SPONT_LATENT)) * (0.4 / np.arange(1, N_SPONT_LATENT + 1))
+    spont_loading[:, 0] += 0.9
     spont_loading *= np.exp(rng.normal(0, 0.3, (n, 1)))
-    spont_ratio = np.exp(rng.normal(np.log(SPONT_RATIO), SPONT_RATIO_SD, n))
+    spont_ratio = 0.6 * np.exp(rng.normal(0.0, 0.7, n))
     params.update(
         spont_loading=spont_loading,
-        spont_behavior=np.column_stack([rng.normal(0.05, 0.1, n), rng.normal(0.15, 0.15, n)]),
+        spont_behavior=np.column_stack([rng.normal(0.1, 0.1, n), rng.normal(0.25, 0.2, n)]),
     )
     pop = Population(filters=np.concatenate([main, quad], axis=1).astype(np.float32),
                      complex_idx=cidx, drive_offset=np.zeros(n), drive_scale=np.ones(n),
                      params=params)
     pop.calibrate(calibration_images)
-    # the spontaneous rate scales with the neuron's mean evoked rate on natural images
-    ev = pop.rates(calibration_images, np.zeros(n))
-    evoked = [params["baseline"] + amplitude, ev.mean(axis=0), ev.std(axis=0)][int(SPONT_MODE)]
-    params["spont_rate"] = spont_ratio * evoked
+    # the additive activity's scale follows the sd of the neuron's evoked response (gain 1)
+    params["spont_rate"] = spont_ratio * pop.rates(calibration_images, np.zeros(n)).std(axis=0)
     return pop, pos.astype(np.float32)
 
 
@@ -560,17 +579,22 @@ def true_reliability(pop: Population, oracle_images: np.ndarray, log_gain: np.nd
                      shift_px: np.ndarray, covariates: Optional[np.ndarray] = None) -> np.ndarray:
     """The true Eq. 1 weight w_a = sigma_a / eta_a of every neuron (float64, (n_neurons,)).
 
-    Expectations run over the gamma-Poisson noise and the latent gain (exactly) and over the
-    session's behavior and eye position (averaging over the given states: behavioral log_gain
-    (m, n_neurons), shift_px (m, 2), e.g. m trials spread evenly through the session). With rate
-    lambda in state j (before the latent gain, whose second moment is exp(|L|^2)):
-    E[r] = mean_j lambda, E[r^2] = mean_j (lambda + lambda^2 exp(|L|^2) (1 + 1/k)), then
+    Expectations run over the gamma-Poisson noise, the latent gain and the additive latent
+    (exactly) and over the session's behavior and eye position (averaging over the given states:
+    behavioral log_gain (m, n_neurons), shift_px (m, 2) and the standardized pupil and running
+    `covariates` (m, 2) of the same states, e.g. m trials spread evenly through the session;
+    covariates None means all zero). With rate lambda in state j (before the latent gain, which
+    has mean 1 and second moment exp(|L|^2)) and the additive activity A, independent of the
+    gain, with moments a1_j = E[A | j], a2_j = E[A^2 | j] (`Population.spont_moments`), the
+    expected count mu = lambda G_latent + A has E[mu] = lambda + a1_j and
+    E[mu^2] = lambda^2 exp(|L|^2) + 2 lambda a1_j + a2_j, so
+    E[r] = mean_j (lambda + a1_j), E[r^2] = mean_j (E[mu] + E[mu^2] (1 + 1/k)), then
     sigma^2 = Var_i E[r | i] over the oracle images, eta^2 = mean_i Var[r | i]."""
     x = _normalize(oracle_images)
     n_img, m = len(x), len(shift_px)
     if covariates is None:
         covariates = np.zeros((m, 2))
-    a1 = pop.spont_mean(np.asarray(covariates, np.float64))          # (m, n_neurons): E[A | j]
+    a1, a2 = pop.spont_moments(np.asarray(covariates, np.float64))   # (m, n_neurons): E[A^p | j]
     s1 = np.zeros((n_img, pop.n_neurons))
     s2 = np.zeros_like(s1)
     s_cross = np.zeros_like(s1)
@@ -583,9 +607,8 @@ def true_reliability(pop: Population, oracle_images: np.ndarray, log_gain: np.nd
         s2 += (lam ** 2).sum(axis=1)
         s_cross += (lam * a1[js]).sum(axis=1)
     gain_m2 = np.exp((pop.params["latent_loading"] ** 2).sum(axis=1))
-    spont_m2 = np.exp((pop.params["spont_loading"] ** 2).sum(axis=1))
     mean = (s1 + a1.sum(axis=0)) / m
-    mu_m2 = (s2 * gain_m2 + 2 * s_cross + (a1 ** 2).sum(axis=0) * spont_m2) / m    # E[mu^2 | i]
+    mu_m2 = (s2 * gain_m2 + 2 * s_cross + a2.sum(axis=0)) / m    # E[mu^2 | i]
     second = mean + mu_m2 * (1 + 1 / pop.params["overdispersion"])
     signal_var = mean.var(axis=0)
     noise_var = (second - mean ** 2).mean(axis=0)
@@ -671,10 +694,11 @@ def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarr
     truth["eye_shift_px"] = shift.astype(np.float32)
     if profile.store_noise_free:
         noise_free = np.empty((n_set, pop.n_neurons), np.float32)
+        spont_at_mean = pop.spont_moments(np.zeros((1, 2)))[0]      # E[A] at z_pupil = z_running = 0
         for i0 in range(0, n_set, _CHUNK):
             sl = slice(i0, min(i0 + _CHUNK, n_set))
             noise_free[sl] = (pop.rates(x_all[sl].reshape(-1, H * W), np.zeros(pop.n_neurons))
-                              + pop.params["spont_rate"])
+                              + spont_at_mean)
         truth["noise_free"] = noise_free
 
     scan = ScanRecording(

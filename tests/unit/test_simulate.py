@@ -238,13 +238,14 @@ def test_eye_position_moves_receptive_fields():
     images = sim.make_image_set("t", 64, 0.3, rng).images
     x = sim._normalize(images)
     retinotopy = dict(center=np.array([32.0, 18.0]), matrix=np.diag([0.03, 0.02]), scatter=1.0)
-    pop, _ = sim.sample_population(50, rng, retinotopy, x.reshape(len(x), -1))
+    pop, _ = sim.sample_population(200, rng, retinotopy, x.reshape(len(x), -1))
     img = x[:1].copy()
     img[:, :4], img[:, -4:], img[:, :, :4], img[:, :, -4:] = 0, 0, 0, 0   # mid-gray frame
     no_gain = np.zeros(pop.n_neurons)
     at_rest = pop.rates(sim.shift_images(img, np.zeros((1, 2))), no_gain)
     shifted = pop.rates(sim.shift_images(img, np.array([[3.0, 2.0]])), no_gain)
-    assert (np.abs(shifted - at_rest) > 0.1 * at_rest).mean() > 0.3
+    # a large fraction changes by > 10% (not all: sparse high-threshold cells idle at baseline)
+    assert (np.abs(shifted - at_rest) > 0.1 * at_rest).mean() > 0.25
     # receptive fields displaced by (dx, dy) = (3, 2) px see the image moved by (-3, -2) px
     moved = np.roll(img, (-2, -3), axis=(1, 2)).reshape(1, -1)
     np.testing.assert_allclose(shifted, pop.rates(moved, no_gain), rtol=1e-4)
@@ -258,27 +259,60 @@ def test_cortical_position_maps_to_retinotopy(tiny):
         assert abs(np.corrcoef(y_um, gt["rf_y"])[0, 1]) > 0.3
 
 
-def test_model_similarity_beats_single_trial_similarity():
-    """Noise-free (ideal model) similarity tracks oracle similarity better than single trials."""
-    scan = sim.simulate_experiment(MODERATE, seed=1).scans[0]
-    oracle = scan.tiers == "oracle"
-    w = snr_weights(scan.responses[oracle], scan.image_ids[oracle]).weight
+# Fig. 1 of the paper on simulated data: Eqs. 1-5 as small local helpers (rsa.py owns the real ones)
+FIG1 = sim.SimProfile("fig1", n_scans=2, n_neurons=1000, n_images=50, n_oracle=100, n_repeats=10,
+                      n_virtual_repeats=16)
+
+
+def _unit_rows(r):
+    r = r - r.mean(axis=0)                        # centred on the mean over all rows used
+    return r / np.linalg.norm(r, axis=1, keepdims=True)
+
+
+def _fig1_similarities(scan):
+    """Per scan: image ids, single-trial similarities S_data (Eq. 2) as (n, T, n, T), S_oracle
+    (Eq. 3, (n, n)) and S_model (noise-free responses, (n, n)); every response scaled by its Eq. 1
+    weight from the oracle trials."""
+    oracle = np.flatnonzero(scan.tiers == "oracle")
+    oracle = oracle[np.argsort(scan.image_ids[oracle], kind="stable")]     # image-major order
     ids = np.unique(scan.image_ids[oracle])
-    trials = [np.flatnonzero(oracle & (scan.image_ids == i)) for i in ids]
+    n, t = len(ids), len(oracle) // len(ids)
+    w = snr_weights(scan.responses[oracle], scan.image_ids[oracle]).weight
+    e = _unit_rows(scan.responses[oracle].astype(np.float64) * w)
+    s_data = (e @ e.T).reshape(n, t, n, t)
+    block = s_data.sum(axis=(1, 3))
+    s_oracle = block / t ** 2
+    same = block.diagonal() - np.einsum("itit->i", s_data)     # leave out the self-pairs t_i == t_j
+    s_oracle[np.diag_indices(n)] = same / (t * (t - 1))
+    model = _unit_rows(scan.ground_truth["noise_free"][ids].astype(np.float64) * w)
+    return ids, s_data, s_oracle, model @ model.T
 
-    def unit(r):
-        r = r - r.mean(axis=0)
-        return r / np.linalg.norm(r, axis=1, keepdims=True)
 
-    mean_resp = np.stack([scan.responses[t].mean(axis=0) for t in trials]) * w
-    first = unit(scan.responses[[t[0] for t in trials]] * w)
-    second = unit(scan.responses[[t[1] for t in trials]] * w)
-    model = unit(scan.ground_truth["noise_free"][ids] * w)
-    iu = np.triu_indices(len(ids), 1)
-    s_oracle = (unit(mean_resp) @ unit(mean_resp).T)[iu]
-    s_data = (first @ second.T)[iu]
-    s_model = (model @ model.T)[iu]
-    assert np.corrcoef(s_model, s_oracle)[0, 1] > np.corrcoef(s_data, s_oracle)[0, 1]
+def test_model_similarity_beats_single_trial_similarity_and_scans_agree():
+    """Fig. 1: single-trial similarity is noisy (paper r = 0.39), the ideal (noise-free) model's
+    similarity tracks S_oracle much better (paper r = 0.73 for a learned model), and S_oracle
+    varies less across scans (Eq. 4) than single trials of the same image (Eq. 5)."""
+    exp = sim.simulate_experiment(FIG1, seed=0)
+    oracles, repeat_deltas = [], []
+    for scan in exp.scans:
+        ids, s_data, s_oracle, s_model = _fig1_similarities(scan)
+        n, t = s_data.shape[:2]
+        iu = np.triu_indices(n, 1)
+        pairs = s_data[iu[0], :, iu[1], :]                       # single trials of image pairs i != j
+        r_data = np.corrcoef(pairs.ravel(), np.repeat(s_oracle[iu], t * t))[0, 1]
+        r_model = np.corrcoef(s_model[iu], s_oracle[iu])[0, 1]
+        assert 0.15 < r_data < 0.65, r_data          # the old, too clean simulation: ~0.85
+        assert r_model > 0.7 and r_model > r_data + 0.25, (r_model, r_data)
+        it = np.triu_indices(t, 1)
+        repeat_deltas.append(np.stack([s_data[i, :, i, :][it] - s_oracle[i, i] for i in range(n)]))
+        oracles.append(s_oracle)
+        np.testing.assert_array_equal(ids, np.unique(exp.scans[0].image_ids[exp.scans[0].tiers
+                                                                             == "oracle"]))
+    oracles = np.stack(oracles)
+    iu = np.triu_indices(oracles.shape[1], 1)
+    scan_spread = (oracles - oracles.mean(axis=0))[:, iu[0], iu[1]].std()          # Eq. 4
+    repeat_spread = np.concatenate(repeat_deltas, axis=None).std()                 # Eq. 5
+    assert scan_spread < 0.5 * repeat_spread, (scan_spread, repeat_spread)
 
 
 def test_scan_keys_differ_between_profiles_and_seeds():
