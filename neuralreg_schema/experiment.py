@@ -59,6 +59,7 @@ class Scan(dj.Manual):
     n_trials : int32                     # trials (rows of Trial)
     n_oracle_images : int32              # distinct oracle images with responses (0: none, Neuron is not computed)
     responses : <npy@main>               # float32 (n_trials, n_neurons); row = Trial.row, column = Scan.Unit.column; simulated: spike counts, Sensorium: deconvolved activity (a.u.)
+    data_hash : char(32)                 # md5 of responses, trial order, image ids and tiers: re-ingesting different data under this key is refused
     notes = '' : varchar(4000)           # problems detected at import and tolerated (e.g. withheld test responses)
     ingested_at = CURRENT_TIMESTAMP : datetime   # when the scan was inserted
     """
@@ -172,6 +173,16 @@ def _pixel_hash(pixels: np.ndarray) -> str:
     return hashlib.md5(np.ascontiguousarray(pixels, dtype=np.float32).tobytes()).hexdigest()
 
 
+def data_hash(scan: ScanRecording) -> str:
+    """Fingerprint of what a scan row stands for: responses, trial order, image ids and tiers."""
+    md5 = hashlib.md5()
+    for array in (np.asarray(scan.responses, dtype=np.float32), np.asarray(scan.trial_idx, dtype=np.int64),
+                  np.asarray(scan.image_ids, dtype=np.int64), np.asarray(scan.unit_ids, dtype=np.int64)):
+        md5.update(np.ascontiguousarray(array).tobytes())
+    md5.update("|".join(map(str, scan.tiers)).encode())
+    return md5.hexdigest()
+
+
 def scan_key(scan: ScanRecording) -> dict:
     return {"animal_id": int(scan.animal_id), "session": int(scan.session), "scan_idx": int(scan.scan_idx)}
 
@@ -203,10 +214,17 @@ def ingest(image_set: ImageSetData, scans: list[ScanRecording], *, source_path: 
     keys = [scan_key(s) for s in scans]
     if len({tuple(k.values()) for k in keys}) != len(keys):
         raise RecordingError(image_set.name, "two scans with the same (animal_id, session, scan_idx)")
-    new = [(s, k) for s, k in zip(scans, keys) if not (Scan & k)]
-    for s, k in zip(scans, keys):
-        if (Scan & k):
-            say(f"scan {s.name} already ingested: skipped")
+    new = []
+    for scan, key in zip(scans, keys):
+        stored = (Scan & key).to_arrays("data_hash")
+        if len(stored) == 0:
+            new.append((scan, key))
+        elif stored[0] == data_hash(scan):
+            say(f"scan {scan.name} already ingested: skipped")
+        else:
+            raise RecordingError(f"scan {scan.name}", "already ingested with different data (a changed file or "
+                                 "simulator version?): delete it first ((Scan & key).delete()) or use another "
+                                 "schema prefix")
     if not new:
         return []
     used = np.unique(np.concatenate([s.image_ids for s, _ in new]))
@@ -236,7 +254,7 @@ def _insert_scan(scan: ScanRecording, key: dict, image_set: str, source_path: st
         "source_path": (source_path or scan.source)[:1024],
         "n_neurons": scan.n_neurons, "n_trials": scan.n_trials,
         "n_oracle_images": int(len(np.unique(scan.image_ids[oracle]))),
-        "responses": np.ascontiguousarray(scan.responses, dtype=np.float32),
+        "responses": np.ascontiguousarray(scan.responses, dtype=np.float32), "data_hash": data_hash(scan),
         "notes": "; ".join(scan.notes)[:4000]})
     pos = np.asarray(scan.cell_positions, dtype=np.float64)
     Scan.Unit.insert([{**key, "unit_id": int(u), "column": c, "cortex_x": pos[c, 0],

@@ -52,6 +52,17 @@ def test_ingest_is_idempotent(modules):
     assert counts(exp) == before
 
 
+def test_reingesting_different_data_under_the_same_key_is_refused(modules):
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=109, image_set="toy4")
+    exp.ingest(images, [scan])
+    before = counts(exp)
+    scan.responses = scan.responses + 1
+    with pytest.raises(RecordingError, match="different data"):
+        exp.ingest(images, [scan])
+    assert counts(exp) == before
+
+
 def test_image_id_reused_with_other_pixels_is_refused(modules):
     exp = modules["experiment"]
     images, scan = make_recording(animal_id=103)
