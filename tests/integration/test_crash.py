@@ -1,0 +1,54 @@
+"""A worker killed (SIGKILL) in the middle of an ingest leaves no partial scan; the re-run completes."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.conftest import make_recording
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from neuralreg_schema import pipeline
+    from tests.conftest import make_recording
+    exp = pipeline.activate(sys.argv[1])["experiment"]
+    images, scan = make_recording(animal_id=301, image_set="toy_crash")
+    scan.ground_truth = {}
+    def stall(*args):
+        print("trials inserted", flush=True)
+        time.sleep(120)
+    exp._insert_truth = stall
+    exp.ingest(images, [scan])
+""")
+
+
+def test_sigkill_mid_ingest_leaves_nothing_and_rerun_completes(modules, prefix):
+    exp = modules["experiment"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, prefix], stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        line = ""
+        while time.time() < deadline and "trials inserted" not in line:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "the ingest process ended before the crash point"
+        assert "trials inserted" in line
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    key = {"animal_id": 301}
+    deadline = time.time() + 30           # the server rolls back once it notices the dead connection
+    while time.time() < deadline and (exp.Scan & key or exp.Trial & key):
+        time.sleep(0.5)
+    assert not exp.Scan & key and not exp.Trial & key and not exp.Scan.Unit & key
+    assert not exp.ImageSet & {"image_set": "toy_crash"}
+    images, scan = make_recording(animal_id=301, image_set="toy_crash")
+    assert exp.ingest(images, [scan]) == [{"animal_id": 301, "session": 1, "scan_idx": 1}]
+    assert len(exp.Trial & key) == scan.n_trials
