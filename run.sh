@@ -40,7 +40,12 @@ case "$cmd" in
         exec "$VENV/bin/neuralreg" demo "$@" ;;
     test)
         shift; bootstrap
-        "$VENV/bin/neuralreg" db up
+        # CI (and NEURALREG_DB_RESET=1) may take over an existing test account whose password is unknown
+        if [ "${CI:-}" = true ] || [ "${NEURALREG_DB_RESET:-}" = 1 ]; then
+            "$VENV/bin/neuralreg" db up --reset-password
+        else
+            "$VENV/bin/neuralreg" db up
+        fi
         exec "$VENV/bin/python" -m pytest tests -q "$@" ;;
     help|-h|--help)
         sed -n '2,8p' "$0" ;;
