@@ -46,7 +46,7 @@ case "$cmd" in
         else
             "$VENV/bin/neuralreg" db up
         fi
-        exec "$VENV/bin/python" -m pytest tests -q "$@" ;;
+        exec "$VENV/bin/python" -m pytest -q "$@" ;;   # default: testpaths (tests/) from pyproject.toml
     help|-h|--help)
         sed -n '2,8p' "$0" ;;
     *)
