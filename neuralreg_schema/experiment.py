@@ -125,6 +125,10 @@ class OracleTrial(dj.Manual):
 
 @schema
 class Neuron(dj.Computed):
+    """One job per scan (Eq. 1 needs all oracle trials of the scan at once), one Neuron.Unit row per
+    unit. A per-unit Computed table with a per-scan key_source cannot be populated with
+    reserve_jobs in DataJoint 2.3 (its job table is keyed by the unit), hence master and part."""
+
     definition = """
     # Eq. 1 of the paper for every unit of a scan, from its oracle repeats (per-unit values in Neuron.Unit)
     -> Scan
