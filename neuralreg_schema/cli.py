@@ -100,27 +100,31 @@ def cmd_populate(args) -> int:
     return worker.main(argv)
 
 
+def _tables(module, dj) -> list:
+    """The master tables defined in a schema module, in definition order, each followed by its parts."""
+    found = []
+    for table in vars(module).values():
+        if isinstance(table, type) and issubclass(table, dj.Table) and table.__module__ == module.__name__:
+            found.append(table)
+            found += [p for p in vars(table).values() if isinstance(p, type) and issubclass(p, dj.Part)]
+    return found
+
+
 def status_table(prefix: str) -> list[tuple[str, int, str]]:
     """(table, rows, job summary) for every table of the activated pipeline."""
     from . import pipeline
     dj = settings.configure()
     rows = []
     for name, module in pipeline.activate(prefix).items():
-        for attr in dir(module):
-            table = getattr(module, attr)
-            if isinstance(table, type) and issubclass(table, dj.Table) and getattr(table, "__module__", "") == module.__name__ \
-                    and table.__name__ != "Table" and not issubclass(table, dj.Part):
-                jobs = ""
-                if issubclass(table, (dj.Computed, dj.Imported)):
-                    remaining, total = table.progress()
-                    p = table.jobs.progress()
-                    jobs = (f"{total - remaining}/{total} done; jobs: {p['pending']} pending, "
-                            f"{p['reserved']} reserved, {p['error']} error")
-                rows.append((f"{name}.{table.__name__}", len(table()), jobs))
-                for part_name in dir(table):
-                    part = getattr(table, part_name)
-                    if isinstance(part, type) and issubclass(part, dj.Part) and part is not dj.Part:
-                        rows.append((f"{name}.{table.__name__}.{part.__name__}", len(part()), ""))
+        for table in _tables(module, dj):
+            jobs = ""
+            if issubclass(table, (dj.Computed, dj.Imported)):
+                remaining, total = table.progress()
+                p = table.jobs.progress()
+                jobs = (f"{total - remaining}/{total} done; jobs: {p['pending']} pending, "
+                        f"{p['reserved']} reserved, {p['error']} error")
+            label = table.__qualname__ if issubclass(table, dj.Part) else table.__name__
+            rows.append((f"{name}.{label}", len(table()), jobs))
     return rows
 
 

@@ -36,7 +36,6 @@ SERVER_SETTINGS = {
     "net_read_timeout": 600,               # s
     "net_write_timeout": 600,              # s
 }
-SOCKET_PATHS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock", "/tmp/mysql.sock")
 
 
 class DatabaseError(RuntimeError):
@@ -100,17 +99,27 @@ def can_login(target: Target, user: str | None, password: str | None) -> bool:
         return False
 
 
-def admin_connection(target: Target, sockets: tuple[str, ...] = SOCKET_PATHS):
-    """A connection with the right to create users, or None (tried: env, root over TCP, socket)."""
+def candidate_sockets() -> list[str]:
+    """Unix sockets an administrative login may use: our private server's, $DJ_ADMIN_SOCKET, and the
+    one the installed server's own option files name (`my_print_defaults`)."""
+    paths = [str(local_dir() / "mysqld.sock")]
+    paths += [p for p in os.environ.get("DJ_ADMIN_SOCKET", "").split(os.pathsep) if p]
+    if shutil.which("my_print_defaults"):
+        run = subprocess.run(["my_print_defaults", "mysqld", "client", "client-server"],
+                             capture_output=True, text=True)
+        paths += [line.split("=", 1)[1] for line in run.stdout.splitlines() if line.startswith("--socket=")]
+    return [p for p in dict.fromkeys(paths) if Path(p).exists()]
+
+
+def admin_connection(target: Target):
+    """A connection with the right to create users, or None (tried: env, root over TCP, sockets)."""
     attempts = []
     if os.environ.get("DJ_ADMIN_USER"):
         attempts.append(dict(user=os.environ["DJ_ADMIN_USER"], password=os.environ.get("DJ_ADMIN_PASS", "")))
     attempts.append(dict(user="root", password=""))
     if target.is_local:
-        ours = local_dir() / "mysqld.sock"
-        for path in (str(ours), *sockets) if ours.exists() else sockets:
-            if Path(path).exists():
-                attempts += [dict(user=getpass.getuser(), unix_socket=path), dict(user="root", unix_socket=path)]
+        for path in candidate_sockets():
+            attempts += [dict(user=getpass.getuser(), unix_socket=path), dict(user="root", unix_socket=path)]
     for attempt in attempts:
         try:
             connection = _connect(target, **attempt)
@@ -315,63 +324,61 @@ def wait_for_login(target: Target, user: str, password: str, timeout: float = 60
 
 # ------------------------------------------------------------------ up / status / down
 
-def up(say=print, reset_password: bool = False) -> dict:
-    """Bring a usable database up (see module docstring). Returns a summary dict.
+def _provision_account(target: Target, user: str | None, password: str | None, reset_password: bool,
+                       say) -> tuple[str, str]:
+    """Create the application account, or set its password; an existing account is changed only with
+    `reset_password`, so that a new checkout cannot lock out the workers of another one."""
+    admin = admin_connection(target)
+    if admin is None:
+        raise DatabaseError(
+            f"{target.host}:{target.port} answers, but the application user cannot log in and no "
+            "administrative login works: set DJ_USER/DJ_PASS to an existing account, or DJ_ADMIN_USER/"
+            "DJ_ADMIN_PASS to an account that may create users")
+    try:
+        user = user or APP_USER
+        if user_exists(admin, user) and not reset_password:
+            known = "the configured password is wrong" if password else "its password is unknown here"
+            raise DatabaseError(
+                f"the account {user!r} already exists on {target.host}:{target.port} but {known}: put the right "
+                f"one in {settings.secrets_dir() / 'database.password'} (or DJ_USER/DJ_PASS), or run "
+                "`neuralreg db up --reset-password` (workers using the old password will fail to reconnect)")
+        if not password:
+            password = _secrets.token_urlsafe(24)
+            settings.write_secret("database.user", user)
+            settings.write_secret("database.password", password)
+            say(f"created credentials for {user!r} in {settings.secrets_dir()}")
+        ensure_app_user(admin, user, password)
+    finally:
+        admin.close()
+    dj = settings.configure()
+    dj.config["database.user"], dj.config["database.password"] = user, password
+    return user, password
 
-    An existing application account is never changed unless `reset_password`: its password must be
-    known here (DJ_PASS, .secrets/ or the per-user copy), so that a new checkout cannot lock out the
-    workers of another one."""
+
+def up(say=print, reset_password: bool = False) -> dict:
+    """Bring a usable database up (see module docstring and `_provision_account`); return a summary."""
     root = settings.project_root()
     target = configured_target()
     mode = "configured server"
-    sockets = SOCKET_PATHS
     if not answers(target):
         if docker_engine_answers() and (root / "docker-compose.yml").is_file() and target.is_local:
             docker_up(root, target, say)
             mode = "docker compose"
         elif target.is_local:
-            sock = start_local_server(local_dir(root) / "data", target.port, say=say)
-            sockets = (str(sock),)
+            start_local_server(local_dir(root) / "data", target.port, say=say)
             mode = "local server"
         else:
             raise DatabaseError(f"the configured server {target.host}:{target.port} does not answer, and it is "
                                 "not local, so none can be started for it: check DJ_HOST/DJ_PORT or the network")
     user, password = app_credentials()
     if not can_login(target, user, password):
-        admin = admin_connection(target, sockets)
-        if admin is None:
-            raise DatabaseError(
-                f"{target.host}:{target.port} answers, but the application user cannot log in and no "
-                "administrative login works: set DJ_USER/DJ_PASS to an existing account, or DJ_ADMIN_USER/"
-                "DJ_ADMIN_PASS to an account that may create users")
-        if not user or not password:
-            user = user or APP_USER
-            if user_exists(admin, user) and not reset_password:
-                admin.close()
-                raise DatabaseError(
-                    f"the account {user!r} already exists on {target.host}:{target.port} but its password is "
-                    f"unknown here: put it in {settings.secrets_dir() / 'database.password'} (or DJ_USER/DJ_PASS), "
-                    "or run `neuralreg db up --reset-password` (running workers that use the old password "
-                    "will then fail to reconnect)")
-            password = _secrets.token_urlsafe(24)
-            settings.write_secret("database.user", user)
-            settings.write_secret("database.password", password)
-            say(f"created credentials for {user!r} in {settings.secrets_dir()}")
-        elif user_exists(admin, user) and not reset_password:
-            admin.close()
-            raise DatabaseError(f"cannot log in as {user!r} at {target.host}:{target.port} with the configured "
-                                "password: correct it (DJ_PASS or .secrets/database.password), or run "
-                                "`neuralreg db up --reset-password` to set the account to it")
-        ensure_app_user(admin, user, password)
-        admin.close()
-        dj = settings.configure()
-        dj.config["database.user"], dj.config["database.password"] = user, password
+        user, password = _provision_account(target, user, password, reset_password, say)
     wait_for_login(target, user, password, timeout=30, say=say)
     if not (settings.user_secrets_dir() / "database.password").is_file() and not os.environ.get("DJ_PASS"):
         settings.write_secret("database.user", user)          # let other checkouts here reuse the account
         settings.write_secret("database.password", password)
     problems = []
-    admin = admin_connection(target, sockets)
+    admin = admin_connection(target)
     if admin is not None:
         problems = apply_server_settings(admin)
         admin.close()

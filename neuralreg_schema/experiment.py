@@ -12,9 +12,9 @@ import numpy as np
 
 from .compute import rsa
 from .compute.recording import ImageSet as ImageSetData, RecordingError, ScanRecording
-from .settings import _import_datajoint
+from .settings import import_datajoint
 
-dj = _import_datajoint()
+dj = import_datajoint()
 
 schema = dj.Schema()
 
@@ -59,7 +59,7 @@ class Scan(dj.Manual):
     n_trials : int32                     # trials (rows of Trial)
     n_oracle_images : int32              # distinct oracle images with responses (0: none, Neuron is not computed)
     responses : <npy@main>               # float32 (n_trials, n_neurons); row = Trial.row, column = Scan.Unit.column; simulated: spike counts, Sensorium: deconvolved activity (a.u.)
-    data_hash : char(32)                 # md5 of responses, trial order, image ids and tiers: re-ingesting different data under this key is refused
+    data_hash : char(32)                 # md5 of responses, trial order, image ids, units and tiers: re-ingesting different data under this key is refused
     notes = '' : varchar(4000)           # problems detected at import and tolerated (e.g. withheld test responses)
     ingested_at = CURRENT_TIMESTAMP : datetime   # when the scan was inserted
     """
@@ -173,18 +173,23 @@ class Neuron(dj.Computed):
 
 # ---------------------------------------------------------------- ingest
 
+def _md5(*arrays: np.ndarray, text: str = "") -> str:
+    md5 = hashlib.md5()
+    for array in arrays:
+        md5.update(np.ascontiguousarray(array).tobytes())
+    md5.update(text.encode())
+    return md5.hexdigest()
+
+
 def _pixel_hash(pixels: np.ndarray) -> str:
-    return hashlib.md5(np.ascontiguousarray(pixels, dtype=np.float32).tobytes()).hexdigest()
+    return _md5(np.asarray(pixels, dtype=np.float32))
 
 
 def data_hash(scan: ScanRecording) -> str:
-    """Fingerprint of what a scan row stands for: responses, trial order, image ids and tiers."""
-    md5 = hashlib.md5()
-    for array in (np.asarray(scan.responses, dtype=np.float32), np.asarray(scan.trial_idx, dtype=np.int64),
-                  np.asarray(scan.image_ids, dtype=np.int64), np.asarray(scan.unit_ids, dtype=np.int64)):
-        md5.update(np.ascontiguousarray(array).tobytes())
-    md5.update("|".join(map(str, scan.tiers)).encode())
-    return md5.hexdigest()
+    """Fingerprint of what a scan row stands for: responses, trial order, image ids, units and tiers."""
+    return _md5(np.asarray(scan.responses, dtype=np.float32), np.asarray(scan.trial_idx, dtype=np.int64),
+                np.asarray(scan.image_ids, dtype=np.int64), np.asarray(scan.unit_ids, dtype=np.int64),
+                text="|".join(map(str, scan.tiers)))
 
 
 def scan_key(scan: ScanRecording) -> dict:

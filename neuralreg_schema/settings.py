@@ -35,7 +35,7 @@ class _JobTableNoise(logging.Filter):
         return not record.getMessage().startswith("Native type '")
 
 
-def _import_datajoint():
+def import_datajoint():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No datajoint.json found")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -51,7 +51,7 @@ def project_root() -> Path:
     """The folder holding the project's datajoint.json (NEURALREG_HOME overrides)."""
     if os.environ.get("NEURALREG_HOME"):
         return Path(os.environ["NEURALREG_HOME"]).resolve()
-    dj = _import_datajoint()
+    dj = import_datajoint()
     found = getattr(dj.config, "_config_path", None)
     if found:
         return Path(found).resolve().parent
@@ -99,7 +99,7 @@ def configure() -> "object":
     directory, fills credentials from .secrets/ when no DJ_USER/DJ_PASS is set, and makes sure the
     store `main` exists (a file store's folder is created).
     """
-    dj = _import_datajoint()
+    dj = import_datajoint()
     root = project_root()
     cfg_file = root / "datajoint.json"
     if getattr(dj.config, "_config_path", None) is None and cfg_file.is_file() \

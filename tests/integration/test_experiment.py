@@ -12,6 +12,14 @@ def counts(exp):
                                            exp.OracleTrial, exp.Neuron, exp.Neuron.Unit, exp.SimulatedUnit)}
 
 
+def assert_refused(exp, images, scans, error, match):
+    """The ingest raises `error` matching `match` and no table changes."""
+    before = counts(exp)
+    with pytest.raises(error, match=match):
+        exp.ingest(images, scans)
+    assert counts(exp) == before
+
+
 def test_ingest_and_neuron_eq1(modules):
     exp = modules["experiment"]
     images, scan = make_recording(animal_id=101)
@@ -56,22 +64,16 @@ def test_reingesting_different_data_under_the_same_key_is_refused(modules):
     exp = modules["experiment"]
     images, scan = make_recording(animal_id=109, image_set="toy4")
     exp.ingest(images, [scan])
-    before = counts(exp)
     scan.responses = scan.responses + 1
-    with pytest.raises(RecordingError, match="different data"):
-        exp.ingest(images, [scan])
-    assert counts(exp) == before
+    assert_refused(exp, images, [scan], RecordingError, "different data")
 
 
 def test_image_id_reused_with_other_pixels_is_refused(modules):
     exp = modules["experiment"]
     images, scan = make_recording(animal_id=103)
     exp.ingest(images, [scan])
-    before = counts(exp)
     images2, scan2 = make_recording(animal_id=104, seed=5)        # same ids, other pixels
-    with pytest.raises(RecordingError, match="different pixels"):
-        exp.ingest(images2, [scan2])
-    assert counts(exp) == before
+    assert_refused(exp, images2, [scan2], RecordingError, "different pixels")
 
 
 def test_bad_scan_in_a_batch_inserts_nothing(modules):
@@ -79,24 +81,18 @@ def test_bad_scan_in_a_batch_inserts_nothing(modules):
     images, good = make_recording(animal_id=105, image_set="toy2")
     _, bad = make_recording(animal_id=106, image_set="toy2")
     bad.responses[3, 2] = np.nan
-    before = counts(exp)
-    with pytest.raises(RecordingError, match="NaN"):
-        exp.ingest(images, [good, bad])
-    assert counts(exp) == before
+    assert_refused(exp, images, [good, bad], RecordingError, "NaN")
 
 
 def test_failure_inside_the_transaction_rolls_back(modules, monkeypatch):
     exp = modules["experiment"]
     images, scan = make_recording(animal_id=107, image_set="toy3")
-    before = counts(exp)
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
     monkeypatch.setattr(exp, "_insert_truth", broken)
     scan.ground_truth = {}
-    with pytest.raises(RuntimeError, match="disk full"):
-        exp.ingest(images, [scan])
-    assert counts(exp) == before
+    assert_refused(exp, images, [scan], RuntimeError, "disk full")
 
 
 def test_scan_without_oracle_responses_gets_no_neuron_job(modules):
