@@ -4,6 +4,8 @@
     neuralreg ingest simulated [--profile demo] [--seed 0]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg populate                         run the worker loop once over the whole graph
+    neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
+    neuralreg plan-similarity [--model demo] [--vgg]   predictive-model config + the paper's similarity configs
     neuralreg status                           rows per table and job queues
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
 
@@ -48,15 +50,22 @@ def cmd_db(args) -> int:
 # ------------------------------------------------------------------ ingest
 
 def ingest_simulated(prefix: str, profile: str, seed: int) -> list[dict]:
+    """Simulate and ingest an experiment; its scans also form a ScanGroup named after the image set."""
     from . import pipeline
     from .compute import simulate
-    experiment = pipeline.activate(prefix)["experiment"]
+    modules = pipeline.activate(prefix)
+    experiment, similarity = modules["experiment"], modules["similarity"]
     started = time.time()
     _say(f"simulating the '{profile}' experiment (seed {seed})")
     sim = simulate.simulate_experiment(profile, seed=seed, progress=lambda m: _say(f"  {m}"))
     _say(f"  {len(sim.scans)} scans, {len(sim.image_set.image_ids)} images, "
          f"{sum(s.n_neurons for s in sim.scans)} neurons in {time.time() - started:.1f} s")
-    return experiment.ingest(sim.image_set, sim.scans, source_path=f"{profile}/seed={seed}", progress=_say)
+    keys = experiment.ingest(sim.image_set, sim.scans, source_path=f"{profile}/seed={seed}", progress=_say)
+    name = sim.image_set.name
+    similarity.ScanGroup.add(name, [experiment.scan_key(s) for s in sim.scans],
+                             description=f"all scans of the simulated '{profile}' experiment, seed {seed}")
+    _say(f"  scan group {name!r}: {len(sim.scans)} scans")
+    return keys
 
 
 def ingest_sensorium(prefix: str, paths: list[str]) -> list[dict]:
@@ -139,12 +148,14 @@ def cmd_status(args) -> int:
 # ------------------------------------------------------------------ demo
 
 def demo_summary(prefix: str) -> dict:
-    """The numbers the demo prints: per scan, Spearman(w_a, true reliability) and counts."""
+    """The numbers the demo prints: per scan, Spearman(w_a, true reliability), the predictive
+    model's correlations and Spearman(v_a, true reliability); per group, the Fig. 1C/D checks."""
     import numpy as np
     from scipy.stats import spearmanr
     from . import pipeline
-    experiment = pipeline.activate(prefix)["experiment"]
-    summary = {}
+    modules = pipeline.activate(prefix)
+    experiment, predictive, similarity = modules["experiment"], modules["predictive"], modules["similarity"]
+    scans = {}
     for key in experiment.Scan.keys(order_by="animal_id, session, scan_idx"):
         scan = (experiment.Scan & key).fetch1()
         row = {"neurons": scan["n_neurons"], "trials": scan["n_trials"],
@@ -154,37 +165,123 @@ def demo_summary(prefix: str) -> dict:
             w, truth = joined.to_arrays("snr_weight", "true_reliability")
             row["median_w"] = float(np.median(w))
             row["spearman_w_truth"] = float(spearmanr(w, truth).statistic)
-        summary["{animal_id}-{session}-{scan_idx}".format(**key)] = row
-    return summary
+        for model in (predictive.PredictiveModel & key).to_dicts(order_by="model_hash"):
+            mkey = {**key, "model_hash": model["model_hash"]}
+            row["model_test_corr"] = model["mean_test_corr"]
+            row["model_oracle_corr"] = model["mean_oracle_corr"]
+            row["model_epochs"] = model["epochs_run"]
+            row["model_seconds"] = model["train_seconds"]
+            units = predictive.PredictiveModel.Unit * experiment.SimulatedUnit & mkey
+            if len(units):
+                v, truth = units.to_arrays("test_corr", "true_reliability")
+                row["spearman_v_truth"] = float(spearmanr(v, truth).statistic)
+        scans["{animal_id}-{session}-{scan_idx}".format(**key)] = row
+    groups = {}
+    for st in similarity.SimilarityStability.to_dicts(order_by="scan_group, model_hash"):
+        groups[st["scan_group"]] = {
+            "scans": st["n_scans"], "oracle_images": st["n_oracle_images"],
+            "r_model_oracle": st["r_model_oracle"], "r_data_oracle": st["r_data_oracle"],
+            "eq4_scan_std": (st["scan_fluctuation"] or {}).get("std"),
+            "eq5_repeat_std": st["repeat_fluctuation"]["std"]}
+    targets = [{"group": r["scan_group"], "label": (similarity.SimilarityConfig & r).fetch1("label"),
+                "images": r["n_images"], "scans": r["n_scans"], "std_offdiag": r["std_offdiag"]}
+               for r in similarity.AveragedSimilarity.to_dicts(order_by="scan_group, sim_hash")]
+    return {"scans": scans, "groups": groups, "targets": targets}
+
+
+def print_summary(summary: dict) -> None:
+    nan = float("nan")
+    print(f"\n{'scan':>14} {'neurons':>8} {'trials':>7} {'oracle':>7} {'median w_a':>11} {'rho(w_a,true)':>14} "
+          f"{'test r':>7} {'oracle r':>9} {'rho(v_a,true)':>14} {'train s':>8}")
+    for name, row in summary["scans"].items():
+        print(f"{name:>14} {row['neurons']:>8} {row['trials']:>7} {row['oracle_images']:>7} "
+              f"{row.get('median_w', nan):>11.3f} {row.get('spearman_w_truth', nan):>14.3f} "
+              f"{row.get('model_test_corr', nan):>7.3f} {row.get('model_oracle_corr', nan):>9.3f} "
+              f"{row.get('spearman_v_truth', nan):>14.3f} {row.get('model_seconds', nan):>8.0f}")
+    for name, g in summary["groups"].items():
+        eq4 = g["eq4_scan_std"]
+        print(f"\nscan group {name} ({g['scans']} scans, {g['oracle_images']} oracle images):\n"
+              f"  r(S_model, S_oracle) = {g['r_model_oracle']:.3f}   r(S_data, S_oracle) = {g['r_data_oracle']:.3f}"
+              f"   (paper, Fig. 1D: 0.73 and 0.39)\n"
+              f"  s.d. of Eq. 4 (across scans) = {eq4 if eq4 is None else format(eq4, '.3f')}   "
+              f"s.d. of Eq. 5 (across repeats) = {g['eq5_repeat_std']:.3f}   (paper, Fig. 1C: Eq. 4 narrower)")
+    if summary["targets"]:
+        print("\naveraged similarity matrices (regularization targets):")
+        for t in summary["targets"]:
+            print(f"  {t['group']:<16} {t['label']:<24} {t['images']:>5} images x {t['scans']} scans, "
+                  f"s.d. off-diagonal {t['std_offdiag']:.3f}")
 
 
 DEMO_PREFIX = "neuralreg_demo"
+# predictive-model recipe per simulation profile
+DEMO_MODEL = {"tiny": "tiny", "demo": "demo", "full": "paper"}
+
+
+def plan_similarity(prefix: str, model: str, vgg: bool | None = None) -> dict:
+    """Insert the predictive-model config `model` and the paper's similarity configs for it.
+    vgg=None includes the VGG control only when its ImageNet weights are already on this machine."""
+    from . import pipeline
+    from .compute.models import vgg as vgg_models
+    modules = pipeline.activate(prefix)
+    key = modules["predictive"].PredictiveModelConfig.add(model)
+    if vgg is None:
+        vgg = vgg_models.weights_available()
+        if not vgg:
+            _say("  VGG19 ImageNet weights are not on this machine: the 'vgg' control is left out "
+                 f"(put them at {vgg_models.weights_location()} or name the file with NEURALREG_VGG19_WEIGHTS)")
+    labels = modules["similarity"].SimilarityConfig.add_standard(key, vgg=vgg)
+    _say(f"  predictive model config {model!r} ({key['model_hash'][:8]}); similarity: {', '.join(labels)}")
+    return key
+
+
+def cmd_plan_similarity(args) -> int:
+    plan_similarity(_prefix(args), args.model, vgg=args.vgg)
+    return 0
+
+
+def cmd_group(args) -> int:
+    from . import pipeline
+    modules = pipeline.activate(_prefix(args))
+    scans = None
+    if args.scans:
+        scans = [dict(zip(("animal_id", "session", "scan_idx"), map(int, s.split("-")))) for s in args.scans]
+    key = modules["similarity"].ScanGroup.add(args.name, scans, image_set=args.image_set,
+                                               description=args.description)
+    n = len(modules["similarity"].ScanGroup.Member & key)
+    _say(f"scan group {args.name!r}: {n} scans")
+    return 0
 
 
 def cmd_demo(args) -> int:
+    import logging
     from . import db
     prefix = args.prefix or os.environ.get("NEURALREG_PREFIX") or DEMO_PREFIX
     args.prefix = prefix
     started = time.time()
-    _say("== 1/4 database")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("neuralreg").setLevel(logging.INFO)
+    _say("== 1/5 database")
     db.up(say=_say)
-    _say("== 2/4 ingest the simulated experiment")
+    _say("== 2/5 ingest the simulated experiment")
     ingest_simulated(prefix, args.profile, args.seed)
-    _say("== 3/4 populate the graph")
+    _say("== 3/5 study configuration")
+    plan_similarity(prefix, DEMO_MODEL[args.profile])
+    _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks)")
     from populate import worker
     from . import pipeline
-    worker.run_once(worker.computed_tables(pipeline.activate(prefix)))
-    _say("== 4/4 summary")
+    made = worker.run_once(worker.computed_tables(pipeline.activate(prefix)))
+    errors = {name: e for name, (_, e) in made.items() if e}
+    _say("== 5/5 summary")
     cmd_status(args)
     summary = demo_summary(prefix)
-    print(f"\n{'scan':>14} {'neurons':>8} {'trials':>7} {'oracle':>7} {'median w_a':>11} {'Spearman(w_a, true)':>20}")
-    for name, row in summary.items():
-        print(f"{name:>14} {row['neurons']:>8} {row['trials']:>7} {row['oracle_images']:>7} "
-              f"{row.get('median_w', float('nan')):>11.3f} {row.get('spearman_w_truth', float('nan')):>20.3f}")
+    print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*':\n"
          f"  neuralreg --prefix {prefix} status    or    pipeline.activate('{prefix}') in Python")
+    if errors:
+        _say(f"jobs failed: {errors} (see the job tables: Table.jobs.errors)")
+        return 1
     return 0
 
 
@@ -217,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="rows per table and job queues")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("group", help="define a scan group (scans whose similarity matrices are averaged)")
+    p.add_argument("name")
+    p.add_argument("--image-set", help="every scan of this image set (default: the scans named by --scans)")
+    p.add_argument("--scans", nargs="+", metavar="ANIMAL-SESSION-SCAN", help="e.g. 26872-17-20")
+    p.add_argument("--description", default="")
+    p.set_defaults(func=cmd_group)
+
+    p = sub.add_parser("plan-similarity", help="insert a predictive-model config and the paper's similarity configs")
+    p.add_argument("--model", default="demo", help="predictive-model recipe: tiny, demo or paper")
+    p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
+                   help="include the VGG control (default: when its weights are on this machine)")
+    p.set_defaults(func=cmd_plan_similarity)
 
     p = sub.add_parser("demo", help="database up, simulated experiment, populate, summary")
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])

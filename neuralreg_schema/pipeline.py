@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import settings
 
-# upstream first; later issues append predictive, similarity, classifier, evaluation
-MODULES = ("experiment",)
+# upstream first; later issues append classifier, evaluation
+MODULES = ("experiment", "predictive", "similarity")
 
 _active: dict[str, str] = {}
 
@@ -26,8 +26,8 @@ def schema_names(prefix: str) -> dict[str, str]:
 
 
 def _modules():
-    from . import experiment
-    return {"experiment": experiment}
+    from . import experiment, predictive, similarity
+    return {"experiment": experiment, "predictive": predictive, "similarity": similarity}
 
 
 def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = True) -> dict:

@@ -132,3 +132,22 @@ def connection_summary() -> str:
     port = dj.config["database.port"] or 3306
     user = dj.config["database.user"]
     return f"{user}@{host}:{port}"
+
+
+def code_version() -> str:
+    """'<package version>+g<commit>[.dirty]' from the checkout's git, or the package version alone."""
+    import subprocess
+    from importlib import metadata
+    try:
+        version = metadata.version("neuralreg")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    here = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{sha}{'.dirty' if dirty else ''}" if sha else version

@@ -1,0 +1,394 @@
+"""Similarity schema: the representational similarity matrices of the paper and their checks.
+
+    ScanGroup (+ .Member)    scans whose matrices are averaged (same image set), e.g. the 8 scans of the paper
+    SimilarityConfig         how a matrix is made: method x image subset (+ predictive model config, seed, layer)
+    SimilarityMatrix         one matrix per scan and config (float32, object store, with its image ids)
+    AveragedSimilarity       the mean over a ScanGroup's scans: the regularization target of a classifier
+    SimilarityStability      Eqs. 4-5 and the Fig. 1D correlations for a group and a predictive model
+
+Methods (compute/rsa.py holds the equations):
+    data     Eq. 2 on single-trial responses scaled by w_a (Eq. 1)            subset 'stimulus'
+    oracle   Eq. 3: Eq. 2 between all repeats of two oracle images, averaged    subset 'oracle'
+    model    Eq. 6: Eq. 2 on the predictive model's responses scaled by w_a v_a  both subsets
+    shuffle  the model matrix with its images relabelled by a seeded permutation  both subsets
+    vgg      Eq. 2 on VGG19 conv3_1 features of the images (ImageNet weights)     both subsets
+
+Image subsets: 'stimulus' = the images shown in the train and validation tiers (the paper's 5000
+non-oracle images: the regularization target); 'oracle' = the repeated test images (Fig. 1).
+Every matrix of a scan and subset covers the same sorted image ids, so methods compare cell by cell.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .compute import rsa
+from .experiment import Image, ImageSet, Neuron, OracleTrial, Scan, Trial
+from .predictive import PredictiveModel, PredictiveModelConfig, config_hash
+from .settings import import_datajoint
+
+dj = import_datajoint()
+log = logging.getLogger("neuralreg.similarity")
+
+schema = dj.Schema()
+
+POPULATE_ORDER = ("SimilarityMatrix", "AveragedSimilarity", "SimilarityStability")
+
+METHODS = ("data", "oracle", "model", "shuffle", "vgg")
+SUBSETS = ("stimulus", "oracle")
+_VALID = {("data", "stimulus"), ("oracle", "oracle"), ("model", "stimulus"), ("model", "oracle"),
+          ("shuffle", "stimulus"), ("shuffle", "oracle"), ("vgg", "stimulus"), ("vgg", "oracle")}
+
+
+@schema
+class ScanGroup(dj.Manual):
+    definition = """
+    # scans whose similarity matrices are averaged into one target (they share an image set)
+    scan_group : varchar(64)             # e.g. 'sim-demo-0' (all scans of a simulated experiment)
+    ---
+    -> ImageSet
+    description = '' : varchar(1024)     # what the group stands for
+    """
+
+    class Member(dj.Part):
+        definition = """
+        # one scan of the group
+        -> master
+        -> Scan
+        """
+
+    @classmethod
+    def add(cls, name: str, scans=None, *, image_set: str | None = None, description: str = "") -> dict:
+        """Create a group of `scans` (keys or a restriction of Scan; default: every scan of
+        `image_set`). Idempotent; refuses a different membership under an existing name."""
+        rel = Scan & (scans if scans is not None else {"image_set": image_set})
+        keys = rel.keys(order_by="animal_id, session, scan_idx")
+        if not keys:
+            raise ValueError(f"scan group {name!r}: no scans match")
+        sets = set((Scan & keys).to_arrays("image_set"))
+        if len(sets) != 1 or (image_set is not None and sets != {image_set}):
+            raise ValueError(f"scan group {name!r}: scans must share one image set, got {sorted(sets)}")
+        image_set = sets.pop()
+        key = {"scan_group": name}
+        wanted = {tuple(k.values()) for k in keys}
+        if cls & key:
+            stored = {(k["animal_id"], k["session"], k["scan_idx"])
+                      for k in (cls.Member & key).keys()}
+            if stored != wanted:
+                raise ValueError(f"scan group {name!r} already exists with other scans; "
+                                 "choose another name or delete it first")
+            return key
+        with cls.connection.transaction:
+            cls.insert1({**key, "image_set": image_set, "description": description[:1024]})
+            cls.Member.insert({**key, **k} for k in keys)
+        return key
+
+
+@schema
+class SimilarityConfig(dj.Lookup):
+    definition = """
+    # how a similarity matrix is made, addressed by its content
+    sim_hash : char(32)                  # md5 of the canonical JSON of the settings below
+    ---
+    method : enum('data', 'oracle', 'model', 'shuffle', 'vgg')   # see the module docstring
+    image_subset : enum('stimulus', 'oracle')   # stimulus: train+validation images (the target); oracle: the repeated images
+    -> [nullable] PredictiveModelConfig  # model, shuffle: whose responses (null otherwise)
+    shuffle_seed = null : int32          # shuffle: seed of the image permutation
+    vgg_layer = null : varchar(16)       # vgg: feature layer, e.g. 'conv3_1'
+    label : varchar(64)                  # short name for tables and figures, e.g. 'model/stimulus'
+    """
+
+    @classmethod
+    def add(cls, method: str, image_subset: str = "stimulus", *, model: dict | str | None = None,
+            shuffle_seed: int | None = None, vgg_layer: str | None = None) -> dict:
+        """Insert a configuration and return its key (an identical one returns the existing key)."""
+        if (method, image_subset) not in _VALID:
+            raise ValueError(f"similarity method {method!r} is not defined on the {image_subset!r} images; "
+                             f"valid: {sorted(_VALID)}")
+        model_hash = model["model_hash"] if isinstance(model, dict) else model
+        if method in ("model", "shuffle"):
+            if not model_hash or not (PredictiveModelConfig & {"model_hash": model_hash}):
+                raise ValueError(f"similarity method {method!r} needs an existing PredictiveModelConfig "
+                                 f"(got {model_hash!r})")
+        elif model_hash:
+            raise ValueError(f"similarity method {method!r} takes no predictive model")
+        if method == "shuffle":
+            shuffle_seed = 0 if shuffle_seed is None else int(shuffle_seed)
+        elif shuffle_seed is not None:
+            raise ValueError("shuffle_seed is only for the 'shuffle' method")
+        if method == "vgg":
+            vgg_layer = vgg_layer or "conv3_1"
+        elif vgg_layer is not None:
+            raise ValueError("vgg_layer is only for the 'vgg' method")
+        settings = {"method": method, "image_subset": image_subset, "model_hash": model_hash or None,
+                    "shuffle_seed": shuffle_seed, "vgg_layer": vgg_layer}
+        label = f"{method}/{image_subset}" + (f"/seed{shuffle_seed}" if method == "shuffle" else "") + \
+            (f"/{vgg_layer}" if method == "vgg" else "")
+        key = {"sim_hash": config_hash(settings)}
+        cls.insert1({**key, **settings, "label": label}, skip_duplicates=True)
+        return key
+
+    @classmethod
+    def add_standard(cls, model: dict | str, *, vgg: bool = True, shuffle_seed: int = 0) -> dict[str, dict]:
+        """The paper's set for one predictive model config: every method on the stimulus images, plus
+        oracle and model on the oracle images (Fig. 1). Returns {label: key}."""
+        keys = {}
+        for method, subset in [("data", "stimulus"), ("model", "stimulus"), ("shuffle", "stimulus"),
+                               ("oracle", "oracle"), ("model", "oracle")] + \
+                              ([("vgg", "stimulus")] if vgg else []):
+            key = cls.add(method, subset, model=model if method in ("model", "shuffle") else None,
+                          shuffle_seed=shuffle_seed if method == "shuffle" else None)
+            keys[(cls & key).fetch1("label")] = key
+        return keys
+
+
+@schema
+class SimilarityMatrix(dj.Computed):
+    definition = """
+    # the similarity matrix of one scan's images, by one method (Eqs. 2, 3, 6 and the controls)
+    -> Scan
+    -> SimilarityConfig
+    ---
+    n_images : int32                     # rows (= columns) of the matrix
+    image_ids : <blob>                   # int64 (n_images,), sorted: the images of the rows and columns
+    matrix : <npy@main>                  # float32 (n_images, n_images), symmetric; cosine similarity of centered vectors (-1..1)
+    n_dims : int32                       # dimensions of the compared vectors: neurons with nonzero weight, or VGG features
+    mean_offdiag : float64               # mean of the off-diagonal values
+    std_offdiag : float64                # standard deviation of the off-diagonal values
+    details = '' : varchar(255)          # provenance, e.g. the VGG weights file and its checksum
+    """
+
+    @property
+    def key_source(self):
+        with_w = (Scan.proj() & Neuron.proj())
+        plain = with_w * (SimilarityConfig & "method in ('data', 'oracle')").proj()
+        vgg = Scan.proj() * (SimilarityConfig & "method = 'vgg'").proj()
+        model = ((Scan.proj() & Neuron.proj()) * (SimilarityConfig & "method in ('model', 'shuffle')").proj("model_hash")
+                 * PredictiveModel.proj()).proj()
+        return plain + vgg + model
+
+    def make_fetch(self, key):
+        return (Scan & key).fetch1("data_hash"), (SimilarityConfig & key).fetch1("label")
+
+    def make_compute(self, key, data_hash, label):
+        cfg = (SimilarityConfig & key).fetch1()
+        matrix, image_ids, n_dims, details = scan_similarity(key, cfg)
+        return matrix, image_ids, n_dims, details
+
+    def make_insert(self, key, matrix, image_ids, n_dims, details):
+        off = rsa.upper(matrix)
+        self.insert1({**key, "n_images": len(image_ids), "image_ids": np.asarray(image_ids, dtype=np.int64),
+                      "matrix": np.ascontiguousarray(matrix, dtype=np.float32), "n_dims": int(n_dims),
+                      "mean_offdiag": float(off.mean()), "std_offdiag": float(off.std()),
+                      "details": details[:255]})
+
+
+@schema
+class AveragedSimilarity(dj.Computed):
+    definition = """
+    # a similarity matrix averaged over the scans of a group: the regularization target
+    -> ScanGroup
+    -> SimilarityConfig
+    ---
+    n_scans : int32                      # scans averaged
+    n_images : int32                     # images common to all scans of the group
+    image_ids : <blob>                   # int64 (n_images,), sorted
+    matrix : <npy@main>                  # float32 (n_images, n_images): mean over scans of SimilarityMatrix.matrix
+    mean_offdiag : float64               # mean of the off-diagonal values
+    std_offdiag : float64                # standard deviation of the off-diagonal values
+    """
+
+    @property
+    def key_source(self):
+        # groups whose every member has the matrix
+        missing = (ScanGroup.Member.proj() * SimilarityConfig.proj()) - SimilarityMatrix.proj()
+        return (ScanGroup.proj() * SimilarityConfig.proj()) - missing.proj()
+
+    def make_fetch(self, key):
+        return tuple((SimilarityMatrix & (ScanGroup.Member & key) & key).to_arrays(
+            "animal_id", "session", "scan_idx", order_by="animal_id, session, scan_idx"))
+
+    def make_compute(self, key, *members):
+        rows = (SimilarityMatrix & (ScanGroup.Member & key) & key).to_dicts(order_by="animal_id, session, scan_idx")
+        method = (SimilarityConfig & key).fetch1("method")
+        ids = [np.asarray(r["image_ids"]) for r in rows]
+        if method == "shuffle" and any(len(i) != len(ids[0]) or np.any(i != ids[0]) for i in ids):
+            raise ValueError(f"scan group {key['scan_group']!r}: the shuffle control is averaged only over scans "
+                             "that saw the same images (a relabelling restricted to common images is not one)")
+        matrix, common = rsa.common_average([np.asarray(r["matrix"].load()) for r in rows], ids)
+        return matrix, common, len(rows)
+
+    def make_insert(self, key, matrix, image_ids, n_scans):
+        off = rsa.upper(matrix)
+        self.insert1({**key, "n_scans": n_scans, "n_images": len(image_ids),
+                      "image_ids": np.asarray(image_ids, dtype=np.int64),
+                      "matrix": np.ascontiguousarray(matrix, dtype=np.float32),
+                      "mean_offdiag": float(off.mean()), "std_offdiag": float(off.std())})
+
+
+@schema
+class SimilarityStability(dj.Computed):
+    definition = """
+    # the paper's checks on the oracle images (Fig. 1C, D) for a group and a predictive model config
+    -> ScanGroup
+    -> PredictiveModelConfig
+    ---
+    n_scans : int32                      # scans of the group
+    n_oracle_images : int32              # oracle images common to all scans (Eq. 4)
+    scan_fluctuation = null : json       # Eq. 4 summary (n, mean, std, quantiles) over scans h and pairs i<j; null with one scan
+    repeat_fluctuation : json            # Eq. 5 summary over scans, images and repeat pairs t1<t2
+    scan_values = null : <npy@main>      # float32: every Eq. 4 value (Fig. 1C histogram); null with one scan
+    repeat_values : <npy@main>           # float32: every Eq. 5 value
+    r_model_oracle : float64             # mean over scans of r(S_model, S_oracle) on the oracle images (paper: 0.73)
+    r_data_oracle : float64              # mean over scans of r(S_data, S_oracle), single-trial pairs of different images (paper: 0.39)
+    """
+
+    class Member(dj.Part):
+        definition = """
+        # the Fig. 1D correlations of one scan
+        -> master
+        -> ScanGroup.Member
+        ---
+        r_model_oracle : float64         # Pearson r of S_model vs S_oracle over image pairs i<j
+        r_data_oracle : float64          # Pearson r of single-trial S_data(i_t, j_t') vs S_oracle_ij
+        repeat_fluctuation_std : float64 # s.d. of this scan's Eq. 5 values
+        oracle_range : float64           # s.d. of S_oracle off the diagonal
+        model_range : float64            # s.d. of S_model off the diagonal (the paper: a wider range)
+        """
+
+    @property
+    def key_source(self):
+        ready = PredictiveModel.proj() & Neuron.proj()
+        missing = (ScanGroup.Member.proj() * PredictiveModelConfig.proj()) - ready
+        return (ScanGroup.proj() * PredictiveModelConfig.proj()) - missing.proj()
+
+    def make_fetch(self, key):
+        return tuple((Scan & (ScanGroup.Member & key)).to_arrays("data_hash", order_by="animal_id, session, scan_idx"))
+
+    def make_compute(self, key, *hashes):
+        members = (ScanGroup.Member & key).keys(order_by="animal_id, session, scan_idx")
+        per_scan = [oracle_data(k, model_hash=key["model_hash"]) for k in members]
+        common = per_scan[0]["image_ids"]
+        for d in per_scan[1:]:
+            common = np.intersect1d(common, d["image_ids"])
+        if len(common) < 2:
+            raise ValueError(f"scan group {key['scan_group']!r}: fewer than 2 oracle images common to all scans")
+        rows, repeat_values, oracles = [], [], []
+        for member, d in zip(members, per_scan):
+            s_oracle, ids = rsa.oracle_similarity(d["responses"], d["trial_image_ids"], d["w"])
+            s_model = rsa.model_similarity(d["predictions"], d["w"], d["v"])
+            s_data, s_pair, _ = rsa.trial_pair_similarity(d["responses"], d["trial_image_ids"], d["w"])
+            rep = rsa.repeat_fluctuations(d["responses"], d["trial_image_ids"], d["w"])
+            repeat_values.append(rep)
+            keep = np.isin(ids, common)
+            oracles.append(s_oracle[np.ix_(keep, keep)])
+            rows.append({**member, "r_model_oracle": rsa.matrix_correlation(s_model, s_oracle),
+                         "r_data_oracle": float(np.corrcoef(s_data, s_pair)[0, 1]),
+                         "repeat_fluctuation_std": float(np.std(rep)),
+                         "oracle_range": float(rsa.upper(s_oracle).std()),
+                         "model_range": float(rsa.upper(s_model).std())})
+        repeat_values = np.concatenate(repeat_values)
+        scan_values = rsa.scan_fluctuations(np.stack(oracles)) if len(members) >= 2 else None
+        master = {"n_scans": len(members), "n_oracle_images": len(common),
+                  "scan_fluctuation": rsa.summarize(scan_values) if scan_values is not None else None,
+                  "repeat_fluctuation": rsa.summarize(repeat_values),
+                  "scan_values": None if scan_values is None else scan_values.astype(np.float32),
+                  "repeat_values": repeat_values.astype(np.float32),
+                  "r_model_oracle": float(np.mean([r["r_model_oracle"] for r in rows])),
+                  "r_data_oracle": float(np.mean([r["r_data_oracle"] for r in rows]))}
+        return master, rows
+
+    def make_insert(self, key, master, rows):
+        self.insert1({**key, **master})
+        self.Member.insert({**key, **r} for r in rows)
+
+
+# ------------------------------------------------------------------ fetching the inputs of a matrix
+
+def _responses(key) -> np.ndarray:
+    ref = (Scan & key).fetch1("responses")
+    return np.asarray(ref.load() if hasattr(ref, "load") else ref, dtype=np.float32)
+
+
+def _weights(key) -> np.ndarray:
+    """w_a per Scan.Unit column (Eq. 1)."""
+    cols, w = (Neuron.Unit * Scan.Unit & key).to_arrays("column", "snr_weight", order_by="column")
+    out = np.zeros(len(Scan.Unit & key))
+    out[np.asarray(cols)] = w
+    return out
+
+
+def _test_corr(key, model_hash) -> np.ndarray:
+    """v_a per Scan.Unit column."""
+    cols, v = (PredictiveModel.Unit * Scan.Unit & key & {"model_hash": model_hash}).to_arrays(
+        "column", "test_corr", order_by="column")
+    out = np.zeros(len(Scan.Unit & key))
+    out[np.asarray(cols)] = v
+    return out
+
+
+def _predictions(key, model_hash, image_ids) -> np.ndarray:
+    """The predictive model's responses to `image_ids` (rows) under average behavior."""
+    row = (PredictiveModel & key & {"model_hash": model_hash}).fetch1()
+    all_ids = np.asarray(row["image_ids"])
+    idx = np.searchsorted(all_ids, image_ids)
+    if np.any(idx >= len(all_ids)) or np.any(all_ids[np.minimum(idx, len(all_ids) - 1)] != image_ids):
+        raise ValueError(f"predictive model of scan {key} lacks predictions for some images")
+    return np.asarray(row["predictions"].load())[idx]
+
+
+def subset_trials(key, subset: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of Scan.responses, image ids) of the scan's trials in an image subset, in trial order."""
+    tiers = "tier in ('train', 'validation')" if subset == "stimulus" else "tier = 'oracle'"
+    rel = Trial & key & tiers
+    if subset == "oracle":
+        rel = rel & OracleTrial
+    rows, ids = rel.to_arrays("row", "image_id", order_by="trial_idx")
+    if len(rows) == 0:
+        raise ValueError(f"scan {key}: no trials in the {subset!r} image subset")
+    return np.asarray(rows, dtype=np.int64), np.asarray(ids, dtype=np.int64)
+
+
+def oracle_data(key, model_hash: str) -> dict:
+    """What the Fig. 1 checks need for one scan: oracle trials, weights, model responses."""
+    rows, trial_ids = subset_trials(key, "oracle")
+    image_ids = np.unique(trial_ids)
+    return {"responses": _responses(key)[rows], "trial_image_ids": trial_ids, "image_ids": image_ids,
+            "w": _weights(key), "v": _test_corr(key, model_hash),
+            "predictions": _predictions(key, model_hash, image_ids)}
+
+
+def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """(matrix, sorted image ids, vector dimension, details) of one scan by one SimilarityConfig row."""
+    method, subset = cfg["method"], cfg["image_subset"]
+    rows, trial_ids = subset_trials(key, subset)
+    image_ids = np.unique(trial_ids)
+    if method == "oracle":
+        w = _weights(key)
+        matrix, ids = rsa.oracle_similarity(_responses(key)[rows], trial_ids, w)
+        return matrix, ids, int(np.sum(w > 0)), f"{len(rows)} oracle trials"
+    if method == "data":
+        w = _weights(key)
+        mean, ids = rsa.mean_by_image(_responses(key)[rows], trial_ids)
+        repeated = len(trial_ids) - len(ids)
+        return (rsa.similarity(mean, w), ids, int(np.sum(w > 0)),
+                f"single trials; {repeated} repeated trials averaged" if repeated else "single trials")
+    if method in ("model", "shuffle"):
+        w, v = _weights(key), _test_corr(key, cfg["model_hash"])
+        matrix = rsa.model_similarity(_predictions(key, cfg["model_hash"], image_ids), w, v)
+        dims = int(np.sum((w > 0) & (v > 0)))
+        if method == "shuffle":
+            matrix, _ = rsa.shuffle_similarity(matrix, int(cfg["shuffle_seed"]))
+            return matrix, image_ids, dims, f"model matrix, images permuted with seed {cfg['shuffle_seed']}"
+        return matrix, image_ids, dims, "model responses at average behavior, mean eye position"
+    if method == "vgg":
+        from .compute.models import vgg
+        image_set = (Scan & key).fetch1("image_set")
+        pixels = dict(zip(*(Image & {"image_set": image_set}).to_arrays("image_id", "pixels")))
+        images = np.stack([np.asarray(pixels[int(i)], dtype=np.float32) for i in image_ids])
+        state, source = vgg.load_vgg19_state(layer=cfg["vgg_layer"], with_source=True)
+        features = vgg.vgg_features(images, state, layer=cfg["vgg_layer"])
+        return (rsa.similarity(features, overwrite_input=True), image_ids, features.shape[1],
+                f"VGG19 {cfg['vgg_layer']} ImageNet weights {source}")
+    raise ValueError(f"unknown similarity method {method!r}")
