@@ -35,8 +35,8 @@ def study(modules, prefix):
         result = table.populate(reserve_jobs=True, suppress_errors=True)
         assert not result["error_list"], (table.__name__, result["error_list"])
     yield {"experiment": experiment, "group": group, "model": model, "scans": scans}
-    (pred.PredictiveModelConfig & model).delete(prompt=False)
-    (sim.SimilarityConfig & "method = 'vgg'").delete(prompt=False)
+    sim.SimilarityConfig.delete(prompt=False)
+    pred.PredictiveModelConfig.delete(prompt=False)
     (sim.ScanGroup & group).delete(prompt=False)
 
 
@@ -157,9 +157,9 @@ def test_demo_summary_reports_the_checks(modules, prefix, study):
 
 def test_failed_training_records_a_job_error_and_no_row(modules):
     exp, pred = modules["experiment"], modules["predictive"]
-    images, scan = make_recording(animal_id=301, image_set="toy_pred", n_single=30)
+    images, scan = make_recording(animal_id=401, image_set="toy_pred", n_single=30)
     exp.ingest(images, [scan])
-    key = {"animal_id": 301, "session": 1, "scan_idx": 1}
+    key = {"animal_id": 401, "session": 1, "scan_idx": 1}
     nan_config = pred.PredictiveModelConfig.add("tiny", name="diverges", lr=1e30)
     result = pred.PredictiveModel.populate(key, nan_config, reserve_jobs=True, suppress_errors=True)
     assert result["success_count"] == 0 and len(result["error_list"]) == 1
@@ -172,10 +172,10 @@ def test_failed_training_records_a_job_error_and_no_row(modules):
 
 def test_empty_validation_tier_is_a_clear_job_error(modules):
     exp, pred = modules["experiment"], modules["predictive"]
-    images, scan = make_recording(animal_id=302, image_set="toy_pred2", n_single=30)
+    images, scan = make_recording(animal_id=402, image_set="toy_pred2", n_single=30)
     scan.tiers[scan.tiers == "validation"] = "train"
     exp.ingest(images, [scan])
-    key = {"animal_id": 302, "session": 1, "scan_idx": 1}
+    key = {"animal_id": 402, "session": 1, "scan_idx": 1}
     config = pred.PredictiveModelConfig.add("tiny")
     result = pred.PredictiveModel.populate(key, config, reserve_jobs=True, suppress_errors=True)
     assert result["success_count"] == 0
