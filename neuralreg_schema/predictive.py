@@ -73,7 +73,7 @@ class PredictiveModel(dj.Computed):
     n_train_trials : int32               # trials trained on (tier 'train')
     n_validation_trials : int32          # trials used for early stopping (tier 'validation')
     n_oracle_trials : int32              # held-out trials of the oracle images: test and oracle correlation
-    best_epoch : int32                   # epoch whose state was restored (1-based)
+    best_epoch : int32                   # epoch whose state was restored (1-based; 0: no epoch beat the initial state)
     epochs_run : int32                   # epochs trained before early stopping
     mean_validation_corr : float64       # mean over neurons of the validation correlation at the best state
     mean_test_corr : float64             # mean over neurons of v_a (single-trial correlation on oracle trials)

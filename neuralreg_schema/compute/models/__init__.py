@@ -1,0 +1,1 @@
+"""Network definitions used by the compute layer (pure PyTorch, no database)."""

@@ -1,0 +1,665 @@
+"""Training and evaluation of the neural predictive model (Li et al. 2019, section 2.2) for one
+scan. Pure numpy/PyTorch: arrays and a config in, arrays and numbers out; never imports datajoint.
+
+The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpredictors'
+`standard_trainer`:
+
+- Data: `PredictiveData` (images once, trials pointing at them). Everything lives as tensors on
+  the device; batches are drawn by a seeded index permutation of the 'train' trials (no
+  DataLoader). 'validation' trials drive early stopping; 'oracle' trials (repeated test images)
+  are never trained on and give the test scores; 'withheld' trials are ignored.
+- Loss per step: the Poisson loss summed over neurons and averaged over the batch's trials (the
+  per-trial population negative log-likelihood), + `PredictiveNetwork.regularizer()`.
+  neuralpredictors sums over the batch and scales by sqrt(n_train / batch_size); averaging
+  instead makes our gamma_* = neuralpredictors' gamma_* / sqrt(n_train * batch_size). With
+  `normalize_responses` the targets are responses / per-neuron sd (neuralpredictors'
+  NeuroNormalizer does the same), and the network's `response_scale` buffer maps its rates back
+  to the original units.
+- Initialisation: the network's standardisation buffers from the train tier (image mean/sd,
+  behavior and eye mean/sd per column, response sd), the readout bias so that the initial rate is
+  each neuron's mean training response (as neuralpredictors' `initialize_bias`), and - a
+  deviation from neuralpredictors, which starts positions at random - the readout positions at
+  the peak of the correlation between the neuron's training responses and a local band-pass
+  energy map of the images (`energy_positions`; `init_positions='random'` restores the
+  reference behaviour). On the demo simulation this start is worth ~5 epochs of training: the
+  readout positions, not the core, are what the network learns slowest.
+- Optimiser: Adam. Early stopping as neuralpredictors' `early_stopping`: the objective is the
+  mean per-neuron Pearson r on the validation trials, evaluated after every epoch (interval 1);
+  `patience` epochs without an improvement > `tolerance` restore the best state and multiply
+  the learning rate by `lr_decay_factor`; after `lr_decay_steps` such rounds (or `max_epochs`, or
+  a learning rate below `min_lr`) training stops and the best state is restored.
+- A non-finite training loss or validation prediction raises `TrainingError`: no result is
+  returned for a diverged run.
+- Deterministic on the CPU for a given seed (torch and numpy generators seeded, global RNG state
+  restored afterwards). On a GPU, cuDNN and `grid_sample`'s backward are not bit-deterministic.
+- Threads: on the CPU, torch's intra-op threads are capped at the cores this process may use
+  (its CPU affinity; torch's default can exceed it in containers), restored afterwards.
+
+Scores (`PredictiveResult`): `val_corr`, `test_corr` (v_a of the paper: r between the model's
+predictions and single-trial responses on the oracle trials, each trial with its own behavior and
+eye position) and `oracle_corr` (r between the trial-averaged prediction and the repeat-averaged
+response per oracle image), and `predictions`: the responses to every image under the average
+behavior and eye position, the denoised responses Eq. 6 of the paper is computed from.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+from .models.predictive import IMAGE_SHAPE, PredictiveNetwork, poisson_loss
+
+STATE_FORMAT = 1
+TIERS = ("train", "validation", "oracle", "withheld")
+
+
+class PredictiveDataError(ValueError):
+    """The data handed to `train_predictive` is unusable; the message names the problem."""
+
+
+class TrainingError(RuntimeError):
+    """Training failed (non-finite loss or predictions); the message names the epoch and cause."""
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class PredictiveData:
+    """One scan's trials and the images they show.
+
+    images       float32 (n_images, 36, 64), gray levels 0..255
+    image_ids    int64 (n_images,), unique (kept for the caller: rows of `predictions` follow them)
+    trial_image  int64 (n_trials,), row of `images` shown in each trial
+    responses    float32 (n_trials, n_neurons)
+    behavior     float32 (n_trials, 3): pupil, dpupil, running
+    eye          float32 (n_trials, 2): eye position x, y
+    tiers        str (n_trials,): 'train' | 'validation' | 'oracle' | 'withheld'
+    """
+
+    images: np.ndarray
+    image_ids: np.ndarray
+    trial_image: np.ndarray
+    responses: np.ndarray
+    behavior: np.ndarray
+    eye: np.ndarray
+    tiers: np.ndarray
+
+    @property
+    def n_neurons(self) -> int:
+        return int(np.shape(self.responses)[1])
+
+    @property
+    def n_trials(self) -> int:
+        return int(np.shape(self.responses)[0])
+
+    def tier(self, name: str) -> np.ndarray:
+        """Trial indices (int64) of one tier."""
+        return np.flatnonzero(np.asarray(self.tiers) == name)
+
+    def validate(self) -> None:
+        """Raise PredictiveDataError naming the first problem: shapes, dtypes, NaN/inf, image ids,
+        trial_image out of range, unknown tiers, an empty train, validation or oracle tier."""
+        def fail(message: str) -> None:
+            raise PredictiveDataError(message)
+
+        arrays = {k: np.asarray(getattr(self, k)) for k in
+                  ("images", "image_ids", "trial_image", "responses", "behavior", "eye", "tiers")}
+        images, responses = arrays["images"], arrays["responses"]
+        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+            fail(f"images must have shape (n_images, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}), "
+                 f"got {images.shape}")
+        if len(images) == 0:
+            fail("images is empty")
+        if responses.ndim != 2 or responses.shape[0] == 0 or responses.shape[1] == 0:
+            fail(f"responses must be a non-empty 2-D array (trials, neurons), got shape "
+                 f"{responses.shape}")
+        n_images, (n_trials, _) = len(images), responses.shape
+        expected = {"image_ids": (n_images,), "trial_image": (n_trials,), "behavior": (n_trials, 3),
+                    "eye": (n_trials, 2), "tiers": (n_trials,)}
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                fail(f"{name} has shape {arrays[name].shape}, expected {shape}")
+        for name in ("images", "responses", "behavior", "eye"):
+            a = arrays[name]
+            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+                fail(f"{name} must be real numbers, got dtype {a.dtype}")
+            if not np.all(np.isfinite(a)):
+                bad = np.argwhere(~np.isfinite(a))[0].tolist()
+                fail(f"{name} contains NaN or inf (first at index {bad})")
+        for name in ("image_ids", "trial_image"):
+            if not np.issubdtype(arrays[name].dtype, np.integer):
+                fail(f"{name} must be integers, got dtype {arrays[name].dtype}")
+        if len(np.unique(arrays["image_ids"])) != n_images:
+            fail("image_ids are not unique")
+        ti = arrays["trial_image"]
+        if ti.min() < 0 or ti.max() >= n_images:
+            fail(f"trial_image out of range: values {ti.min()}..{ti.max()} for {n_images} images")
+        if np.any(responses < 0):
+            fail(f"responses contain negative values (min {responses.min():.3g}); the Poisson "
+                 "loss needs non-negative responses")
+        tiers = arrays["tiers"].astype(str)
+        unknown = sorted(set(np.unique(tiers).tolist()) - set(TIERS))
+        if unknown:
+            fail(f"unknown tiers {unknown}; expected {TIERS}")
+        for name, why in (("train", "to train on"), ("validation", "for early stopping"),
+                          ("oracle", "for the test correlation")):
+            if not np.any(tiers == name):
+                fail(f"the {name} tier is empty: {name} trials are needed {why}")
+        if np.sum(tiers == "train") < 2:
+            fail("the train tier has fewer than 2 trials (BatchNorm needs batches of 2 or more)")
+
+    @classmethod
+    def from_recording(cls, image_set, scan) -> "PredictiveData":
+        """Build from `recording.ImageSet` and `recording.ScanRecording` objects (image ids are
+        matched to rows of `image_set.images`)."""
+        ids = np.asarray(image_set.image_ids, np.int64)
+        order = np.argsort(ids, kind="stable")
+        pos = np.searchsorted(ids[order], np.asarray(scan.image_ids, np.int64))
+        pos = np.clip(pos, 0, len(ids) - 1)
+        rows = order[pos]
+        if np.any(ids[rows] != scan.image_ids):
+            raise PredictiveDataError(f"scan {scan.name}: trial image ids not in image set "
+                                      f"{image_set.name}")
+        return cls(images=np.asarray(image_set.images, np.float32), image_ids=ids,
+                   trial_image=rows.astype(np.int64),
+                   responses=np.asarray(scan.responses, np.float32),
+                   behavior=np.asarray(scan.behavior, np.float32),
+                   eye=np.asarray(scan.pupil_center, np.float32),
+                   tiers=np.asarray(scan.tiers).astype(str))
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+# Every key, with its default (= the "demo" value). Sizes are in pixels of the 36 x 64 image after
+# `downsample` unless said otherwise.
+_COMMON: dict = dict(
+    # --- architecture (models/predictive.py) ---
+    hidden_channels=16,      # channels per core layer; the readout sees layers * hidden_channels
+    input_kern=7,            # first conv layer's kernel size
+    hidden_kern=5,           # kernel size of the later conv layers ('same' padding)
+    layers=3,                # conv layers in the core
+    skip=2,                  # layer l >= 1 reads the concatenated outputs of the last min(skip, l)
+    #                          layers (Stacked2dCore's skip; <= 1: only the previous layer)
+    pad_input=True,          # 'same' padding on the first layer (False: the map shrinks by kern-1)
+    depth_separable=False,   # hidden layers as 1x1 -> depthwise k x k -> 1x1 convolutions
+    downsample=2,            # average-pool the standardised image by this factor before the core
+    bn_momentum=0.1,         # BatchNorm running-statistics momentum
+    init_positions="energy",  # readout start: 'energy' (peak of the correlation between responses
+    #                          and local image energy, see energy_positions) or 'random'
+    init_mu_range=0.5,       # random readout positions start uniform in [-r, r]^2 (grid units)
+    init_sigma=0.3,          # readout position sd at the start (grid units, per axis)
+    align_corners=True,      # grid_sample convention (True: +-1 = centres of the corner pixels)
+    shifter=True,            # eye position -> shift of all read positions
+    shifter_hidden=5,        # shifter MLP width
+    shifter_layers=2,        # shifter hidden layers (Linear + Tanh each)
+    modulator=True,          # behavior -> per-neuron gain on the rate
+    modulator_hidden=16,     # modulator MLP width
+    modulator_layers=1,      # modulator hidden layers (Linear + ELU each)
+    modulator_offset=False,  # the modulator also adds a per-neuron term to the drive
+    amp_bf16=True,           # bf16 autocast of the core on CUDA (ignored on the CPU)
+    # --- regularisation (added to the per-trial loss) ---
+    gamma_input=1.0,         # weight of the normalised Laplace smoothness of layer-0 filters
+    gamma_hidden=0.0,        # weight of the group sparsity of the hidden layers' kernels
+    gamma_readout=1e-3,      # weight of the L1 norm of the readout feature weights (summed)
+    # --- optimisation ---
+    normalize_responses=True,  # train on responses / per-neuron sd (train tier)
+    batch_size=32,           # trials per step
+    lr=4e-3,                 # Adam initial learning rate
+    lr_decay_factor=0.3,     # learning-rate factor at each plateau
+    lr_decay_steps=3,        # plateaus (patience exhausted) before stopping
+    min_lr=1e-5,             # stop once the learning rate falls below this
+    patience=3,              # epochs without improvement that count as a plateau
+    tolerance=1e-5,          # improvement of the mean validation r that counts
+    max_epochs=25,           # hard limit on epochs
+    eval_batch_size=512,     # trials per forward pass when evaluating
+    loss_eps=1e-8,           # inside the log of the Poisson loss
+)
+
+CONFIGS: dict[str, dict] = {
+    # tests: about a second on the 'tiny' simulation profile (40 neurons, 250 trials)
+    "tiny": {**_COMMON, "hidden_channels": 8, "hidden_kern": 3, "batch_size": 16, "lr": 5e-3,
+             "max_epochs": 20, "patience": 3, "lr_decay_steps": 2, "modulator_hidden": 8,
+             "eval_batch_size": 256},
+    # the demo profile (1000 neurons, 3400 trials): ~25 epochs, 60-90 s per scan on 2 CPU cores
+    "demo": {**_COMMON},
+    # neuralpredictors / Sinz et al. 2018-sized core at full resolution (64 channels per layer,
+    # 9x9 then 7x7 kernels, 3 layers, no input padding), for thousands of neurons on a GPU
+    "paper": {**_COMMON, "hidden_channels": 64, "input_kern": 9, "hidden_kern": 7, "layers": 3,
+              "pad_input": False, "downsample": 1, "batch_size": 64, "lr": 5e-3, "max_epochs": 200,
+              "patience": 5, "lr_decay_steps": 4, "min_lr": 1e-4, "modulator_hidden": 32,
+              "eval_batch_size": 1024},
+}
+
+
+def default_config(name: str = "demo") -> dict:
+    """A copy of a named config from CONFIGS."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown predictive config {name!r}; known: {', '.join(CONFIGS)}")
+    return copy.deepcopy(CONFIGS[name])
+
+
+def _check_config(config: dict) -> dict:
+    """Complete `config` with the defaults of _COMMON and check types and ranges."""
+    unknown = sorted(set(config) - set(_COMMON))
+    if unknown:
+        raise ValueError(f"unknown predictive config keys {unknown}")
+    cfg = {**_COMMON, **config}
+    positive_int = ("hidden_channels", "input_kern", "hidden_kern", "layers", "downsample",
+                    "batch_size", "max_epochs", "patience", "lr_decay_steps", "eval_batch_size",
+                    "shifter_hidden", "modulator_hidden")
+    for k in positive_int:
+        if int(cfg[k]) != cfg[k] or cfg[k] < 1:
+            raise ValueError(f"config {k} must be a positive integer, got {cfg[k]!r}")
+    for k in ("lr", "lr_decay_factor", "min_lr", "init_sigma", "init_mu_range"):
+        if not cfg[k] > 0:
+            raise ValueError(f"config {k} must be positive, got {cfg[k]!r}")
+    for k in ("gamma_input", "gamma_hidden", "gamma_readout", "tolerance", "loss_eps"):
+        if not cfg[k] >= 0:
+            raise ValueError(f"config {k} must be >= 0, got {cfg[k]!r}")
+    if cfg["init_positions"] not in ("energy", "random"):
+        raise ValueError(f"config init_positions must be 'energy' or 'random', got "
+                         f"{cfg['init_positions']!r}")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# results and helpers
+
+
+@dataclass
+class PredictiveResult:
+    """What `train_predictive` returns; see the module docstring for the scores."""
+
+    state: bytes               # torch.save({"state_dict", "config", "n_neurons", "image_shape",
+    #                            "format"}) of the best epoch, CPU tensors; see load_network
+    history: list              # per epoch: dict(epoch, train_loss, val_corr (mean), lr, seconds)
+    best_epoch: int            # epoch of the restored state (0: the initial state)
+    val_corr: np.ndarray       # (n_neurons,) Pearson r on the validation trials
+    test_corr: np.ndarray      # (n_neurons,) v_a: r with single-trial responses, oracle trials
+    oracle_corr: np.ndarray    # (n_neurons,) r per oracle image, predictions and responses averaged
+    #                            over its repeats
+    predictions: np.ndarray    # float32 (n_images, n_neurons): every image of `data.images` under
+    #                            the mean behavior and mean eye position (eval mode, shifter on)
+    n_parameters: int          # trainable parameters
+    device: str                # e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'
+    seconds: float             # wall time of train_predictive, evaluation included
+
+
+def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-column Pearson r between two (n, k) arrays (or two (n,) vectors -> a float), computed
+    in float64. A column that is constant in either array (its sd below 1e-10 of its largest
+    magnitude) has no defined correlation and gets 0: a constant prediction predicts nothing."""
+    x = np.asarray(pred, np.float64)
+    y = np.asarray(target, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"correlation of arrays with shapes {x.shape} and {y.shape}")
+    vector = x.ndim == 1
+    if vector:
+        x, y = x[:, None], y[:, None]
+    n = len(x)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    sxx, syy = (xc * xc).sum(axis=0), (yc * yc).sum(axis=0)
+    ok = ((sxx > 0) & (syy > 0)
+          & (sxx > n * (1e-10 * np.abs(x).max(axis=0, initial=0.0)) ** 2)
+          & (syy > n * (1e-10 * np.abs(y).max(axis=0, initial=0.0)) ** 2))
+    r = np.zeros(x.shape[1])
+    r[ok] = (xc * yc).sum(axis=0)[ok] / np.sqrt(sxx[ok] * syy[ok])
+    r = np.clip(r, -1.0, 1.0)
+    return float(r[0]) if vector else r
+
+
+def resolve_device(device: Union[None, str, torch.device] = None) -> torch.device:
+    """None -> 'cuda' if available else 'cpu'."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def describe_device(device: torch.device) -> str:
+    """'cpu' or e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
+def _available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:          # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def _torch_threads(device: torch.device) -> Iterator[None]:
+    """On the CPU, cap torch's intra-op threads at the usable cores; restore afterwards."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(min(before, _available_cores()))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def serialize_network(network: PredictiveNetwork) -> bytes:
+    """torch.save bytes of {"state_dict" (CPU tensors), "config", "n_neurons", "image_shape",
+    "format"}; `load_network` rebuilds the network from them."""
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    torch.save({"state_dict": state, "config": dict(network.config), "n_neurons": network.n_neurons,
+                "image_shape": list(network.image_shape), "format": STATE_FORMAT}, buffer)
+    return buffer.getvalue()
+
+
+def load_network(state: bytes, device: Union[str, torch.device] = "cpu") -> PredictiveNetwork:
+    """Rebuild a trained network from `PredictiveResult.state`, in eval mode on `device`."""
+    blob = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+    network = PredictiveNetwork(blob["config"], blob["n_neurons"],
+                                tuple(blob.get("image_shape", IMAGE_SHAPE)))
+    network.load_state_dict(blob["state_dict"])
+    return network.to(device).eval()
+
+
+def _as_tensor(a: Union[np.ndarray, torch.Tensor], device: torch.device) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.to(device=device, dtype=torch.float32)
+    return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=device)
+
+
+@torch.no_grad()
+def predict(network: PredictiveNetwork, images: np.ndarray, behavior: np.ndarray, eye: np.ndarray,
+            batch_size: int = 512) -> np.ndarray:
+    """The network's rates (float32 (n, n_neurons), response units) for raw images (n, 36, 64),
+    behavior (n, 3) and eye positions (n, 2), in eval mode (read positions at mu, no sampling) on
+    the network's device. The network's train/eval mode is restored afterwards."""
+    n = len(images)
+    if np.shape(behavior) != (n, 3) or np.shape(eye) != (n, 2):
+        raise ValueError(f"predict: {n} images need behavior (n, 3) and eye (n, 2), got "
+                         f"{np.shape(behavior)} and {np.shape(eye)}")
+    device = next(network.parameters()).device
+    was_training = network.training
+    network.eval()
+    out = np.empty((n, network.n_neurons), np.float32)
+    try:
+        for i in range(0, n, batch_size):
+            sl = slice(i, min(i + batch_size, n))
+            out[sl] = network(_as_tensor(images[sl], device), _as_tensor(behavior[sl], device),
+                              _as_tensor(eye[sl], device), sample=False).cpu().numpy()
+    finally:
+        network.train(was_training)
+    return out
+
+
+class _DeviceData:
+    """The scan's arrays as float32 tensors on the device, with trial-indexed batch access."""
+
+    def __init__(self, data: PredictiveData, device: torch.device):
+        self.images = _as_tensor(data.images, device).unsqueeze(1)     # (n_images, 1, 36, 64)
+        self.trial_image = torch.as_tensor(np.asarray(data.trial_image, np.int64), device=device)
+        self.responses = _as_tensor(data.responses, device)
+        self.behavior = _as_tensor(data.behavior, device)
+        self.eye = _as_tensor(data.eye, device)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.images[self.trial_image[idx]], self.behavior[idx], self.eye[idx],
+                self.responses[idx])
+
+
+@torch.no_grad()
+def _predict_trials(network: PredictiveNetwork, dd: _DeviceData, trials: np.ndarray,
+                    batch_size: int) -> torch.Tensor:
+    """Eval-mode rates (len(trials), n_neurons) for trials of the scan, on the device."""
+    network.eval()
+    idx = torch.as_tensor(trials, device=dd.responses.device)
+    outs = []
+    for i in range(0, len(idx), batch_size):
+        images, behavior, eye, _ = dd.batch(idx[i:i + batch_size])
+        outs.append(network(images, behavior, eye, sample=False))
+    return torch.cat(outs)
+
+
+def _mean_per_image(values: np.ndarray, image_of_trial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average the rows of `values` (trials, k) over trials of the same image: (images, k)."""
+    images, inverse = np.unique(image_of_trial, return_inverse=True)
+    sums = np.zeros((len(images), values.shape[1]))
+    np.add.at(sums, inverse, values)
+    return images, sums / np.bincount(inverse)[:, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# readout position initialisation
+
+ENERGY_BANDPASS_PX = (2.0, 4.0)   # difference-of-Gaussians sds (px) of the band-pass filter
+ENERGY_POOL_PX = 3.0              # Gaussian sd (px) pooling the squared band-passed image
+ENERGY_STRIDE = 2                 # px between the candidate positions
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (sd `sigma` px, truncated at 3 sd, reflected edges) of (n, 1, h, w)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="reflect"),
+                                   k.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, radius, radius), mode="reflect"),
+                                      k.view(1, 1, -1, 1))
+
+
+@torch.no_grad()
+def energy_positions(images: torch.Tensor, trial_image: torch.Tensor, responses: torch.Tensor,
+                     chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Data-driven start for the readout positions (not in neuralpredictors, which starts them
+    at random): each neuron's position is where the local band-pass energy of the image
+    correlates best with its responses.
+
+    images (n_images, 1, h, w) standardised; trial_image (n_trials,) rows of `images`; responses
+    (n_trials, n_neurons) - pass the training trials only. The energy map is the squared
+    difference-of-Gaussians band-pass (ENERGY_BANDPASS_PX) pooled by a Gaussian (ENERGY_POOL_PX),
+    sampled every ENERGY_STRIDE px; per neuron the Pearson r with the responses is taken at every
+    sampled position, and the position is the r-weighted centroid of the 3x3 neighbourhood of the
+    peak. Returns positions (n_neurons, 2: x column, y row, image px) and each neuron's peak r
+    (callers keep the random start where it is not significant)."""
+    s1, s2 = ENERGY_BANDPASS_PX
+    maps = []
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].float()
+        band = _gaussian_blur(x, s1) - _gaussian_blur(x, s2)
+        maps.append(_gaussian_blur(band * band, ENERGY_POOL_PX)[:, 0, ::ENERGY_STRIDE, ::ENERGY_STRIDE])
+    energy = torch.cat(maps)                                 # (n_images, gh, gw)
+    gh, gw = energy.shape[1:]
+    e = energy.reshape(len(energy), -1)[trial_image].double()
+    e = (e - e.mean(0)) / e.std(0).clamp_min(1e-12)
+    r = responses.double()
+    r = (r - r.mean(0)) / r.std(0).clamp_min(1e-12)
+    corr = (r.T @ e / len(r)).float().reshape(-1, gh, gw)    # (n_neurons, gh, gw)
+    peak_r, flat = corr.reshape(len(corr), -1).max(dim=1)
+    py, px = flat // gw, flat % gw
+    offsets = torch.arange(-1, 2, device=corr.device)
+    ys = (py[:, None] + offsets).clamp(0, gh - 1)            # (n, 3)
+    xs = (px[:, None] + offsets).clamp(0, gw - 1)
+    n_idx = torch.arange(len(corr), device=corr.device)[:, None, None]
+    w = corr[n_idx, ys[:, :, None], xs[:, None, :]].clamp_min(0.0) + 1e-12   # (n, 3, 3)
+    cy = (w * ys[:, :, None].float()).sum((1, 2)) / w.sum((1, 2))
+    cx = (w * xs[:, None, :].float()).sum((1, 2)) / w.sum((1, 2))
+    return torch.stack([cx, cy], dim=1) * ENERGY_STRIDE, peak_r
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train_step(network: PredictiveNetwork, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               behavior: torch.Tensor, eye: torch.Tensor, responses: torch.Tensor,
+               eps: float = 1e-8) -> torch.Tensor:
+    """One optimiser step on a batch (network in train mode): Poisson loss of rates and responses,
+    both divided by the network's `response_scale`, summed over neurons and averaged over the
+    batch, + the network's regulariser. Returns the detached loss (not synchronised)."""
+    scale = network.response_scale
+    pred = network(images, behavior, eye) / scale
+    loss = poisson_loss(pred, responses / scale, eps=eps) + network.regularizer()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    network.constrain()
+    return loss.detach()
+
+
+def train_predictive(data: PredictiveData, config: dict, seed: int,
+                     progress: Optional[Callable[[str], None]] = None,
+                     device: Union[None, str, torch.device] = None) -> PredictiveResult:
+    """Train the predictive network on the 'train' trials of `data` with early stopping on the
+    'validation' trials and score it on the 'oracle' trials; see the module docstring.
+
+    config: a dict from `default_config` (missing keys take the defaults, unknown keys are
+    refused). seed: torch and numpy seed. progress: called with one line per epoch. device: None
+    -> CUDA when available, else the CPU.
+
+    Raises PredictiveDataError for unusable data, ValueError for a bad config, TrainingError when
+    the loss or the predictions become non-finite."""
+    started = time.perf_counter()
+    data.validate()
+    cfg = _check_config(config)
+    dev = resolve_device(device)
+    say = progress or (lambda line: None)
+    fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] \
+        if dev.type == "cuda" else []
+    with _torch_threads(dev), torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(int(seed))
+        rng = np.random.default_rng(int(seed))
+        result = _train(data, cfg, rng, dev, say)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch.device,
+           say: Callable[[str], None]) -> PredictiveResult:
+    train, val, oracle = data.tier("train"), data.tier("validation"), data.tier("oracle")
+    responses = np.asarray(data.responses, np.float32)
+    behavior = np.asarray(data.behavior, np.float64)
+    eye = np.asarray(data.eye, np.float64)
+    train_images = np.asarray(data.images, np.float64)[np.unique(data.trial_image[train])]
+
+    n_train = len(train)
+    network = PredictiveNetwork(cfg, data.n_neurons)
+    resp_sd = responses[train].std(axis=0).astype(np.float64)
+    scale = np.where(resp_sd > 1e-6, resp_sd, 1.0) if cfg["normalize_responses"] else None
+    network.set_statistics(train_images.mean(), train_images.std(),
+                           behavior[train].mean(axis=0), behavior[train].std(axis=0),
+                           eye[train].mean(axis=0), eye[train].std(axis=0), scale)
+    network.init_bias(torch.as_tensor(responses[train].mean(axis=0)))
+    network.to(dev)
+    if dev.type == "cuda":
+        network.core.to(memory_format=torch.channels_last)
+    dd = _DeviceData(data, dev)
+    if cfg["init_positions"] == "energy":
+        train_t = torch.as_tensor(train, device=dev)
+        xy, peak_r = energy_positions((dd.images - network.image_mean) / network.image_std,
+                                      dd.trial_image[train_t], dd.responses[train_t])
+        significant = peak_r > 3.0 / math.sqrt(n_train)        # ~3 sd above chance
+        with torch.no_grad():
+            mu = network.readout.mu.detach().clone()
+            mu[significant] = network.pixel_to_grid(xy[significant]).clamp(-1.0, 1.0)
+            network.readout.mu.copy_(mu)
+
+    optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"])
+    lr = float(cfg["lr"])
+    n_params = network.n_parameters()
+    bs = int(cfg["batch_size"])
+
+    def validation_corr() -> np.ndarray:
+        pred = _predict_trials(network, dd, val, cfg["eval_batch_size"]).cpu().numpy()
+        return correlation(pred, responses[val])
+
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+    best_state = snapshot()
+    best_corr = float(validation_corr().mean())
+    best_epoch = 0
+    history: list[dict] = []
+    patience_left, decays_done = cfg["patience"], 0
+    for epoch in range(1, cfg["max_epochs"] + 1):
+        t0 = time.perf_counter()
+        network.train()
+        order = torch.as_tensor(rng.permutation(train), device=dev)
+        total = torch.zeros((), device=dev)
+        n_steps = 0
+        for i in range(0, n_train, bs):
+            idx = order[i:i + bs]
+            if len(idx) < 2:          # BatchNorm cannot normalise a single trial
+                continue
+            total += train_step(network, optimizer, *dd.batch(idx), eps=cfg["loss_eps"])
+            n_steps += 1
+        train_loss = float(total) / max(n_steps, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"epoch {epoch}: the training loss became non-finite "
+                                f"({train_loss}); lower the learning rate (lr={lr:g}) or check "
+                                "the responses' scale")
+        corr = validation_corr()
+        val_mean = float(corr.mean())
+        if not math.isfinite(val_mean):
+            raise TrainingError(f"epoch {epoch}: validation predictions are non-finite")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        history.append(dict(epoch=epoch, train_loss=train_loss, val_corr=val_mean, lr=lr,
+                            seconds=seconds))
+        if val_mean > best_corr + cfg["tolerance"]:
+            best_corr, best_epoch, best_state = val_mean, epoch, snapshot()
+            patience_left = cfg["patience"]
+        else:
+            patience_left -= 1
+        say(f"epoch {epoch}/{cfg['max_epochs']} loss {train_loss:.4f} val r {val_mean:.4f} "
+            f"(best {best_corr:.4f} @{best_epoch}) lr {lr:.2g} {seconds:.1f}s")
+        if patience_left <= 0:
+            decays_done += 1
+            if decays_done >= cfg["lr_decay_steps"] or lr * cfg["lr_decay_factor"] < cfg["min_lr"]:
+                break
+            network.load_state_dict(best_state)
+            lr *= cfg["lr_decay_factor"]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            patience_left = cfg["patience"]
+
+    network.load_state_dict(best_state)
+    network.eval()
+    val_corr = validation_corr()
+    test_pred = _predict_trials(network, dd, oracle, cfg["eval_batch_size"]).cpu().numpy()
+    test_corr = correlation(test_pred, responses[oracle])
+    _, mean_pred = _mean_per_image(test_pred, data.trial_image[oracle])
+    _, mean_resp = _mean_per_image(responses[oracle], data.trial_image[oracle])
+    oracle_corr = correlation(mean_pred, mean_resp)
+
+    n_images = len(data.images)
+    mean_beh = np.broadcast_to(behavior.mean(axis=0), (n_images, 3))
+    mean_eye = np.broadcast_to(eye.mean(axis=0), (n_images, 2))
+    predictions = predict(network, data.images, mean_beh, mean_eye, cfg["eval_batch_size"])
+    if not np.all(np.isfinite(predictions)):
+        raise TrainingError(f"epoch {best_epoch} (best state): predictions are non-finite")
+    return PredictiveResult(state=serialize_network(network), history=history, best_epoch=best_epoch,
+                            val_corr=val_corr, test_corr=test_corr, oracle_corr=oracle_corr,
+                            predictions=predictions, n_parameters=n_params,
+                            device=describe_device(dev), seconds=0.0)
+
+
+__all__ = ["PredictiveData", "PredictiveDataError", "TrainingError", "PredictiveResult", "CONFIGS",
+           "default_config", "train_predictive", "load_network", "predict", "correlation",
+           "serialize_network", "resolve_device", "train_step", "check_config", "energy_positions"]
+
+
+def check_config(config: dict) -> dict:
+    """`config` completed with the defaults and checked (ValueError naming a bad or unknown key)."""
+    return _check_config(config)
