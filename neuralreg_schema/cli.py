@@ -147,14 +147,18 @@ def cmd_status(args) -> int:
 
 # ------------------------------------------------------------------ demo
 
-def demo_summary(prefix: str) -> dict:
+def demo_summary(prefix: str, model: dict | None = None) -> dict:
     """The numbers the demo prints: per scan, Spearman(w_a, true reliability), the predictive
-    model's correlations and Spearman(v_a, true reliability); per group, the Fig. 1C/D checks."""
+    model's correlations and Spearman(v_a, true reliability); per group, the Fig. 1C/D checks.
+    `model` ({'model_hash': ...}) picks the predictive-model config (default: the first one)."""
     import numpy as np
     from scipy.stats import spearmanr
     from . import pipeline
     modules = pipeline.activate(prefix)
     experiment, predictive, similarity = modules["experiment"], modules["predictive"], modules["similarity"]
+    if model is None:
+        hashes = predictive.PredictiveModelConfig.to_arrays("model_hash", order_by="model_hash")
+        model = {"model_hash": hashes[0] if len(hashes) else ""}
     scans = {}
     for key in experiment.Scan.keys(order_by="animal_id, session, scan_idx"):
         scan = (experiment.Scan & key).fetch1()
@@ -165,27 +169,28 @@ def demo_summary(prefix: str) -> dict:
             w, truth = joined.to_arrays("snr_weight", "true_reliability")
             row["median_w"] = float(np.median(w))
             row["spearman_w_truth"] = float(spearmanr(w, truth).statistic)
-        for model in (predictive.PredictiveModel & key).to_dicts(order_by="model_hash"):
-            mkey = {**key, "model_hash": model["model_hash"]}
-            row["model_test_corr"] = model["mean_test_corr"]
-            row["model_oracle_corr"] = model["mean_oracle_corr"]
-            row["model_epochs"] = model["epochs_run"]
-            row["model_seconds"] = model["train_seconds"]
+        for fit in (predictive.PredictiveModel & key & model).to_dicts():
+            mkey = {**key, **model}
+            row["model_test_corr"] = fit["mean_test_corr"]
+            row["model_oracle_corr"] = fit["mean_oracle_corr"]
+            row["model_epochs"] = fit["epochs_run"]
+            row["model_seconds"] = fit["train_seconds"]
             units = predictive.PredictiveModel.Unit * experiment.SimulatedUnit & mkey
             if len(units):
                 v, truth = units.to_arrays("test_corr", "true_reliability")
                 row["spearman_v_truth"] = float(spearmanr(v, truth).statistic)
         scans["{animal_id}-{session}-{scan_idx}".format(**key)] = row
     groups = {}
-    for st in similarity.SimilarityStability.to_dicts(order_by="scan_group, model_hash"):
+    for st in (similarity.SimilarityStability & model).to_dicts(order_by="scan_group"):
         groups[st["scan_group"]] = {
             "scans": st["n_scans"], "oracle_images": st["n_oracle_images"],
             "r_model_oracle": st["r_model_oracle"], "r_data_oracle": st["r_data_oracle"],
             "eq4_scan_std": (st["scan_fluctuation"] or {}).get("std"),
             "eq5_repeat_std": st["repeat_fluctuation"]["std"]}
+    configs = similarity.SimilarityConfig & [model, "model_hash is null"]
     targets = [{"group": r["scan_group"], "label": (similarity.SimilarityConfig & r).fetch1("label"),
                 "images": r["n_images"], "scans": r["n_scans"], "std_offdiag": r["std_offdiag"]}
-               for r in similarity.AveragedSimilarity.to_dicts(order_by="scan_group, sim_hash")]
+               for r in (similarity.AveragedSimilarity & configs.proj()).to_dicts(order_by="scan_group, sim_hash")]
     return {"scans": scans, "groups": groups, "targets": targets}
 
 
@@ -265,7 +270,7 @@ def cmd_demo(args) -> int:
     _say("== 2/5 ingest the simulated experiment")
     ingest_simulated(prefix, args.profile, args.seed)
     _say("== 3/5 study configuration")
-    plan_similarity(prefix, DEMO_MODEL[args.profile])
+    model = plan_similarity(prefix, DEMO_MODEL[args.profile])
     _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks)")
     from populate import worker
     from . import pipeline
@@ -273,7 +278,7 @@ def cmd_demo(args) -> int:
     errors = {name: e for name, (_, e) in made.items() if e}
     _say("== 5/5 summary")
     cmd_status(args)
-    summary = demo_summary(prefix)
+    summary = demo_summary(prefix, model)
     print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
