@@ -3,7 +3,7 @@
 Ingests one synthetic scan (default 5000 single-trial images + 100 oracle images x 10 repeats,
 8000 neurons, Poisson responses) into a throw-away schema prefix, then measures in one run:
   neuron   seconds of Neuron.populate (Eq. 1)
-  data     seconds and process peak-RSS growth of SimilarityMatrix.populate for 'data/stimulus'
+  data     seconds and peak traced (tracemalloc) memory of SimilarityMatrix.populate for 'data/stimulus'
            (Eq. 2 on 5000 images: fetch 6000 x 8000 responses, compute, write 100 MB to the store)
   oracle   seconds of SimilarityMatrix.populate for 'oracle/oracle' (Eq. 3)
   average  seconds of AveragedSimilarity.populate over a one-scan group (read + write 5000 x 5000)
@@ -16,6 +16,7 @@ import argparse
 import resource
 import sys
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -73,12 +74,15 @@ def main():
         print(f"neuron   {time.perf_counter() - started:7.1f} s")
         data = sim.SimilarityConfig.add("data", "stimulus")
         oracle = sim.SimilarityConfig.add("oracle", "oracle")
-        rss = maxrss_mib()
+        tracemalloc.start()
         started = time.perf_counter()
         sim.SimilarityMatrix.populate(key, data, reserve_jobs=True)
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
         n = (sim.SimilarityMatrix & key & data).fetch1("n_images")
-        print(f"data     {time.perf_counter() - started:7.1f} s   {n} x {n} matrix; peak RSS +{maxrss_mib() - rss:.0f} MiB "
-              f"(process peak {maxrss_mib():.0f} MiB)")
+        print(f"data     {seconds:7.1f} s   {n} x {n} matrix; peak traced memory {peak:.0f} MiB "
+              f"(numpy buffers; process peak RSS so far {maxrss_mib():.0f} MiB)")
         started = time.perf_counter()
         sim.SimilarityMatrix.populate(key, oracle, reserve_jobs=True)
         print(f"oracle   {time.perf_counter() - started:7.1f} s")
