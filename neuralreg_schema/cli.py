@@ -141,7 +141,7 @@ def cmd_status(args) -> int:
     prefix = _prefix(args)
     print(f"schemas with prefix '{prefix}' on {settings.connection_summary()}")
     for name, count, jobs in status_table(prefix):
-        print(f"  {name:<32} {count:>9}  {jobs}")
+        print(f"  {name:<42} {count:>9}  {jobs}")
     return 0
 
 

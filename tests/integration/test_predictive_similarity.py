@@ -220,3 +220,18 @@ def test_vgg_without_weights_is_a_clear_job_error(modules, study, tmp_path, monk
     assert all("VGGWeightsError" in e and vgg.WEIGHTS_ENV in e for e in errors)
     assert not (sim.SimilarityMatrix & config)
     (sim.SimilarityMatrix.jobs & config).delete()
+
+
+def test_model_matrices_wait_for_their_predictive_model(modules, study):
+    """A model-based similarity config whose predictive model is not trained yet gets no job, while
+    the data-based configs of the same scans do not depend on any model."""
+    pred, sim = modules["predictive"], modules["similarity"]
+    untrained = pred.PredictiveModelConfig.add("tiny", name="untrained", seed=99)
+    model_cfg = sim.SimilarityConfig.add("model", "oracle", model=untrained)
+    scans = study["scans"].proj()
+    assert not (sim.SimilarityMatrix().key_source & model_cfg & scans)
+    data_cfg = sim.SimilarityConfig.add("data", "stimulus")
+    assert len(sim.SimilarityMatrix().key_source & data_cfg & scans) == len(study["experiment"].scans)
+    assert not (sim.SimilarityStability().key_source & untrained)
+    (pred.PredictiveModelConfig & untrained).delete(prompt=False)
+    assert not (sim.SimilarityConfig & model_cfg)          # the model-based config went with it
