@@ -1,0 +1,299 @@
+"""CIFAR ResNet18/34 with numbered feature layers, and the similarity loss (Eqs. 7-10) against direct
+numpy computations; gradients; a tiny optimisation that lowers the loss on held-out pairs."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuralreg_schema.compute import rsa_torch
+from neuralreg_schema.compute.models import resnet
+from neuralreg_schema.compute.models.resnet import build_resnet, conv_layer_names
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _batch(b=4, seed=0, size=32):
+    return torch.randn(b, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------------------
+# the network
+
+@pytest.mark.parametrize("arch,n_convs", [("resnet18", 17), ("resnet34", 33)])
+def test_logits_and_conv_count(arch, n_convs):
+    torch.manual_seed(0)
+    model = build_resnet(arch, num_classes=10, width=8)
+    logits, feats = model(_batch())
+    assert logits.shape == (4, 10) and feats == {}
+    assert model.n_conv_layers == n_convs
+    names = conv_layer_names(model)
+    assert len(names) == n_convs and len(set(names)) == n_convs
+    assert names[:3] == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]
+    modules = dict(model.named_modules())
+    assert all(isinstance(modules[n], torch.nn.Conv2d) for n in names)
+    # every main-path conv is numbered; the only convs left out are the three 1x1 shortcuts
+    all_convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(set(all_convs) - set(names)) == [f"layer{s}.0.shortcut.0" for s in (2, 3, 4)]
+    assert [n for n in all_convs if n in names] == names                      # forward order
+
+
+def test_default_width_and_channels():
+    model = build_resnet(num_classes=100, in_channels=3)
+    logits, feats = model(torch.randn(2, 3, 32, 32), feature_layers=(17,))
+    assert logits.shape == (2, 100) and feats[17].shape == (2, 512, 4, 4)
+    assert resnet.stage_output_layers(model) == resnet.PAPER_LAYERS
+    assert resnet.stage_output_layers(build_resnet("resnet34", num_classes=2, width=4)) == \
+        (1, 7, 15, 27, 33)
+
+
+def test_paper_layers_shapes():
+    torch.manual_seed(0)
+    model = build_resnet("resnet18", num_classes=10, width=8)
+    _, feats = model(_batch(), feature_layers=[17, 1, 5, 9, 13])
+    assert sorted(feats) == [1, 5, 9, 13, 17]
+    expected = {1: (8, 32), 5: (8, 32), 9: (16, 16), 13: (32, 8), 17: (64, 4)}
+    for k, (c, s) in expected.items():
+        assert feats[k].shape == (4, c, s, s), k
+        assert (feats[k] >= 0).all()                                    # rectified outputs
+
+
+def test_invalid_layers():
+    model = build_resnet("resnet18", num_classes=10, width=4)
+    for bad in [(0,), (18,), (1, 18), (-1,), (2.5,)]:
+        with pytest.raises(ValueError, match=r"1\.\.17"):
+            model(_batch(2), feature_layers=bad)
+    model34 = build_resnet("resnet34", num_classes=10, width=4)
+    model34(_batch(2), feature_layers=(33,))
+    with pytest.raises(ValueError, match=r"1\.\.33"):
+        model34(_batch(2), feature_layers=(34,))
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_resnet("resnet50", num_classes=10)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_features_match_manual_forward(train):
+    torch.manual_seed(1)
+    model = build_resnet("resnet18", num_classes=10, width=8)
+    x = _batch(6, seed=3)
+    # give BN non-trivial running statistics and affine parameters
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.train(train)
+    with torch.no_grad():
+        logits, feats = model(x, feature_layers=(1, 2, 5, 8, 9))
+
+        def bn(m, t):
+            if train:
+                mean, var = t.mean(dim=(0, 2, 3)), t.var(dim=(0, 2, 3), unbiased=False)
+            else:
+                mean, var = m.running_mean, m.running_var
+            return ((t - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + m.eps)
+                    * m.weight[None, :, None, None] + m.bias[None, :, None, None])
+
+        def conv(m, t):
+            return F.conv2d(t, m.weight, stride=m.stride, padding=m.padding)
+
+        h1 = F.relu(bn(model.bn1, conv(model.conv1, x)))                        # layer 1
+        b = model.layer1[0]
+        h2 = F.relu(bn(b.bn1, conv(b.conv1, h1)))                               # layer 2
+        h3 = F.relu(bn(b.bn2, conv(b.conv2, h2)) + h1)                          # layer 3
+        b = model.layer1[1]
+        h5 = F.relu(bn(b.bn2, conv(b.conv2, F.relu(bn(b.bn1, conv(b.conv1, h3))))) + h3)
+        b = model.layer2[0]                                                     # strided, 1x1 shortcut
+        h6 = F.relu(bn(b.bn1, conv(b.conv1, h5)))
+        sc = bn(b.shortcut[1], conv(b.shortcut[0], h5))
+        h7 = F.relu(bn(b.bn2, conv(b.conv2, h6)) + sc)
+        b = model.layer2[1]
+        h8 = F.relu(bn(b.bn1, conv(b.conv1, h7)))
+        h9 = F.relu(bn(b.bn2, conv(b.conv2, h8)) + h7)
+    for k, ref in {1: h1, 2: h2, 5: h5, 8: h8, 9: h9}.items():
+        torch.testing.assert_close(feats[k], ref, rtol=1e-4, atol=1e-5, msg=f"layer {k}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Eqs. 8-10 against numpy
+
+def _np_similarity(f):
+    """Eq. 9 with explicit loops."""
+    f = np.asarray(f, dtype=np.float64).reshape(len(f), -1)
+    mean = np.zeros(f.shape[1])
+    for row in f:
+        mean += row
+    mean /= len(f)
+    units = []
+    for row in f:
+        c = row - mean
+        units.append(c / np.sqrt(np.sum(c * c)))
+    s = np.empty((len(f), len(f)))
+    for i in range(len(f)):
+        for j in range(len(f)):
+            s[i, j] = np.sum(units[i] * units[j])
+    return s
+
+
+def _np_loss(feats, target, gamma, clip=0.999):
+    keys = sorted(feats)
+    s = sum(g * _np_similarity(feats[k]) for g, k in zip(gamma, keys))
+    b = len(target)
+    terms = []
+    for i in range(b):
+        for j in range(i + 1, b):
+            a = np.arctanh(np.clip(s[i, j], -clip, clip))
+            t = np.arctanh(np.clip(target[i, j], -clip, clip))
+            terms.append((a - t) ** 2)
+    assert len(terms) == b * (b - 1) // 2
+    return float(np.mean(terms))
+
+
+def test_feature_similarity_matches_numpy():
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64) + 2.0
+    s = rsa_torch.feature_similarity(f)
+    np.testing.assert_allclose(s.numpy(), _np_similarity(f.numpy()), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.diag(s.numpy()), 1.0, atol=1e-12)
+    np.testing.assert_allclose(s.numpy(), s.numpy().T, atol=1e-15)
+    # invariant to a shared offset (centring over the batch) and to a per-batch scale
+    torch.testing.assert_close(rsa_torch.feature_similarity(3 * f - 7), s)
+    with pytest.raises(ValueError):
+        rsa_torch.feature_similarity(f[:1])
+
+
+def test_similarity_loss_matches_numpy():
+    rng = np.random.default_rng(11)
+    b = 6
+    feats = {1: rng.normal(size=(b, 4, 3, 3)), 5: rng.normal(size=(b, 10)) + 1.0,
+             9: rng.normal(size=(b, 2, 5))}
+    target = _np_similarity(rng.normal(size=(b, 8)))
+    logits = torch.tensor([0.3, -1.0, 0.8], dtype=torch.float64)
+    gamma = torch.softmax(logits, 0)
+    loss = rsa_torch.similarity_loss({k: torch.tensor(v) for k, v in feats.items()},
+                                     torch.tensor(target), gamma)
+    expected = _np_loss(feats, target, gamma.numpy())
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    # Eq. 10 combines similarities BEFORE the arctanh: not the gamma-weighted per-layer losses
+    per_layer = sum(g * _np_loss({k: feats[k]}, target, [1.0]) for g, k in zip(gamma.numpy(),
+                                                                               sorted(feats)))
+    assert abs(per_layer - expected) > 1e-3
+    # only the upper triangle of the target is read
+    lower = np.tril(rng.uniform(-1, 1, size=(b, b)), -1)
+    loss2 = rsa_torch.similarity_loss({k: torch.tensor(v) for k, v in feats.items()},
+                                      torch.tensor(np.triu(target) + lower), gamma)
+    assert loss2.item() == pytest.approx(expected, rel=1e-10)
+    # a pair mask averages over the chosen pairs i < j only
+    mask = torch.zeros(b, b, dtype=torch.bool)
+    mask[0, 1] = mask[2, 5] = mask[4, 3] = True                       # (4, 3) is below: ignored
+    s = sum(g * _np_similarity(feats[k]) for g, k in zip(gamma.numpy(), sorted(feats)))
+    ref = np.mean([(np.arctanh(s[i, j]) - np.arctanh(target[i, j])) ** 2 for i, j in [(0, 1), (2, 5)]])
+    got = rsa_torch.similarity_loss({k: torch.tensor(v) for k, v in feats.items()},
+                                    torch.tensor(target), gamma, pair_mask=mask)
+    assert got.item() == pytest.approx(ref, rel=1e-10)
+    with pytest.raises(ValueError):
+        rsa_torch.similarity_loss({k: torch.tensor(v) for k, v in feats.items()},
+                                  torch.tensor(target), gamma[:2])
+    with pytest.raises(ValueError):
+        rsa_torch.similarity_loss({k: torch.tensor(v) for k, v in feats.items()},
+                                  torch.tensor(target[:5, :5]), gamma)
+
+
+def test_clipping_keeps_loss_finite():
+    # two stimuli: centred features are exactly anti-parallel, S_01 = -1; target +1
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    loss = rsa_torch.similarity_loss({1: f}, target, torch.ones(1, dtype=torch.float64))
+    z = np.arctanh(0.999)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx((2 * z) ** 2, rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(f.grad).all()
+    loss = rsa_torch.similarity_loss({1: f.detach()}, target, torch.ones(1, dtype=torch.float64),
+                                     clip=0.9)
+    assert loss.item() == pytest.approx((2 * np.arctanh(0.9)) ** 2, rel=1e-9)
+    # a degenerate (zero) feature row gives a finite similarity of 0, not NaN
+    s = rsa_torch.feature_similarity(torch.zeros(3, 4))
+    assert torch.isfinite(s).all()
+    with pytest.raises(ValueError):
+        rsa_torch.similarity_loss({1: f}, target, torch.ones(1, dtype=torch.float64), clip=1.0)
+
+
+def test_total_loss():
+    assert rsa_torch.total_loss(torch.tensor(1.5), torch.tensor(0.25), 20).item() == 6.5
+    with pytest.raises(ValueError):
+        rsa_torch.total_loss(torch.tensor(1.0), torch.tensor(1.0), -1)
+
+
+def test_layer_weights_equal_at_init():
+    w = rsa_torch.LayerWeights(resnet.PAPER_LAYERS)
+    assert w.layers == (1, 5, 9, 13, 17)
+    torch.testing.assert_close(w.gamma(), torch.full((5,), 0.2))
+    assert rsa_torch.LayerWeights(3).gamma().sum().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        rsa_torch.LayerWeights([1, 1])
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients and a tiny optimisation
+
+def test_gradients_reach_gamma_and_network():
+    torch.manual_seed(2)
+    model = build_resnet("resnet18", num_classes=10, width=4)
+    weights = rsa_torch.LayerWeights(resnet.PAPER_LAYERS)
+    x = _batch(6, seed=4)
+    target = rsa_torch.feature_similarity(torch.randn(6, 5, generator=torch.Generator().manual_seed(9)))
+    logits, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
+    sim = rsa_torch.similarity_loss(feats, target, weights.gamma())
+    task = F.cross_entropy(logits, torch.arange(6) % 10)
+    rsa_torch.total_loss(task, sim, 20.0).backward()
+    assert weights.logits.grad is not None and weights.logits.grad.abs().sum() > 0
+    assert model.conv1.weight.grad.abs().sum() > 0
+    assert model.layer4[1].conv2.weight.grad.abs().sum() > 0              # reached through layer 17
+    assert model.fc.weight.grad.abs().sum() > 0
+    # the similarity term alone also reaches the convolutions (not the fc head)
+    model.zero_grad()
+    weights.zero_grad()
+    _, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
+    rsa_torch.similarity_loss(feats, target, weights.gamma()).backward()
+    assert model.layer2[0].conv1.weight.grad.abs().sum() > 0
+    assert model.fc.weight.grad is None or model.fc.weight.grad.abs().sum() == 0
+
+
+def test_tiny_optimisation_lowers_held_out_pair_loss():
+    torch.manual_seed(0)
+    model = build_resnet("resnet18", num_classes=10, width=8)
+    weights = rsa_torch.LayerWeights(resnet.PAPER_LAYERS)
+    b = 16
+    x = _batch(b, seed=7)
+    # a valid, learnable target: Eq. 9 on coarse (2 x 2 average-pooled) image features
+    target = rsa_torch.feature_similarity(F.avg_pool2d(x, 16))
+    g = torch.Generator().manual_seed(8)
+    upper = torch.triu(torch.ones(b, b, dtype=torch.bool), 1)
+    train_pairs = upper & (torch.rand(b, b, generator=g) < 0.7)
+    held_out = upper & ~train_pairs
+    opt = torch.optim.Adam(list(model.parameters()) + list(weights.parameters()), lr=1e-2)
+
+    def losses():
+        with torch.no_grad():
+            _, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
+            return (rsa_torch.similarity_loss(feats, target, weights.gamma(), pair_mask=m).item()
+                    for m in (train_pairs, held_out))
+
+    model.train()
+    train0, held0 = losses()
+    for _ in range(30):
+        opt.zero_grad()
+        _, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
+        rsa_torch.similarity_loss(feats, target, weights.gamma(), pair_mask=train_pairs).backward()
+        opt.step()
+    train1, held1 = losses()
+    assert train1 < 0.5 * train0
+    assert held1 < 0.7 * held0, (held0, held1)
+    assert not torch.allclose(weights.gamma(), torch.full((5,), 0.2))
