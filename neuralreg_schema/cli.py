@@ -7,6 +7,7 @@
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
     neuralreg plan-similarity [--model demo] [--vgg]   predictive-model config + the paper's similarity configs
     neuralreg status                           rows per table and job queues
+    neuralreg jobs [errors|retry|ignore|reclaim] [--table T] [--key NAME=VALUE ...]   job administration
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
 
 `--prefix` (or NEURALREG_PREFIX) selects the schemas: `<prefix>_experiment`, ... (default 'neuralreg').
@@ -142,6 +143,46 @@ def cmd_status(args) -> int:
     print(f"schemas with prefix '{prefix}' on {settings.connection_summary()}")
     for name, count, jobs in status_table(prefix):
         print(f"  {name:<42} {count:>9}  {jobs}")
+    return 0
+
+
+def _parse_key(items: list[str]) -> dict:
+    key = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"key part {item!r}: write NAME=VALUE")
+        key[name] = int(value) if value.lstrip("-").isdigit() else value
+    return key
+
+
+def cmd_jobs(args) -> int:
+    from populate import jobs, worker
+    from . import pipeline
+    tables = worker.computed_tables(pipeline.activate(_prefix(args)))
+    if args.action == "status":
+        print(f"{'table':<36} {'done':>7} {'remaining':>9} {'pending':>8} {'reserved':>9} {'error':>6} {'ignore':>7}")
+        for r in jobs.progress(tables):
+            print(f"{r['table']:<36} {r['done']:>7} {r['remaining']:>9} {r['pending']:>8} {r['reserved']:>9} "
+                  f"{r['error']:>6} {r['ignore']:>7}")
+    elif args.action == "errors":
+        found = jobs.errors(tables, args.table)
+        for e in found:
+            print(f"{e['table']} {e['key']} on {e['host']} pid {e['pid']} at {e['when']}:\n  {e['message']}")
+            if args.trace and e["stack"]:
+                print("  " + e["stack"].replace("\n", "\n  "))
+        print(f"{len(found)} job(s) in error")
+    elif args.action == "retry":
+        n = jobs.retry(tables, args.table, _parse_key(args.key) if args.key else None)
+        print(f"cleared {n} error(s): the next populate tries them again")
+    elif args.action == "ignore":
+        if not args.table or not args.key:
+            raise ValueError("jobs ignore needs --table and --key NAME=VALUE ...")
+        jobs.ignore(tables, args.table, _parse_key(args.key))
+        print("ignored")
+    else:
+        reclaimed = jobs.reclaim(tables)
+        print(f"reclaimed: {reclaimed or 'nothing'}")
     return 0
 
 
@@ -320,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="rows per table and job queues")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("jobs", help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers")
+    p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim"])
+    p.add_argument("--key", nargs="+", metavar="NAME=VALUE", help="parts of a key (retry, ignore)")
+    p.add_argument("--table", help="e.g. PredictiveModel or predictive.PredictiveModel")
+    p.add_argument("--trace", action="store_true", help="errors: print the tracebacks")
+    p.set_defaults(func=cmd_jobs)
+
     p = sub.add_parser("group", help="define a scan group (scans whose similarity matrices are averaged)")
     p.add_argument("name")
     p.add_argument("--image-set", help="every scan of this image set (default: the scans named by --scans)")
@@ -353,7 +401,7 @@ def main(argv=None) -> int:
                 raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "
                                        "`neuralreg db up`, or point DJ_HOST/DJ_PORT at your server")
         return args.func(args)
-    except (RecordingError, db.DatabaseError, FileNotFoundError) as exc:
+    except (RecordingError, db.DatabaseError, FileNotFoundError, ValueError) as exc:
         print(f"neuralreg: error: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:

@@ -138,6 +138,7 @@ class Neuron(dj.Computed):
     median_weight : float64              # median w_a over the scan's units (dimensionless)
     n_constant : int32                   # units that never vary on the oracle trials (w_a = 0)
     """
+    reserve_timeout = 1800   # s a job may stay reserved before populate.jobs reclaims it (Eq. 1 of one scan takes seconds)
 
     class Unit(dj.Part):
         definition = """

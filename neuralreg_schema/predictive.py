@@ -90,6 +90,7 @@ class PredictiveModel(dj.Computed):
     host : varchar(255)                  # machine that trained it
     trained_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
+    reserve_timeout = 43200   # s a job may stay reserved before populate.jobs reclaims it (a paper-size model trains for hours on a CPU, minutes on a GPU)
 
     class Unit(dj.Part):
         definition = """

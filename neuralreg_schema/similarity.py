@@ -158,6 +158,7 @@ class SimilarityMatrix(dj.Computed):
     std_offdiag : float64                # standard deviation of the off-diagonal values
     details = '' : varchar(255)          # provenance, e.g. the VGG weights file and its checksum
     """
+    reserve_timeout = 3600   # s a job may stay reserved before populate.jobs reclaims it (VGG features of 5000 images take minutes on a CPU)
 
     @property
     def key_source(self):
@@ -198,6 +199,7 @@ class AveragedSimilarity(dj.Computed):
     mean_offdiag : float64               # mean of the off-diagonal values
     std_offdiag : float64                # standard deviation of the off-diagonal values
     """
+    reserve_timeout = 1800   # s a job may stay reserved before populate.jobs reclaims it (reads and writes a few 5000 x 5000 matrices)
 
     @property
     def key_source(self):
@@ -243,6 +245,7 @@ class SimilarityStability(dj.Computed):
     r_model_oracle : float64             # mean over scans of r(S_model, S_oracle) on the oracle images (paper: 0.73)
     r_data_oracle : float64              # mean over scans of r(S_data, S_oracle), single-trial pairs of different images (paper: 0.39)
     """
+    reserve_timeout = 1800   # s a job may stay reserved before populate.jobs reclaims it (oracle matrices of a few scans)
 
     class Member(dj.Part):
         definition = """

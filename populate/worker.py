@@ -17,6 +17,7 @@ import os
 import time
 
 from neuralreg_schema import pipeline, settings
+from populate import jobs
 
 log = logging.getLogger("neuralreg.worker")
 
@@ -58,6 +59,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     tables = computed_tables(pipeline.activate(args.prefix))
     while True:
+        reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
+        if reclaimed:
+            log.warning("reclaimed jobs of dead workers: %s", reclaimed)
         made = run_once(tables)
         log.info("pass done: %s", made)
         if not args.forever and not any(n for n, _ in made.values()):

@@ -1,0 +1,93 @@
+"""Job administration: jobs of dead workers are reclaimed, live ones are not (until their timeout);
+errors are listed with their tracebacks and retried; ignored keys are skipped."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from neuralreg_schema import cli
+from neuralreg_schema.compute import rsa
+from populate import jobs, worker
+from tests.conftest import make_recording
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RESERVE_AND_DIE = """
+import sys
+from neuralreg_schema import pipeline
+neuron = pipeline.activate(sys.argv[1])["experiment"].Neuron
+key = {"animal_id": int(sys.argv[2]), "session": 1, "scan_idx": 1}
+neuron.jobs.refresh(key)
+assert neuron.jobs.reserve(key)
+print("reserved", flush=True)
+"""
+
+
+def _scan(exp, animal_id):
+    images, scan = make_recording(animal_id=animal_id, image_set=f"toy_jobs{animal_id}")
+    exp.ingest(images, [scan])
+    return {"animal_id": animal_id, "session": 1, "scan_idx": 1}
+
+
+def test_job_of_a_dead_worker_is_reclaimed_and_finished(modules, prefix):
+    exp = modules["experiment"]
+    key = _scan(exp, 501)
+    out = subprocess.run([sys.executable, "-c", RESERVE_AND_DIE, prefix, "501"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert "reserved" in out.stdout, out.stderr
+    assert len(exp.Neuron.jobs.reserved & key) == 1            # its worker is gone, the job is not
+    exp.Neuron.populate(key, reserve_jobs=True)
+    assert not (exp.Neuron & key)                              # a reserved job is not taken by others
+    tables = worker.computed_tables(modules)
+    assert jobs.reclaim(tables) == {"experiment.Neuron": 1}
+    exp.Neuron.populate(key, reserve_jobs=True)
+    assert len(exp.Neuron & key) == 1
+
+
+def test_live_reservation_is_kept_until_its_timeout(modules):
+    exp = modules["experiment"]
+    key = _scan(exp, 502)
+    exp.Neuron.jobs.refresh(key)
+    assert exp.Neuron.jobs.reserve(key)                        # held by this process's live connection
+    tables = worker.computed_tables(modules)
+    assert jobs.reclaim(tables) == {}
+    time.sleep(1.5)
+    assert jobs.reclaim(tables, timeouts={"Neuron": 1}) == {"experiment.Neuron": 1}
+    exp.Neuron.populate(key, reserve_jobs=True)
+    assert len(exp.Neuron & key) == 1
+
+
+def test_errors_are_listed_and_retried(modules, prefix, monkeypatch, capsys):
+    exp = modules["experiment"]
+    key = _scan(exp, 503)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(rsa, "snr_weights", broken)
+    exp.Neuron.populate(key, reserve_jobs=True, suppress_errors=True)
+    assert not (exp.Neuron & key)
+    capsys.readouterr()
+    assert cli.main(["--prefix", prefix, "jobs", "errors", "--table", "Neuron", "--trace"]) == 0
+    out = capsys.readouterr().out
+    assert "disk on fire" in out and "Traceback" in out and "503" in out
+    assert cli.main(["--prefix", prefix, "jobs"]) == 0
+    assert "experiment.Neuron" in capsys.readouterr().out
+    monkeypatch.undo()
+    exp.Neuron.populate(key, reserve_jobs=True)
+    assert not (exp.Neuron & key)                              # an error is not retried by itself
+    assert cli.main(["--prefix", prefix, "jobs", "retry", "--table", "Neuron", "--key", "animal_id=503"]) == 0
+    assert "cleared 1" in capsys.readouterr().out
+    exp.Neuron.populate(key, reserve_jobs=True)
+    assert len(exp.Neuron & key) == 1
+
+
+def test_ignored_key_is_skipped(modules, prefix):
+    exp = modules["experiment"]
+    key = _scan(exp, 504)
+    assert cli.main(["--prefix", prefix, "jobs", "ignore", "--table", "Neuron", "--key",
+                     "animal_id=504", "session=1", "scan_idx=1"]) == 0
+    exp.Neuron.populate(key, reserve_jobs=True)
+    assert not (exp.Neuron & key)
+    assert cli.main(["--prefix", prefix, "jobs", "ignore", "--table", "Nope", "--key", "animal_id=1"]) == 2
+    (exp.Neuron.jobs & key).delete()                           # leave the queue clean for other modules
