@@ -12,6 +12,7 @@ worker goes on with other keys.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         if reclaimed:
             log.warning("reclaimed jobs of dead workers: %s", reclaimed)
         made = run_once(tables)
-        log.info("pass done: %s", made)
+        log.info("pass done: %s", json.dumps(made))
         if not args.forever and not any(n for n, _ in made.values()):
             return 0
         if args.forever:

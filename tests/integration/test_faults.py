@@ -1,0 +1,147 @@
+"""Worker faults on the tiny simulated study, each in its own schema prefix and driven through real
+worker processes (`python -m populate.worker`): two workers compute every key exactly once; a
+worker killed with SIGKILL mid-training leaves a job that the next worker reclaims and finishes;
+SIGTERM is recorded in the job table and the job is retried. No table ever holds a partial result."""
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from neuralreg_schema import pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
+          "similarity.AveragedSimilarity", "similarity.SimilarityStability")
+
+PROBE = """
+import json, sys
+from neuralreg_schema import pipeline
+m = pipeline.activate(sys.argv[1])
+out = {}
+for name in %r:
+    mod, table = name.split(".")
+    t = getattr(m[mod], table)
+    remaining, total = t.progress(display=False)
+    out[name] = {"rows": len(t()), "remaining": remaining, "jobs": t.jobs.progress(),
+                 "errors": list(t.jobs.errors.to_arrays("error_message"))}
+out["units"] = len(m["predictive"].PredictiveModel.Unit())
+out["n_scans"] = len(m["experiment"].Scan())
+print(json.dumps(out, default=str))
+""" % (TABLES,)
+
+
+PLAN = """
+import sys
+from neuralreg_schema import pipeline
+m = pipeline.activate(sys.argv[1])
+key = m["predictive"].PredictiveModelConfig.add("tiny", name="slow", max_epochs=50, patience=50)
+m["similarity"].SimilarityConfig.add_standard(key, vgg=False)
+"""
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _probe(prefix):
+    out = _run(["-c", PROBE, prefix])
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _worker(prefix, *extra):
+    return subprocess.Popen([sys.executable, "-m", "populate.worker", "--prefix", prefix, *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def study(modules):
+    """A fresh prefix holding the tiny simulated experiment and the 'tiny' plan; dropped afterwards."""
+    prefix = f"neuralreg_f{uuid.uuid4().hex[:8]}"
+    try:
+        out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
+                    "--seed", "7"])
+        assert out.returncode == 0, out.stderr[-2000:]
+        out = _run(["-c", PLAN, prefix])               # trainings of seconds, long enough to be interrupted
+        assert out.returncode == 0, out.stderr[-2000:]
+        yield prefix
+    finally:
+        pipeline.drop_all(prefix)
+
+
+def _assert_complete(state):
+    for name in TABLES:
+        assert state[name]["remaining"] == 0 and state[name]["rows"] > 0, (name, state[name])
+        assert state[name]["jobs"]["reserved"] == 0 and not state[name]["errors"], (name, state[name])
+    assert state["units"] == state["predictive.PredictiveModel"]["rows"] * 40      # tiny: 40 neurons per scan
+
+
+def _wait_for_reserved(prefix, timeout=120):
+    """Until a PredictiveModel job is reserved (read straight from its job table: fast)."""
+    connection = pipeline.settings.configure().conn()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            n = connection.query(f"SELECT COUNT(*) FROM `{prefix}_predictive`.`~~predictive_model` "
+                                 "WHERE status = 'reserved'").fetchone()[0]
+        except Exception:            # noqa: BLE001 - the job table appears with the first worker
+            n = 0
+        if n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no PredictiveModel job was reserved within {timeout} s")
+
+
+def test_two_workers_compute_every_key_exactly_once(study):
+    workers = [_worker(study), _worker(study)]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), logs
+    state = _probe(study)
+    _assert_complete(state)
+    # every success is one make call; summed over both workers they equal the rows: none twice
+    made = {}
+    for log in logs:
+        for line in log.splitlines():
+            if "pass done:" in line:
+                for table, (n, errors) in json.loads(line.split("pass done:", 1)[1]).items():
+                    made[table] = made.get(table, 0) + n
+                    assert errors == 0, line
+    for name in TABLES:
+        assert made[name.split(".")[1]] == state[name]["rows"], (name, made, state[name])
+
+
+def test_sigkill_mid_training_is_reclaimed_and_finished(study):
+    worker = _worker(study)
+    _wait_for_reserved(study)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+    state = _probe(study)
+    assert state["predictive.PredictiveModel"]["jobs"]["reserved"] == 1            # orphaned
+    assert state["units"] == state["predictive.PredictiveModel"]["rows"] * 40      # no partial model
+    rescue = _worker(study)
+    log = rescue.communicate(timeout=600)[0]
+    assert rescue.returncode == 0, log
+    assert "reclaimed" in log
+    _assert_complete(_probe(study))
+
+
+def test_sigterm_is_recorded_and_the_job_retried(study):
+    worker = _worker(study)
+    _wait_for_reserved(study)
+    worker.send_signal(signal.SIGTERM)
+    log = worker.communicate(timeout=120)[0]
+    state = _probe(study)
+    errors = state["predictive.PredictiveModel"]["errors"]
+    assert len(errors) == 1 and "SIGTERM" in errors[0], (errors, log[-2000:])
+    assert state["units"] == state["predictive.PredictiveModel"]["rows"] * 40
+    out = _run(["-m", "neuralreg_schema.cli", "--prefix", study, "jobs", "retry"])
+    assert out.returncode == 0 and "cleared 1" in out.stdout, out.stderr
+    rescue = _worker(study)
+    log = rescue.communicate(timeout=600)[0]
+    assert rescue.returncode == 0, log
+    _assert_complete(_probe(study))
