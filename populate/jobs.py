@@ -101,7 +101,7 @@ def reclaim(tables, timeouts: dict | None = None) -> dict[str, int]:
         for row in reserved.to_dicts():
             key = {k: row[k] for k in pk}
             dead = row.get("connection_id") is not None and int(row["connection_id"]) not in live
-            old = len(reserved & key & f"reserved_time < NOW() - INTERVAL {float(timeout)} SECOND")
+            old = len(reserved & key & f"reserved_time < NOW(3) - INTERVAL {int(timeout)} SECOND")
             if dead or old:
                 (table.jobs & key & "status = 'reserved'").delete_quick()
                 log.warning("%s %s: reclaimed a job reserved by %s (pid %s on %s): %s", table_name(table), key,

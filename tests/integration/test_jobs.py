@@ -51,7 +51,7 @@ def test_live_reservation_is_kept_until_its_timeout(modules):
     assert exp.Neuron.jobs.reserve(key)                        # held by this process's live connection
     tables = worker.computed_tables(modules)
     assert jobs.reclaim(tables) == {}
-    time.sleep(1.5)
+    time.sleep(2.0)
     assert jobs.reclaim(tables, timeouts={"Neuron": 1}) == {"experiment.Neuron": 1}
     exp.Neuron.populate(key, reserve_jobs=True)
     assert len(exp.Neuron & key) == 1
