@@ -159,7 +159,7 @@ class Neuron(dj.Computed):
 
     def make(self, key):
         rows, image_ids = (Trial * OracleTrial & key).to_arrays("row", "image_id", order_by="trial_idx")
-        responses = np.asarray((Scan & key).fetch1("responses").load())
+        responses = scan_responses(key)
         units = (Scan.Unit & key).to_dicts(order_by="column")
         snr = rsa.snr_weights(responses[np.asarray(rows)], np.asarray(image_ids))
         self.insert1({**key, "n_oracle_images": len(np.unique(image_ids)), "n_oracle_trials": len(rows),
@@ -170,6 +170,22 @@ class Neuron(dj.Computed):
              "noise_var": float(snr.noise_var[u["column"]]), "snr_weight": float(snr.weight[u["column"]]),
              "snr_status": snr.status[u["column"]]}
             for u in units])
+
+
+def scan_responses(key) -> np.ndarray:
+    """Scan.responses of one scan as a float32 array (trials x units; rows = Trial.row)."""
+    ref = (Scan & key).fetch1("responses")
+    return np.asarray(ref.load() if hasattr(ref, "load") else ref, dtype=np.float32)
+
+
+def image_pixels(image_set: str, image_ids) -> np.ndarray:
+    """float32 (n, 36, 64) pixels of `image_ids` (in that order) from one image set."""
+    ids = [int(i) for i in image_ids]
+    pixels = dict(zip(*(Image & {"image_set": image_set}).to_arrays("image_id", "pixels")))
+    missing = [i for i in ids if i not in pixels]
+    if missing:
+        raise ValueError(f"image set {image_set!r} lacks image ids {missing[:5]}")
+    return np.stack([np.asarray(pixels[i], dtype=np.float32) for i in ids])
 
 
 # ---------------------------------------------------------------- ingest

@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from . import settings
-from .experiment import Image, Scan, Trial
+from .experiment import Scan, Trial, image_pixels, scan_responses
 from .settings import import_datajoint
 
 dj = import_datajoint()
@@ -116,28 +116,25 @@ class PredictiveModel(dj.Computed):
     def make_compute(self, key, data_hash, config_name):
         from .compute import train_predictive
         config = dict((PredictiveModelConfig & key).fetch1("config"))
-        config.pop("seed", None)
+        seed = int(config.pop("seed", 0))
         data, image_ids = load_scan_data(key)
         name = "{animal_id}-{session}-{scan_idx}".format(**key)
 
         def progress(message):
             log.info("PredictiveModel %s [%s]: %s", name, config_name, message)
 
-        result = train_predictive.train_predictive(data, config, seed=config_seed(key),
-                                                   progress=progress)
-        return result, image_ids, data
+        result = train_predictive.train_predictive(data, config, seed=seed, progress=progress)
+        counts = {tier: int(np.sum(np.asarray(data.tiers) == tier)) for tier in ("train", "validation", "oracle")}
+        return result, image_ids, seed, counts
 
-    def make_insert(self, key, result, image_ids, data):
+    def make_insert(self, key, result, image_ids, seed, counts):
         import socket
 
         import torch
         columns = (Scan.Unit & key).to_arrays("unit_id", "column", order_by="column")
-        tiers = np.asarray(data.tiers)
         self.insert1({
-            **key, "seed": int(config_seed(key)),
-            "n_train_trials": int(np.sum(tiers == "train")),
-            "n_validation_trials": int(np.sum(tiers == "validation")),
-            "n_oracle_trials": int(np.sum(tiers == "oracle")),
+            **key, "seed": seed, "n_train_trials": counts["train"],
+            "n_validation_trials": counts["validation"], "n_oracle_trials": counts["oracle"],
             "best_epoch": int(result.best_epoch), "epochs_run": len(result.history),
             "mean_validation_corr": float(np.mean(result.val_corr)),
             "mean_test_corr": float(np.mean(result.test_corr)),
@@ -161,27 +158,18 @@ class PredictiveModel(dj.Computed):
         return train_predictive.load_network(rel.fetch1("weights"))
 
 
-def config_seed(key: dict) -> int:
-    return int((PredictiveModelConfig & key).fetch1("config").get("seed", 0))
-
-
 def load_scan_data(key: dict):
     """The scan's trials as a train_predictive.PredictiveData (images deduplicated, sorted by id).
     Returns (data, image_ids)."""
     from .compute import train_predictive
     trials = (Trial & key).to_dicts(order_by="trial_idx")
-    scan = (Scan & key).fetch1()
-    responses = np.asarray(scan["responses"].load() if hasattr(scan["responses"], "load")
-                           else scan["responses"], dtype=np.float32)
     rows = np.array([t["row"] for t in trials], dtype=np.int64)
     trial_ids = np.array([t["image_id"] for t in trials], dtype=np.int64)
     image_ids = np.unique(trial_ids)
-    pixels = dict(zip(*(Image & {"image_set": scan["image_set"]}).to_arrays("image_id", "pixels")))
-    images = np.stack([np.asarray(pixels[int(i)], dtype=np.float32) for i in image_ids])
     data = train_predictive.PredictiveData(
-        images=images, image_ids=image_ids,
+        images=image_pixels((Scan & key).fetch1("image_set"), image_ids), image_ids=image_ids,
         trial_image=np.searchsorted(image_ids, trial_ids),
-        responses=responses[rows],
+        responses=scan_responses(key)[rows],
         behavior=np.array([[t["pupil"], t["dpupil"], t["running"]] for t in trials], dtype=np.float32),
         eye=np.array([[t["eye_x"], t["eye_y"]] for t in trials], dtype=np.float32),
         tiers=np.array([t["tier"] for t in trials]))

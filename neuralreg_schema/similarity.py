@@ -24,7 +24,7 @@ import logging
 import numpy as np
 
 from .compute import rsa
-from .experiment import Image, ImageSet, Neuron, OracleTrial, Scan, Trial
+from .experiment import ImageSet, Neuron, OracleTrial, Scan, Trial, image_pixels, scan_responses
 from .predictive import PredictiveModel, PredictiveModelConfig, config_hash
 from .settings import import_datajoint
 
@@ -271,36 +271,11 @@ class SimilarityStability(dj.Computed):
 
     def make_compute(self, key, *hashes):
         members = (ScanGroup.Member & key).keys(order_by="animal_id, session, scan_idx")
-        per_scan = [oracle_data(k, model_hash=key["model_hash"]) for k in members]
-        common = per_scan[0]["image_ids"]
-        for d in per_scan[1:]:
-            common = np.intersect1d(common, d["image_ids"])
-        if len(common) < 2:
-            raise ValueError(f"scan group {key['scan_group']!r}: fewer than 2 oracle images common to all scans")
-        rows, repeat_values, oracles = [], [], []
-        for member, d in zip(members, per_scan):
-            s_oracle, ids = rsa.oracle_similarity(d["responses"], d["trial_image_ids"], d["w"])
-            s_model = rsa.model_similarity(d["predictions"], d["w"], d["v"])
-            s_data, s_pair, _ = rsa.trial_pair_similarity(d["responses"], d["trial_image_ids"], d["w"])
-            rep = rsa.repeat_fluctuations(d["responses"], d["trial_image_ids"], d["w"])
-            repeat_values.append(rep)
-            keep = np.isin(ids, common)
-            oracles.append(s_oracle[np.ix_(keep, keep)])
-            rows.append({**member, "r_model_oracle": rsa.matrix_correlation(s_model, s_oracle),
-                         "r_data_oracle": float(np.corrcoef(s_data, s_pair)[0, 1]),
-                         "repeat_fluctuation_std": float(np.std(rep)),
-                         "oracle_range": float(rsa.upper(s_oracle).std()),
-                         "model_range": float(rsa.upper(s_model).std())})
-        repeat_values = np.concatenate(repeat_values)
-        scan_values = rsa.scan_fluctuations(np.stack(oracles)) if len(members) >= 2 else None
-        master = {"n_scans": len(members), "n_oracle_images": len(common),
-                  "scan_fluctuation": rsa.summarize(scan_values) if scan_values is not None else None,
-                  "repeat_fluctuation": rsa.summarize(repeat_values),
-                  "scan_values": None if scan_values is None else scan_values.astype(np.float32),
-                  "repeat_values": repeat_values.astype(np.float32),
-                  "r_model_oracle": float(np.mean([r["r_model_oracle"] for r in rows])),
-                  "r_data_oracle": float(np.mean([r["r_data_oracle"] for r in rows]))}
-        return master, rows
+        try:
+            master, rows = rsa.stability([oracle_data(k, model_hash=key["model_hash"]) for k in members])
+        except ValueError as error:
+            raise ValueError(f"scan group {key['scan_group']!r}: {error}") from error
+        return master, [{**member, **row} for member, row in zip(members, rows)]
 
     def make_insert(self, key, master, rows):
         self.insert1({**key, **master})
@@ -309,26 +284,22 @@ class SimilarityStability(dj.Computed):
 
 # ------------------------------------------------------------------ fetching the inputs of a matrix
 
-def _responses(key) -> np.ndarray:
-    ref = (Scan & key).fetch1("responses")
-    return np.asarray(ref.load() if hasattr(ref, "load") else ref, dtype=np.float32)
+def _per_column(rel, attribute: str, key) -> np.ndarray:
+    """A per-unit value as a vector indexed by Scan.Unit.column (0 for units without a row)."""
+    cols, values = (rel * Scan.Unit & key).to_arrays("column", attribute, order_by="column")
+    out = np.zeros(len(Scan.Unit & key))
+    out[np.asarray(cols, dtype=np.int64)] = values
+    return out
 
 
 def _weights(key) -> np.ndarray:
     """w_a per Scan.Unit column (Eq. 1)."""
-    cols, w = (Neuron.Unit * Scan.Unit & key).to_arrays("column", "snr_weight", order_by="column")
-    out = np.zeros(len(Scan.Unit & key))
-    out[np.asarray(cols)] = w
-    return out
+    return _per_column(Neuron.Unit, "snr_weight", key)
 
 
 def _test_corr(key, model_hash) -> np.ndarray:
     """v_a per Scan.Unit column."""
-    cols, v = (PredictiveModel.Unit * Scan.Unit & key & {"model_hash": model_hash}).to_arrays(
-        "column", "test_corr", order_by="column")
-    out = np.zeros(len(Scan.Unit & key))
-    out[np.asarray(cols)] = v
-    return out
+    return _per_column(PredictiveModel.Unit & {"model_hash": model_hash}, "test_corr", key)
 
 
 def _predictions(key, model_hash, image_ids) -> np.ndarray:
@@ -354,12 +325,11 @@ def subset_trials(key, subset: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def oracle_data(key, model_hash: str) -> dict:
-    """What the Fig. 1 checks need for one scan: oracle trials, weights, model responses."""
+    """The arguments of rsa.scan_checks for one scan: oracle trials, weights, model responses."""
     rows, trial_ids = subset_trials(key, "oracle")
-    image_ids = np.unique(trial_ids)
-    return {"responses": _responses(key)[rows], "trial_image_ids": trial_ids, "image_ids": image_ids,
-            "w": _weights(key), "v": _test_corr(key, model_hash),
-            "predictions": _predictions(key, model_hash, image_ids)}
+    return {"responses": scan_responses(key)[rows], "image_ids": trial_ids, "weights": _weights(key),
+            "test_corr": _test_corr(key, model_hash),
+            "predictions": _predictions(key, model_hash, np.unique(trial_ids))}
 
 
 def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, str]:
@@ -369,11 +339,11 @@ def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, 
     image_ids = np.unique(trial_ids)
     if method == "oracle":
         w = _weights(key)
-        matrix, ids = rsa.oracle_similarity(_responses(key)[rows], trial_ids, w)
+        matrix, ids = rsa.oracle_similarity(scan_responses(key)[rows], trial_ids, w)
         return matrix, ids, int(np.sum(w > 0)), f"{len(rows)} oracle trials"
     if method == "data":
         w = _weights(key)
-        mean, ids = rsa.mean_by_image(_responses(key)[rows], trial_ids)
+        mean, ids = rsa.mean_by_image(scan_responses(key)[rows], trial_ids)
         repeated = len(trial_ids) - len(ids)
         return (rsa.similarity(mean, w), ids, int(np.sum(w > 0)),
                 f"single trials; {repeated} repeated trials averaged" if repeated else "single trials")
@@ -387,9 +357,7 @@ def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, 
         return matrix, image_ids, dims, "model responses at average behavior, mean eye position"
     if method == "vgg":
         from .compute.models import vgg
-        image_set = (Scan & key).fetch1("image_set")
-        pixels = dict(zip(*(Image & {"image_set": image_set}).to_arrays("image_id", "pixels")))
-        images = np.stack([np.asarray(pixels[int(i)], dtype=np.float32) for i in image_ids])
+        images = image_pixels((Scan & key).fetch1("image_set"), image_ids)
         state, source = vgg.load_vgg19_state(layer=cfg["vgg_layer"], with_source=True)
         features = vgg.vgg_features(images, state, layer=cfg["vgg_layer"])
         return (rsa.similarity(features, overwrite_input=True), image_ids, features.shape[1],

@@ -97,16 +97,17 @@ def reclaim(tables, timeouts: dict | None = None) -> dict[str, int]:
         live = live_connections(table.connection)
         timeout = (timeouts or {}).get(table.__name__, getattr(table, "reserve_timeout", DEFAULT_TIMEOUT))
         pk = table.jobs.primary_key
+        expired = {tuple(k[a] for a in pk)
+                   for k in (reserved & f"reserved_time < NOW(3) - INTERVAL {int(timeout)} SECOND").keys()}
         n = 0
         for row in reserved.to_dicts():
             key = {k: row[k] for k in pk}
             dead = row.get("connection_id") is not None and int(row["connection_id"]) not in live
-            old = len(reserved & key & f"reserved_time < NOW(3) - INTERVAL {int(timeout)} SECOND")
-            if dead or old:
+            if dead or tuple(key.values()) in expired:
                 (table.jobs & key & "status = 'reserved'").delete_quick()
                 log.warning("%s %s: reclaimed a job reserved by %s (pid %s on %s): %s", table_name(table), key,
                             row.get("user"), row.get("pid"), row.get("host"),
-                            "its connection is gone" if dead else f"reserved longer than {timeout:.0f} s")
+                            "its connection is gone" if dead else f"reserved longer than {timeout} s")
                 n += 1
         if n:
             reclaimed[table_name(table)] = n

@@ -311,18 +311,33 @@ def oracle_similarity(responses: np.ndarray, image_ids: np.ndarray,
     return s_oracle.astype(np.float32), ids
 
 
+def _repeat_values(inverse, G, s_oracle) -> np.ndarray:
+    out = []
+    for i in range(len(s_oracle)):
+        trials = np.flatnonzero(inverse == i)
+        a, b = np.triu_indices(len(trials), 1)
+        out.append(G[trials[a], trials[b]] - s_oracle[i, i])
+    return np.concatenate(out)
+
+
+def _trial_pairs(inverse, G, s_oracle):
+    order = np.argsort(inverse, kind="stable")
+    image = inverse[order]
+    a, b = np.triu_indices(len(order), 1)
+    different = image[a] != image[b]
+    a, b = a[different], b[different]
+    pairs = np.stack([image[a], image[b]], axis=1).astype(np.int64)
+    return (G[order[a], order[b]].astype(np.float32),
+            s_oracle[pairs[:, 0], pairs[:, 1]].astype(np.float32), pairs)
+
+
 def repeat_fluctuations(responses: np.ndarray, image_ids: np.ndarray,
                         weights: np.ndarray | None = None) -> np.ndarray:
     """Eq. 5 for one scan: S_data(i_t1, i_t2) - S_oracle_ii for every image i (sorted ids) and every
     pair of its trials t1 < t2 (trials in their order in `responses`), with the trial unit vectors
     and S_oracle of Eq. 3. Returns float64, sum_i T_i (T_i - 1) / 2 values."""
-    ids, inverse, _, G, s_oracle = _oracle_parts(responses, image_ids, weights)
-    out = []
-    for i in range(len(ids)):
-        trials = np.flatnonzero(inverse == i)
-        a, b = np.triu_indices(len(trials), 1)
-        out.append(G[trials[a], trials[b]] - s_oracle[i, i])
-    return np.concatenate(out)
+    _, inverse, _, G, s_oracle = _oracle_parts(responses, image_ids, weights)
+    return _repeat_values(inverse, G, s_oracle)
 
 
 def trial_pair_similarity(responses: np.ndarray, image_ids: np.ndarray,
@@ -333,15 +348,56 @@ def trial_pair_similarity(responses: np.ndarray, image_ids: np.ndarray,
     Returns (S_data of the pair (float32), the matching S_oracle_ij (float32), pair index (m, 2)
     int64: positions i < j into the sorted unique image ids of `oracle_similarity`). Order: i, then
     t (trials in their order in `responses`), then j, then t'. m = sum_{i<j} T_i T_j."""
+    _, inverse, _, G, s_oracle = _oracle_parts(responses, image_ids, weights)
+    return _trial_pairs(inverse, G, s_oracle)
+
+
+def scan_checks(responses, image_ids, weights, predictions, test_corr) -> dict:
+    """The Fig. 1 checks of one scan, from one Gram matrix of its oracle trials: S_oracle (Eq. 3) and
+    its image ids, S_model (Eq. 6) on the same images (`predictions` rows in sorted-id order), the
+    Eq. 5 values, r(S_model, S_oracle) over pairs i<j and r(S_data, S_oracle) over single-trial
+    pairs of different images (Fig. 1D), and the spread (s.d. off the diagonal) of both matrices."""
     ids, inverse, _, G, s_oracle = _oracle_parts(responses, image_ids, weights)
-    order = np.argsort(inverse, kind="stable")
-    image = inverse[order]
-    a, b = np.triu_indices(len(order), 1)
-    different = image[a] != image[b]
-    a, b = a[different], b[different]
-    pairs = np.stack([image[a], image[b]], axis=1).astype(np.int64)
-    return (G[order[a], order[b]].astype(np.float32),
-            s_oracle[pairs[:, 0], pairs[:, 1]].astype(np.float32), pairs)
+    s_model = model_similarity(predictions, weights, test_corr)
+    if s_model.shape != s_oracle.shape:
+        raise ValueError(f"{len(predictions)} predicted images for {len(ids)} oracle images")
+    s_data, s_pair, _ = _trial_pairs(inverse, G, s_oracle)
+    repeats = _repeat_values(inverse, G, s_oracle)
+    return {"image_ids": ids, "oracle": s_oracle.astype(np.float32), "repeat_values": repeats,
+            "r_model_oracle": matrix_correlation(s_model, s_oracle),
+            "r_data_oracle": float(np.corrcoef(s_data, s_pair)[0, 1]),
+            "repeat_fluctuation_std": float(np.std(repeats)),
+            "oracle_range": float(upper(s_oracle).std()), "model_range": float(upper(s_model).std())}
+
+
+def stability(scans: list[dict]) -> tuple[dict, list[dict]]:
+    """Eqs. 4-5 and Fig. 1D over a group of scans (Fig. 1C, D of the paper).
+
+    scans: per scan, the `scan_checks` arguments as a dict (responses, image_ids, weights,
+    predictions, test_corr). Eq. 4 uses the oracle images common to all scans (needs >= 2 scans,
+    else None). Returns (group summary, per-scan rows)."""
+    checks = [scan_checks(**scan) for scan in scans]
+    common = checks[0]["image_ids"]
+    for c in checks[1:]:
+        common = np.intersect1d(common, c["image_ids"])
+    if len(common) < 2:
+        raise ValueError(f"fewer than 2 oracle images common to all {len(scans)} scans")
+    scan_values = None
+    if len(checks) >= 2:
+        stack = [c["oracle"][np.ix_(np.isin(c["image_ids"], common), np.isin(c["image_ids"], common))]
+                 for c in checks]
+        scan_values = scan_fluctuations(np.stack(stack))
+    repeat_values = np.concatenate([c["repeat_values"] for c in checks])
+    per_scan = [{k: c[k] for k in ("r_model_oracle", "r_data_oracle", "repeat_fluctuation_std",
+                                   "oracle_range", "model_range")} for c in checks]
+    summary = {"n_scans": len(checks), "n_oracle_images": len(common),
+               "scan_fluctuation": None if scan_values is None else summarize(scan_values),
+               "repeat_fluctuation": summarize(repeat_values),
+               "scan_values": None if scan_values is None else scan_values.astype(np.float32),
+               "repeat_values": repeat_values.astype(np.float32),
+               "r_model_oracle": float(np.mean([r["r_model_oracle"] for r in per_scan])),
+               "r_data_oracle": float(np.mean([r["r_data_oracle"] for r in per_scan]))}
+    return summary, per_scan
 
 
 # ----------------------------------------------------------------------------------------------

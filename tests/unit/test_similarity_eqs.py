@@ -357,3 +357,27 @@ def _nan(shape, where=(1, 1)):
 def test_bad_input_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_scan_checks_and_stability_agree_with_the_separate_equations():
+    rng = np.random.default_rng(11)
+    scans = []
+    for _ in range(2):
+        ids = np.repeat(np.arange(6), 4)
+        responses = rng.poisson(3, (len(ids), 9)).astype(float)
+        scans.append({"responses": responses, "image_ids": ids, "weights": rng.uniform(0.2, 2, 9),
+                      "predictions": rng.uniform(0.5, 3, (6, 9)), "test_corr": rng.uniform(-0.2, 0.8, 9)})
+    summary, rows = rsa.stability(scans)
+    oracles = []
+    for scan, row in zip(scans, rows):
+        s_oracle, _ = rsa.oracle_similarity(scan["responses"], scan["image_ids"], scan["weights"])
+        s_model = rsa.model_similarity(scan["predictions"], scan["weights"], scan["test_corr"])
+        s_data, s_pair, _ = rsa.trial_pair_similarity(scan["responses"], scan["image_ids"], scan["weights"])
+        rep = rsa.repeat_fluctuations(scan["responses"], scan["image_ids"], scan["weights"])
+        assert row["r_model_oracle"] == pytest.approx(rsa.matrix_correlation(s_model, s_oracle))
+        assert row["r_data_oracle"] == pytest.approx(np.corrcoef(s_data, s_pair)[0, 1])
+        assert row["repeat_fluctuation_std"] == pytest.approx(np.std(rep))
+        oracles.append(s_oracle)
+    np.testing.assert_allclose(summary["scan_values"], rsa.scan_fluctuations(np.stack(oracles)), atol=1e-6)
+    assert summary["n_scans"] == 2 and summary["n_oracle_images"] == 6
+    assert summary["repeat_fluctuation"]["n"] == 2 * 6 * 6
