@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import settings
 
-# upstream first; later issues append classifier, evaluation
-MODULES = ("experiment", "predictive", "similarity")
+# upstream first; a later issue appends evaluation
+MODULES = ("experiment", "predictive", "similarity", "classifier")
 
 _active: dict[str, str] = {}
 
@@ -26,8 +26,9 @@ def schema_names(prefix: str) -> dict[str, str]:
 
 
 def _modules():
-    from . import experiment, predictive, similarity
-    return {"experiment": experiment, "predictive": predictive, "similarity": similarity}
+    from . import classifier, experiment, predictive, similarity
+    return {"experiment": experiment, "predictive": predictive, "similarity": similarity,
+            "classifier": classifier}
 
 
 def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = True) -> dict:
@@ -68,5 +69,6 @@ def drop_all(prefix: str) -> None:
         schema.drop(prompt=False)
         spec = dj.config.stores.get(settings.STORE, {})
         if spec.get("protocol") == "file":
-            for section in (spec.get("schema_prefix", "_schema"), spec.get("hash_prefix", "_hash")):
+            for section in (spec.get("schema_prefix", "_schema"), spec.get("hash_prefix", "_hash"),
+                            "_checkpoints"):
                 shutil.rmtree(Path(spec["location"]) / section / db, ignore_errors=True)

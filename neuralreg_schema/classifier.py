@@ -1,0 +1,346 @@
+"""Classifier schema: image classifiers trained jointly with the neural similarity loss (paper Sec. 3).
+
+    ClassificationDataset   a labeled image data set (grayscale CIFAR-10/100, or the offline stand-in)
+    ClassifierConfig        a complete training recipe, addressed by its content (alpha included)
+    Seed                    the random seeds a study trains
+    Regularizer             what the similarity loss matches: nothing ('none') or a group-averaged
+                            similarity matrix (neural model / neural data / shuffle / VGG)
+    RegularizedClassifier   one trained network per data set x config x regularizer x seed
+      .Epoch                its per-epoch history (losses, accuracies, gamma_k)
+      .LayerWeight          its final layer weights gamma_k (Eq. 10)
+
+A Regularizer names a ScanGroup and a SimilarityConfig, not an AveragedSimilarity row, so a study
+can be planned before its targets exist: `RegularizedClassifier.key_source` holds a regularized
+combination back until the AveragedSimilarity it names is computed.
+
+Training runs in `make_compute` (three-part make, no transaction held). After every epoch the full
+training state goes to the object store under `_checkpoints/<schema>/<table>/<md5 of the key>.pt`
+(`StoreCheckpoint`); a job that is killed and later re-run (after `populate.jobs` reclaims it)
+resumes after its last finished epoch, and the row records `resumed_from_epoch`. The checkpoint is
+deleted once the row is inserted. The numbers come from compute/train_classifier.py.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+
+import numpy as np
+
+from . import settings
+from .experiment import image_pixels
+from .predictive import config_hash
+from .similarity import AveragedSimilarity, ScanGroup, SimilarityConfig
+from .settings import import_datajoint
+
+dj = import_datajoint()
+log = logging.getLogger("neuralreg.classifier")
+
+schema = dj.Schema()
+
+POPULATE_ORDER = ("RegularizedClassifier",)
+
+# regularizer kind -> (similarity method, label in tables and figures)
+KINDS = {"none": (None, "None"), "neural-model": ("model", "Neural (model)"),
+         "neural-data": ("data", "Neural (data)"), "shuffle": ("shuffle", "Shuffle"), "vgg": ("vgg", "VGG")}
+
+
+@schema
+class ClassificationDataset(dj.Lookup):
+    definition = """
+    # a labeled image data set the classifiers train and are tested on
+    dataset : varchar(32)                # 'cifar10', 'cifar100' or 'offline' (compute.datasets.load_dataset)
+    ---
+    display_name : varchar(128)          # e.g. 'cifar10 (grayscale)'; the offline one says it is a stand-in
+    is_stand_in : bool                   # true: not CIFAR but the small offline substitute (say so in every report)
+    n_classes : int32
+    n_train : int32                      # training images
+    n_test : int32                       # test images
+    image_height : int32
+    image_width : int32
+    content_md5 : char(32)               # md5 of images and labels: every worker must load identical data
+    classes : json                       # class names, in label order
+    source : varchar(1024)               # where the data came from (archive checksum, package version)
+    """
+
+    @classmethod
+    def add(cls, name: str = "offline", **load_kw) -> dict:
+        """Load a data set once (CIFAR: download into the cache or read `root=`) and register it.
+        Idempotent; refuses a data set whose content differs from the registered one."""
+        from .compute import datasets, train_classifier
+        data = datasets.load_dataset(name, **load_kw)
+        key = {"dataset": name.lower()}
+        md5 = train_classifier.data_fingerprint(data)
+        if cls & key:
+            stored = (cls & key).fetch1("content_md5")
+            if stored != md5:
+                raise ValueError(f"data set {name!r} is registered with content md5 {stored}, "
+                                 f"but the data loaded here has {md5}")
+            return key
+        cls.insert1({**key, "display_name": (data.name if data.is_stand_in else f"{data.name} (grayscale)")[:128],
+                     "is_stand_in": bool(data.is_stand_in), "n_classes": data.n_classes,
+                     "n_train": len(data.train_images), "n_test": len(data.test_images),
+                     "image_height": int(data.train_images.shape[1]), "image_width": int(data.train_images.shape[2]),
+                     "content_md5": md5, "classes": list(data.classes), "source": data.source[:1024]},
+                    skip_duplicates=True)
+        return key
+
+    @classmethod
+    def load(cls, key) -> "object":
+        """The registered data set as compute.datasets.ClassificationData, checked against its md5."""
+        from .compute import datasets, train_classifier
+        row = (cls & key).fetch1()
+        data = datasets.load_dataset(row["dataset"])
+        md5 = train_classifier.data_fingerprint(data)
+        if md5 != row["content_md5"]:
+            raise ValueError(f"data set {row['dataset']!r} on this machine (md5 {md5}) differs from the registered "
+                             f"one ({row['content_md5']}); point NEURALREG_DATA at the same files")
+        return data
+
+
+@schema
+class ClassifierConfig(dj.Lookup):
+    definition = """
+    # a complete classifier training recipe, addressed by its content
+    clf_hash : char(32)                  # md5 of the canonical JSON of `config`
+    ---
+    config_name : varchar(64)            # label, e.g. 'paper', 'demo', 'paper-alpha5'
+    alpha : float64                      # Eq. 7 regularization strength (also in config; here for queries)
+    arch : varchar(16)                   # resnet18 | resnet34
+    config : json                        # every setting (compute.train_classifier.check_config)
+    """
+
+    @classmethod
+    def add(cls, config: dict | str = "demo", name: str | None = None, **overrides) -> dict:
+        """Insert a recipe (a name of train_classifier.CONFIGS or a dict, with overrides) and return
+        its key; an identical recipe returns the existing key."""
+        from .compute import train_classifier
+        if isinstance(config, str):
+            name = name or (config if not overrides else
+                            config + "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items())))
+            config = train_classifier.default_config(config)
+        config = train_classifier.check_config({**config, **overrides})
+        key = {"clf_hash": config_hash(config)}
+        cls.insert1({**key, "config_name": (name or "custom")[:64], "alpha": config["alpha"],
+                     "arch": config["arch"], "config": config}, skip_duplicates=True)
+        return key
+
+
+@schema
+class Seed(dj.Lookup):
+    definition = """
+    # a random seed of classifier training (initialisation, batch order, augmentation)
+    seed : int32
+    """
+
+    @classmethod
+    def add(cls, *seeds: int) -> list[dict]:
+        rows = [{"seed": int(s)} for s in seeds]
+        cls.insert(rows, skip_duplicates=True)
+        return rows
+
+
+@schema
+class Regularizer(dj.Lookup):
+    definition = """
+    # what the similarity loss of a classifier matches, addressed by its content
+    reg_hash : char(32)                  # md5 of kind, scan group and similarity config
+    ---
+    kind : enum('none', 'neural-model', 'neural-data', 'shuffle', 'vgg')
+    label : varchar(64)                  # for tables and figures: 'None', 'Neural (model)', 'Neural (data)', 'Shuffle', 'VGG'
+    -> [nullable] ScanGroup              # whose averaged matrix (null for 'none')
+    -> [nullable] SimilarityConfig       # which matrix (method on the 'stimulus' images; null for 'none')
+    """
+
+    @classmethod
+    def add(cls, kind: str, group: str | dict | None = None, *, model: dict | str | None = None,
+            shuffle_seed: int = 0, vgg_layer: str = "conv3_1") -> dict:
+        """A regularizer of `kind` towards the averaged matrix of scan `group`; model: the
+        PredictiveModelConfig for 'neural-model' and 'shuffle'. Creates the SimilarityConfig it needs."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+        method, label = KINDS[kind]
+        group = group["scan_group"] if isinstance(group, dict) else group
+        if method is not None and method not in ("model", "shuffle") and model is not None:
+            raise ValueError(f"regularizer {kind!r} takes no predictive model")
+        if method is None:
+            if group is not None or model is not None:
+                raise ValueError("the 'none' regularizer takes no scan group or model")
+            row = {"kind": kind, "label": label, "scan_group": None, "sim_hash": None}
+        else:
+            if not group or not (ScanGroup & {"scan_group": group}):
+                raise ValueError(f"regularizer {kind!r} needs an existing scan group, got {group!r}")
+            sim = SimilarityConfig.add(method, "stimulus", model=model if method in ("model", "shuffle") else None,
+                                       shuffle_seed=shuffle_seed if method == "shuffle" else None,
+                                       vgg_layer=vgg_layer if method == "vgg" else None)
+            row = {"kind": kind, "label": label, "scan_group": group, **sim}
+        key = {"reg_hash": config_hash({k: row[k] for k in ("kind", "scan_group", "sim_hash")})}
+        cls.insert1({**key, **row}, skip_duplicates=True)
+        return key
+
+    @classmethod
+    def add_standard(cls, group: str, model: dict | str, *, vgg: bool = False, shuffle_seed: int = 0) -> dict:
+        """The paper's set for one scan group and predictive model config: None, Neural (model),
+        Neural (data), Shuffle (+ VGG). Returns {label: key}."""
+        kinds = ["none", "neural-model", "neural-data", "shuffle"] + (["vgg"] if vgg else [])
+        return {KINDS[k][1]: cls.add(k, None if k == "none" else group,
+                                     model=model if k in ("neural-model", "shuffle") else None,
+                                     shuffle_seed=shuffle_seed) for k in kinds}
+
+
+class StoreCheckpoint:
+    """The training state of one job in the object store (any protocol DataJoint's stores support),
+    at `_checkpoints/<database>/<table>/<md5 of the key>.pt`; written atomically on a file store."""
+
+    def __init__(self, table, key: dict):
+        from datajoint.storage import get_storage_backend
+        dj_ = settings.configure()
+        self.backend = get_storage_backend(dj_.config.get_store_spec(settings.STORE))
+        plain = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dict(key).items()}
+        self.path = f"_checkpoints/{table.database}/{table.table_name}/{config_hash(plain)}.pt"
+
+    def load(self) -> bytes | None:
+        return self.backend.get_buffer(self.path) if self.backend.exists(self.path) else None
+
+    def save(self, state: bytes) -> None:
+        self.backend.put_buffer(state, self.path)
+
+    def remove(self) -> None:
+        if self.backend.exists(self.path):
+            self.backend.remove(self.path)
+
+
+@schema
+class RegularizedClassifier(dj.Computed):
+    definition = """
+    # a ResNet trained on a data set with (or without) the neural similarity loss (Eqs. 7-10)
+    -> ClassificationDataset
+    -> ClassifierConfig
+    -> Regularizer
+    -> Seed
+    ---
+    test_accuracy : float64              # clean test accuracy of the final network
+    train_accuracy : float64             # accuracy on the last epoch's (augmented) training batches
+    alpha : float64                      # Eq. 7 weight applied (0 for the 'none' regularizer)
+    initial_heldout_loss = null : float64   # Eq. 8 over all pairs of the held-out stimuli, before training
+    heldout_loss = null : float64        # ... after training (null without a target or held-out stimuli)
+    epochs_run : int32                   # epochs in the history
+    resumed_from_epoch : int32           # epochs restored from a checkpoint (0: trained in one run)
+    pairs_per_step : int32               # similarity pairs per training step (0: unregularized)
+    n_stimuli_train : int32              # target images drawn for the similarity batches
+    n_stimuli_heldout : int32            # target images kept out (held-out pairs)
+    n_train_images : int32               # classification images trained on
+    n_parameters : int64                 # network parameters (layer logits excluded)
+    weights : <hash@main>                # torch.save bytes: train_classifier.load_classifier
+    train_seconds : float64              # wall time of the run that finished it (s)
+    device : varchar(128)                # e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'
+    torch_version : varchar(32)
+    code_version : varchar(64)           # neuralreg version and git commit
+    host : varchar(255)
+    trained_at = CURRENT_TIMESTAMP : datetime
+    """
+    # s a job may stay reserved before populate.jobs reclaims it: a paper-size model trains for hours on
+    # a GPU (4.5 h in the paper) and days on a CPU; a dead worker's job is reclaimed at once by its
+    # connection, and a reclaimed job loses at most one epoch (checkpoints)
+    reserve_timeout = 259200
+
+    class Epoch(dj.Part):
+        definition = """
+        # one epoch of the training history
+        -> master
+        epoch : int32                    # 1-based
+        ---
+        lr : float64                     # learning rate of the epoch
+        task_loss : float64              # mean cross-entropy over the epoch's steps
+        similarity_loss = null : float64   # mean Eq. 8 loss over the steps (null: unregularized)
+        train_accuracy : float64
+        test_accuracy : float64          # clean test accuracy after the epoch
+        heldout_loss = null : float64    # Eq. 8 over the held-out stimulus pairs after the epoch
+        gamma = null : json              # the K layer weights after the epoch
+        seconds : float64
+        """
+
+    class LayerWeight(dj.Part):
+        definition = """
+        # the final gamma_k of Eq. 10 (regularized classifiers only)
+        -> master
+        layer : int32                    # conv index (models/resnet.py numbering)
+        ---
+        gamma : float64                  # softmax weight, sums to 1 over the layers
+        """
+
+    @property
+    def key_source(self):
+        base = ClassificationDataset.proj() * ClassifierConfig.proj() * Seed.proj()
+        # (a join with a union trips an assertion in DataJoint 2.3: union the two joins instead)
+        none = base * (Regularizer & "kind = 'none'").proj()
+        targeted = base * ((Regularizer & "kind != 'none'") & AveragedSimilarity.proj()).proj()
+        return none + targeted
+
+    def make_fetch(self, key):
+        reg = (Regularizer & key).fetch1()
+        return (ClassificationDataset & key).fetch1("content_md5"), reg["kind"], reg["sim_hash"] or ""
+
+    def make_compute(self, key, content_md5, kind, sim_hash):
+        from .compute import train_classifier
+        config = dict((ClassifierConfig & key).fetch1("config"))
+        data = ClassificationDataset.load(key)
+        target = load_target(key) if kind != "none" else None
+        name = "{dataset}/{reg}/seed{seed}".format(dataset=key["dataset"], reg=kind, seed=key["seed"])
+        config_name = (ClassifierConfig & key).fetch1("config_name")
+
+        def progress(message):
+            log.info("RegularizedClassifier %s [%s]: %s", name, config_name, message)
+
+        checkpoint = StoreCheckpoint(self, key)
+        result = train_classifier.train_classifier(data, target, config, seed=int(key["seed"]),
+                                                   progress=progress, checkpoint=checkpoint)
+        alpha = config["alpha"] if target is not None else 0.0
+        return result, float(alpha)
+
+    def make_insert(self, key, result, alpha):
+        import torch
+        self.insert1({
+            **key, "test_accuracy": float(result.test_accuracy), "train_accuracy": float(result.train_accuracy),
+            "alpha": alpha, "initial_heldout_loss": result.initial_heldout_loss,
+            "heldout_loss": result.heldout_loss, "epochs_run": len(result.history),
+            "resumed_from_epoch": int(result.resumed_from_epoch), "pairs_per_step": int(result.pairs_per_step),
+            "n_stimuli_train": int(result.n_stimuli_train), "n_stimuli_heldout": int(result.n_stimuli_heldout),
+            "n_train_images": int(result.meta["n_train"]), "n_parameters": int(result.n_parameters),
+            "weights": result.state, "train_seconds": float(result.seconds), "device": result.device[:128],
+            "torch_version": torch.__version__[:32], "code_version": settings.code_version()[:64],
+            "host": socket.gethostname()[:255]})
+        self.Epoch.insert([{**key, "epoch": int(h["epoch"]), "lr": float(h["lr"]), "task_loss": float(h["task_loss"]),
+                            "similarity_loss": h["similarity_loss"], "train_accuracy": float(h["train_accuracy"]),
+                            "test_accuracy": float(h["test_accuracy"]), "heldout_loss": h["heldout_similarity_loss"],
+                            "gamma": h["gamma"], "seconds": float(h["seconds"])} for h in result.history])
+        if result.gamma is not None:
+            self.LayerWeight.insert([{**key, "layer": int(k), "gamma": float(g)}
+                                     for k, g in zip(result.layers, result.gamma)])
+        # the row is in (its transaction commits next); a lost checkpoint now only costs a re-run
+        StoreCheckpoint(self, key).remove()
+
+    def network(self, key=None, device="cpu"):
+        """The trained network of one row, in eval mode (inputs: (B, 1, H, W) in [0, 1])."""
+        from .compute import train_classifier
+        rel = self & key if key is not None else self
+        return train_classifier.load_classifier(rel.fetch1("weights"), device=device)
+
+
+def load_target(key) -> "object":
+    """The regularization target of a Regularizer row: the AveragedSimilarity matrix of its scan group
+    and similarity config, with the group's stimulus pixels scaled to [0, 1]."""
+    from .compute import train_classifier
+    reg = (Regularizer & key).fetch1()
+    rel = AveragedSimilarity & {"scan_group": reg["scan_group"], "sim_hash": reg["sim_hash"]}
+    row = rel.fetch1()
+    image_set = (ScanGroup & {"scan_group": reg["scan_group"]}).fetch1("image_set")
+    ids = np.asarray(row["image_ids"], dtype=np.int64)
+    pixels = image_pixels(image_set, ids) / np.float32(255.0)
+    label = (SimilarityConfig & {"sim_hash": reg["sim_hash"]}).fetch1("label")
+    return train_classifier.SimilarityTarget(np.clip(pixels, 0, 1).astype(np.float32),
+                                             np.asarray(row["matrix"].load(), dtype=np.float32), ids,
+                                             f"{reg['scan_group']}:{label}")
+
+
+__all__ = ["ClassificationDataset", "ClassifierConfig", "Seed", "Regularizer", "RegularizedClassifier",
+           "StoreCheckpoint", "load_target"]

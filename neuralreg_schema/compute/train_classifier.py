@@ -1,0 +1,570 @@
+"""Joint training of an image classifier and the neural similarity regularizer (Li et al. 2019,
+Sec. 3, Fig. 3, Eqs. 7-10). Pure numpy/PyTorch: arrays, a config and a seed in, a result out;
+never imports datajoint.
+
+What one step does
+------------------
+1. Classification: a batch of `batch_size` training images (random crop with zero padding and a
+   horizontal flip, drawn on the device) goes through the ResNet; cross-entropy on the logits.
+2. Similarity (when a target is given and alpha > 0): `stim_batch` stimulus images, drawn at
+   random from the training part of the target's images, go through the same convolutional core;
+   at the layers `layers` (conv indices, see models/resnet.py) their features give S^CNN (Eq. 9,
+   combined by gamma = softmax(logits), Eq. 10) and the loss is Eq. 8 averaged over all
+   stim_batch (stim_batch - 1) / 2 pairs of the batch against the target matrix.
+3. L = L_task + alpha L_similarity (Eq. 7); one SGD step on the network and the layer logits.
+
+Two forward passes, not one: the classification images are 32 x 32 and the stimuli 36 x 64 (the
+paper's downsampled scan images), so they cannot share one batch tensor; the paper, too, first
+processes the classification batch and then the stimulus batch (Sec. 3). The pair count differs
+from the paper's: the paper feeds stim pairs (i, j) as separate images, one pair per two stimulus
+images; here every pair of the stimulus batch enters Eq. 8, so stim_batch = 16 images give 120
+pairs per step (the paper: 32 pairs from 64 images) for a quarter of the images.
+
+Batch normalisation: the stimulus pass runs with every BatchNorm layer in eval mode, i.e.
+normalised by the running statistics that the classification batches maintain, and it never
+updates them. So (a) the test-time statistics are those of the classification data alone (the
+stimuli are other images, of another size), (b) the features whose similarity is regularized are
+exactly the ones the trained network computes at test time, image by image (in train mode an
+image's features would depend on the other images of its stimulus batch), and (c) the held-out
+similarity loss measured in eval mode is the training objective itself. Gradients still reach
+every convolution and the BatchNorm affine parameters through the stimulus pass.
+
+Inputs: pixel values in [0, 1] (uint8 / 255 for the data set, gray level / 255 for the stimuli),
+standardised inside the network by the training set's mean and sd (`ClassifierNet`), so that the
+saved network takes [0, 1] images: the bounds the robustness evaluation uses.
+
+Learning rate (the paper, Sec. 4): SGD, lr 0.1 decayed by 0.3 every 4 epochs and reset to 0.1
+after epoch 20 (`learning_rate`). Momentum 0.9 and weight decay 5e-4 (not on the layer logits) are
+the usual CIFAR ResNet settings; the paper does not state them.
+
+Resume: after every epoch the trainer hands `checkpoint.save(bytes)` the complete state (network,
+layer logits, optimizer, history, epoch); at start `checkpoint.load()` may return such bytes, and
+training continues after that epoch. Batch order, crops and stimulus draws come from a generator
+seeded by (seed, epoch), so a resumed run draws what an uninterrupted one would have drawn; on the
+CPU it reproduces the uninterrupted run. A checkpoint whose config, seed or data fingerprints
+differ is ignored (and reported through `progress`).
+
+Speed: on a GPU the data stay on the device, the network runs in channels_last with bf16 autocast
+(the similarity itself in float32), and step timings synchronise before reading the clock.
+Held-out stimulus pairs: a fixed fraction of the target's images (split with a fixed seed, the
+same for every classifier seed) never enters training; the similarity loss over all their pairs is
+measured after every epoch (`heldout_similarity_loss`), and before the first.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Protocol, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import rsa_torch
+from .datasets import ClassificationData, crop_flip, random_crop_flip
+from .models.resnet import PAPER_LAYERS, ResNet, build_resnet
+from .train_predictive import _torch_threads, describe_device, resolve_device
+
+STATE_FORMAT = 1
+HELDOUT_SPLIT_SEED = 0          # the held-out stimulus images are the same for every classifier seed
+
+
+class ClassifierDataError(ValueError):
+    """The classification data or the similarity target cannot be trained on (the message says why)."""
+
+
+class TrainingError(RuntimeError):
+    """The training diverged (non-finite loss)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+_COMMON = dict(
+    arch="resnet18",          # resnet18 | resnet34 (CIFAR form, models/resnet.py)
+    width=64,                 # channels of the first stage (64: the standard ResNet)
+    epochs=40,
+    batch_size=64,            # classification images per step
+    lr=0.1,                   # initial SGD learning rate
+    lr_decay=0.3,             # multiplied every lr_step epochs ...
+    lr_step=4,
+    lr_reset_epoch=20,        # ... and reset to lr after this many epochs (0: never)
+    momentum=0.9,
+    weight_decay=5e-4,        # on the network's weights; not on the layer logits
+    alpha=20.0,               # Eq. 7: weight of the similarity loss
+    layers=list(PAPER_LAYERS),  # conv indices whose features enter Eq. 10 (paper: 1, 5, 9, 13, 17)
+    stim_batch=16,            # stimulus images per step: stim_batch (stim_batch - 1) / 2 pairs
+    clip=0.999,               # similarities clamped to [-clip, clip] before the arctanh (rsa_torch)
+    augment=True,             # random crop (zero padding crop_padding) + horizontal flip
+    crop_padding=4,
+    heldout_fraction=0.1,     # of the target's images kept out of training (held-out pairs) ...
+    heldout_max=256,          # ... at most this many
+    max_train=0,              # use only the first max_train training images (0: all); tests/demo
+    eval_batch_size=500,
+)
+
+CONFIGS: dict[str, dict] = {
+    # the paper (Sec. 4): ResNet18, SGD 40 epochs, batch 64, lr 0.1 x 0.3 every 4 epochs, reset
+    # after epoch 20, alpha 20, layers 1/5/9/13/17; for a GPU (about 4.5 h per model in the paper)
+    "paper": {**_COMMON},
+    # two CPU cores: a narrow ResNet18 (width 16), 8 epochs with the paper's schedule compressed
+    # (decay every 2 epochs, reset after 4), 8 stimuli (28 pairs) per step
+    "demo": {**_COMMON, "width": 16, "epochs": 8, "lr": 0.05, "lr_step": 2, "lr_reset_epoch": 4,
+             "stim_batch": 8, "heldout_max": 128, "eval_batch_size": 400},
+    # tests: seconds
+    "tiny": {**_COMMON, "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "lr_step": 1,
+             "lr_reset_epoch": 0, "stim_batch": 8, "heldout_max": 32, "max_train": 256,
+             "eval_batch_size": 256},
+}
+
+
+def default_config(name: str = "demo") -> dict:
+    """A copy of a named recipe of CONFIGS."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown classifier config {name!r}; known: {', '.join(CONFIGS)}")
+    return copy.deepcopy(CONFIGS[name])
+
+
+def check_config(config: dict) -> dict:
+    """`config` completed with the defaults and checked; ValueError names a bad or unknown key."""
+    unknown = sorted(set(config) - set(_COMMON))
+    if unknown:
+        raise ValueError(f"unknown classifier config keys {unknown}; known: {sorted(_COMMON)}")
+    cfg = {**copy.deepcopy(_COMMON), **config}
+    if str(cfg["arch"]).lower() not in ("resnet18", "resnet34"):
+        raise ValueError(f"config arch must be resnet18 or resnet34, got {cfg['arch']!r}")
+    cfg["arch"] = str(cfg["arch"]).lower()
+    for k in ("width", "epochs", "batch_size", "lr_step", "stim_batch", "eval_batch_size"):
+        if isinstance(cfg[k], bool) or int(cfg[k]) != cfg[k] or cfg[k] < 1:
+            raise ValueError(f"config {k} must be a positive integer, got {cfg[k]!r}")
+        cfg[k] = int(cfg[k])
+    for k in ("lr_reset_epoch", "crop_padding", "heldout_max", "max_train"):
+        if isinstance(cfg[k], bool) or int(cfg[k]) != cfg[k] or cfg[k] < 0:
+            raise ValueError(f"config {k} must be an integer >= 0, got {cfg[k]!r}")
+        cfg[k] = int(cfg[k])
+    if cfg["stim_batch"] < 2:
+        raise ValueError("config stim_batch must be >= 2 (a pair)")
+    for k in ("lr", "lr_decay"):
+        if not float(cfg[k]) > 0:
+            raise ValueError(f"config {k} must be positive, got {cfg[k]!r}")
+    for k in ("momentum", "weight_decay", "alpha"):
+        if not float(cfg[k]) >= 0 or not math.isfinite(float(cfg[k])):
+            raise ValueError(f"config {k} must be a finite number >= 0, got {cfg[k]!r}")
+    if not 0 < float(cfg["clip"]) < 1:
+        raise ValueError(f"config clip must be in (0, 1), got {cfg['clip']!r}")
+    if not 0 <= float(cfg["heldout_fraction"]) < 1:
+        raise ValueError(f"config heldout_fraction must be in [0, 1), got {cfg['heldout_fraction']!r}")
+    layers = cfg["layers"]
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError(f"config layers must be a non-empty list of conv indices, got {layers!r}")
+    cfg["layers"] = sorted({int(k) for k in layers})
+    net = build_resnet(cfg["arch"], num_classes=2, width=1)
+    net.check_layers(cfg["layers"])
+    cfg["augment"] = bool(cfg["augment"])
+    for k in ("lr", "lr_decay", "momentum", "weight_decay", "alpha", "clip", "heldout_fraction"):
+        cfg[k] = float(cfg[k])
+    return cfg
+
+
+def learning_rate(config: dict, epoch: int) -> float:
+    """The paper's schedule for 0-based `epoch`: lr * lr_decay ** (e // lr_step), where e counts
+    from the last reset (every lr_reset_epoch epochs; 0 = never)."""
+    reset = config["lr_reset_epoch"]
+    e = epoch % reset if reset else epoch
+    return config["lr"] * config["lr_decay"] ** (e // config["lr_step"])
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass
+class SimilarityTarget:
+    """What the similarity loss matches: stimulus images and their (n, n) neural similarity."""
+    images: np.ndarray          # float32 (n, H, W), pixel values in [0, 1]
+    matrix: np.ndarray          # float32 (n, n), symmetric, values in [-1, 1], rows follow images
+    image_ids: np.ndarray       # int64 (n,): which stimuli (provenance)
+    label: str = ""             # e.g. 'model/stimulus' (for logs)
+
+    def validate(self) -> "SimilarityTarget":
+        images, matrix = np.asarray(self.images), np.asarray(self.matrix)
+        n = len(images)
+        if images.ndim != 3 or n < 4:
+            raise ClassifierDataError(f"target images must be (n >= 4, H, W), got {images.shape}")
+        if matrix.shape != (n, n):
+            raise ClassifierDataError(f"target matrix must be ({n}, {n}) for {n} images, got {matrix.shape}")
+        if len(np.asarray(self.image_ids)) != n:
+            raise ClassifierDataError(f"{len(self.image_ids)} image ids for {n} target images")
+        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise ClassifierDataError("target images must be finite and in [0, 1] "
+                                      f"(got {np.nanmin(images):.3g}..{np.nanmax(images):.3g})")
+        if not np.isfinite(matrix).all():
+            raise ClassifierDataError(f"target matrix {self.label!r} holds {int((~np.isfinite(matrix)).sum())} "
+                                      "non-finite values")
+        if np.abs(matrix).max() > 1 + 1e-4:
+            raise ClassifierDataError(f"target matrix {self.label!r} has values outside [-1, 1] "
+                                      f"(max |S| = {np.abs(matrix).max():.4f})")
+        if not np.allclose(matrix, matrix.T, atol=1e-5):
+            raise ClassifierDataError(f"target matrix {self.label!r} is not symmetric")
+        return self
+
+    def fingerprint(self) -> str:
+        md5 = hashlib.md5()
+        for a in (np.asarray(self.images, np.float32), np.asarray(self.matrix, np.float32),
+                  np.asarray(self.image_ids, np.int64)):
+            md5.update(np.ascontiguousarray(a).tobytes())
+        return md5.hexdigest()
+
+
+def data_fingerprint(data: ClassificationData) -> str:
+    """md5 of the images and labels of both splits: identical data on every worker."""
+    md5 = hashlib.md5()
+    for a in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+        md5.update(np.ascontiguousarray(a).tobytes())
+    return md5.hexdigest()
+
+
+def heldout_split(n: int, fraction: float, maximum: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of n target images: round(fraction n) (at most `maximum`, and
+    none if fewer than 2) drawn with the fixed HELDOUT_SPLIT_SEED; both sorted."""
+    k = min(int(round(fraction * n)), maximum)
+    if k < 2:
+        k = 0
+    if n - k < 2:
+        raise ClassifierDataError(f"{n} target images leave {n - k} for training: need at least 2")
+    perm = np.random.default_rng(HELDOUT_SPLIT_SEED).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# ---------------------------------------------------------------------------------------------
+# the network
+
+
+class ClassifierNet(nn.Module):
+    """A ResNet on [0, 1] images, standardised inside by fixed (mean, sd) buffers."""
+
+    def __init__(self, arch: str, num_classes: int, width: int, mean: float = 0.5, sd: float = 0.25):
+        super().__init__()
+        self.arch, self.num_classes, self.width = arch, int(num_classes), int(width)
+        self.resnet: ResNet = build_resnet(arch, num_classes=num_classes, in_channels=1, width=width)
+        self.register_buffer("input_mean", torch.tensor(float(mean)))
+        self.register_buffer("input_sd", torch.tensor(float(sd)))
+
+    def forward(self, x: torch.Tensor, feature_layers=()):
+        """(logits, {layer: features}) for images x (B, 1, H, W) in [0, 1]."""
+        return self.resnet((x - self.input_mean) / self.input_sd, feature_layers)
+
+
+@contextmanager
+def batchnorm_eval(module: nn.Module) -> Iterator[None]:
+    """Every BatchNorm layer in eval mode (running statistics used, not updated); restored after."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes = [m.training for m in bns]
+    for m in bns:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m, mode in zip(bns, modes):
+            m.train(mode)
+
+
+def serialize_classifier(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None = None) -> bytes:
+    """torch.save bytes of the network (CPU tensors) and, if given, the layer logits."""
+    buffer = io.BytesIO()
+    torch.save({"format": STATE_FORMAT, "arch": net.arch, "num_classes": net.num_classes, "width": net.width,
+                "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+                "layers": list(layer_weights.layers) if layer_weights is not None else None,
+                "layer_logits": layer_weights.logits.detach().cpu().clone() if layer_weights is not None else None},
+               buffer)
+    return buffer.getvalue()
+
+
+def load_classifier(state: bytes, device: Union[str, torch.device] = "cpu") -> ClassifierNet:
+    """The trained network from `ClassifierResult.state`, in eval mode on `device`."""
+    blob = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+    net = ClassifierNet(blob["arch"], blob["num_classes"], blob["width"])
+    net.load_state_dict(blob["state_dict"])
+    return net.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@torch.no_grad()
+def accuracy(net: ClassifierNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Fraction of `images` (N, 1, H, W) in [0, 1] classified as `labels`, in eval mode."""
+    was = net.training
+    net.eval()
+    dev = next(net.parameters()).device
+    correct = 0
+    try:
+        for s in range(0, len(images), batch_size):
+            with _autocast(dev):
+                logits, _ = net(_prepare(images[s:s + batch_size].to(dev), dev))
+            correct += int((logits.argmax(1) == labels[s:s + batch_size].to(dev)).sum())
+    finally:
+        net.train(was)
+    return correct / max(1, len(images))
+
+
+@torch.no_grad()
+def heldout_similarity_loss(net: ClassifierNet, gamma: torch.Tensor, images: torch.Tensor, target: torch.Tensor,
+                            layers, clip: float, batch_size: int = 256) -> float:
+    """Eq. 8 over all pairs of the held-out stimuli (features in eval mode, in batches; centring
+    over all of them, as in training over a stimulus batch)."""
+    was = net.training
+    net.eval()
+    dev = next(net.parameters()).device
+    try:
+        feats: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
+        for s in range(0, len(images), batch_size):
+            with _autocast(dev):
+                _, f = net(_prepare(images[s:s + batch_size], dev), layers)
+            for k in layers:
+                feats[k].append(f[k].float().reshape(f[k].shape[0], -1))
+        full = {k: torch.cat(v) for k, v in feats.items()}
+        return float(rsa_torch.similarity_loss(full, target, gamma, clip=clip))
+    finally:
+        net.train(was)
+
+
+# ---------------------------------------------------------------------------------------------
+# one step
+
+
+@dataclass
+class StepData:
+    """Everything a step reads, on the device: data in [0, 1], labels, stimuli and their target."""
+    train_x: torch.Tensor                      # (N, 1, h, w)
+    train_y: torch.Tensor                      # (N,) int64
+    stim_x: Optional[torch.Tensor] = None      # (n_stim, 1, H, W): the training stimuli
+    stim_target: Optional[torch.Tensor] = None  # (n_stim, n_stim)
+
+
+def train_step(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None, optimizer: torch.optim.Optimizer,
+               data: StepData, batch_idx: torch.Tensor, stim_idx: torch.Tensor | None, config: dict,
+               crops: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+    """One SGD step of Eq. 7. Returns detached (task loss, similarity loss or nan, correct count)."""
+    dev = data.train_x.device
+    x = data.train_x[batch_idx]
+    if crops is not None:
+        x = crop_flip(x, *crops, padding=config["crop_padding"])
+    y = data.train_y[batch_idx]
+    with _autocast(dev):
+        logits, _ = net(_prepare(x, dev))
+    task = F.cross_entropy(logits.float(), y)
+    loss = task
+    sim = torch.tensor(float("nan"), device=dev)
+    if stim_idx is not None:
+        with batchnorm_eval(net), _autocast(dev):
+            _, feats = net(_prepare(data.stim_x[stim_idx], dev), config["layers"])
+        feats = {k: v.float() for k, v in feats.items()}
+        target = data.stim_target[stim_idx][:, stim_idx]
+        sim = rsa_torch.similarity_loss(feats, target, layer_weights.gamma(), clip=config["clip"])
+        loss = rsa_torch.total_loss(task, sim, config["alpha"])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    correct = (logits.detach().argmax(1) == y).sum()
+    return task.detach(), sim.detach(), correct
+
+
+def make_optimizer(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None, config: dict):
+    groups = [{"params": list(net.parameters()), "weight_decay": config["weight_decay"]}]
+    if layer_weights is not None:
+        groups.append({"params": list(layer_weights.parameters()), "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"])
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+class Checkpoint(Protocol):
+    def load(self) -> bytes | None: ...
+    def save(self, state: bytes) -> None: ...
+
+
+@dataclass
+class ClassifierResult:
+    state: bytes                       # serialize_classifier of the final network (load_classifier)
+    history: list                      # per epoch: see `train_classifier`
+    test_accuracy: float               # clean test accuracy of the final network
+    train_accuracy: float              # running accuracy over the last epoch's (augmented) batches
+    gamma: Optional[np.ndarray]        # (K,) final softmax layer weights, None without a target
+    layers: list                       # the K conv indices of gamma
+    initial_heldout_loss: Optional[float]   # Eq. 8 over the held-out pairs before training
+    heldout_loss: Optional[float]      # ... after training
+    n_parameters: int
+    n_stimuli_train: int
+    n_stimuli_heldout: int
+    pairs_per_step: int                # similarity pairs per step (0 without a target)
+    resumed_from_epoch: int            # epochs taken from a checkpoint (0: trained from scratch)
+    device: str
+    seconds: float                     # wall time of this call
+    meta: dict = field(default_factory=dict)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + int(epoch) + 1)
+
+
+def train_classifier(data: ClassificationData, target: SimilarityTarget | None, config: dict, seed: int, *,
+                     progress: Callable[[str], None] | None = None, device=None,
+                     checkpoint: Checkpoint | None = None) -> ClassifierResult:
+    """Train a ResNet on `data` (+ the similarity loss towards `target`, unless None or alpha = 0).
+
+    history entries: epoch (1-based), lr, task_loss and similarity_loss (means over the epoch's
+    steps; similarity_loss None when unregularized), train_accuracy, test_accuracy,
+    heldout_similarity_loss (None without held-out pairs), gamma (list, None when unregularized),
+    seconds."""
+    t_start = time.perf_counter()
+    say = progress or (lambda message: None)
+    cfg = check_config(config)
+    data.validate()
+    if target is not None:
+        target.validate()
+    dev = resolve_device(device)
+    regularized = target is not None and cfg["alpha"] > 0
+    with _torch_threads(dev):
+        torch.manual_seed(int(seed))
+        n_train = len(data.train_images) if not cfg["max_train"] else min(cfg["max_train"], len(data.train_images))
+        if n_train < cfg["batch_size"]:
+            raise ClassifierDataError(f"{data.name}: {n_train} training images, fewer than one batch of "
+                                      f"{cfg['batch_size']}")
+        train_u8 = torch.as_tensor(data.train_images[:n_train])
+        mean = float(train_u8.float().mean() / 255.0)
+        sd = float(train_u8.float().std() / 255.0) or 1.0
+        net = ClassifierNet(cfg["arch"], data.n_classes, cfg["width"], mean, sd).to(dev)
+        if dev.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        layer_weights = rsa_torch.LayerWeights(cfg["layers"]).to(dev) if regularized else None
+        optimizer = make_optimizer(net, layer_weights, cfg)
+        sd_data = StepData(train_x=train_u8.to(dev)[:, None].float().div_(255.0),
+                           train_y=torch.as_tensor(data.train_labels[:n_train]).to(dev))
+        test_x = torch.as_tensor(data.test_images).to(dev)[:, None].float().div_(255.0)
+        test_y = torch.as_tensor(data.test_labels).to(dev)
+        n_stim = n_held = 0
+        held_x = held_target = None
+        if regularized:
+            tr, held = heldout_split(len(target.images), cfg["heldout_fraction"], cfg["heldout_max"])
+            n_stim, n_held = len(tr), len(held)
+            if n_stim < cfg["stim_batch"]:
+                raise ClassifierDataError(f"{n_stim} training stimuli, fewer than stim_batch = {cfg['stim_batch']}")
+            stim = torch.as_tensor(np.asarray(target.images, np.float32))[:, None]
+            matrix = torch.as_tensor(np.asarray(target.matrix, np.float32))
+            sd_data.stim_x = stim[tr].to(dev)
+            sd_data.stim_target = matrix[tr][:, tr].to(dev)
+            if n_held:
+                held_x, held_target = stim[held].to(dev), matrix[held][:, held].to(dev)
+        fingerprints = {"data": data_fingerprint(data), "target": target.fingerprint() if regularized else None}
+        n_steps = n_train // cfg["batch_size"]
+        pairs = cfg["stim_batch"] * (cfg["stim_batch"] - 1) // 2 if regularized else 0
+
+        def held_loss():
+            if held_x is None:
+                return None
+            return heldout_similarity_loss(net, layer_weights.gamma().detach(), held_x, held_target, cfg["layers"],
+                                           cfg["clip"], cfg["eval_batch_size"])
+
+        history: list[dict] = []
+        start_epoch = 0
+        initial_held = None
+        blob = checkpoint.load() if checkpoint is not None else None
+        if blob is not None:
+            state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+            if (state.get("format") == STATE_FORMAT and state.get("config") == cfg and state.get("seed") == int(seed)
+                    and state.get("fingerprints") == fingerprints and state.get("epoch", 0) < cfg["epochs"]):
+                net.load_state_dict(state["net"])
+                if layer_weights is not None:
+                    layer_weights.load_state_dict(state["layer_weights"])
+                optimizer.load_state_dict(state["optimizer"])
+                history = list(state["history"])
+                start_epoch = int(state["epoch"])
+                initial_held = state.get("initial_heldout_loss")
+                say(f"resuming after epoch {start_epoch} of {cfg['epochs']} from the checkpoint")
+            else:
+                say("ignoring a checkpoint made with another config, seed or data; training from epoch 0")
+        if start_epoch == 0:
+            initial_held = held_loss()
+        say(f"{cfg['arch']} width {cfg['width']} on {data.summary()}; "
+            + (f"target {target.label or 'similarity'}: {n_stim} training stimuli, {n_held} held out, "
+               f"{pairs} pairs per step, alpha {cfg['alpha']:g}" if regularized else "no similarity loss")
+            + f"; {n_steps} steps per epoch on {describe_device(dev)}")
+        net.train()
+        for epoch in range(start_epoch, cfg["epochs"]):
+            t0 = time.perf_counter()
+            lr = learning_rate(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            gen = _epoch_generator(seed, epoch)
+            perm = torch.randperm(n_train, generator=gen)
+            sums = torch.zeros(3, dtype=torch.float64, device=dev)
+            for step in range(n_steps):
+                idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]].to(dev)
+                crops = None
+                if cfg["augment"]:
+                    b, span = len(idx), 2 * cfg["crop_padding"] + 1
+                    crops = (torch.randint(0, span, (b,), generator=gen), torch.randint(0, span, (b,), generator=gen),
+                             torch.rand(b, generator=gen) < 0.5)
+                stim_idx = None
+                if regularized:
+                    stim_idx = torch.randperm(n_stim, generator=gen)[:cfg["stim_batch"]].to(dev)
+                task, sim, correct = train_step(net, layer_weights, optimizer, sd_data, idx, stim_idx, cfg, crops)
+                if not bool(torch.isfinite(task)) or (regularized and not bool(torch.isfinite(sim))):
+                    raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
+                                        f"(task {float(task):.4g}, similarity {float(sim):.4g}); lr {lr:g}")
+                sums += torch.stack([task.double(), (sim.double() if regularized else task.double() * 0),
+                                     correct.double()])
+            sums = sums.cpu().numpy()
+            record = {"epoch": epoch + 1, "lr": lr, "task_loss": float(sums[0] / n_steps),
+                      "similarity_loss": float(sums[1] / n_steps) if regularized else None,
+                      "train_accuracy": float(sums[2] / (n_steps * cfg["batch_size"])),
+                      "test_accuracy": accuracy(net, test_x, test_y, cfg["eval_batch_size"]),
+                      "heldout_similarity_loss": held_loss(),
+                      "gamma": layer_weights.gamma().detach().cpu().tolist() if layer_weights is not None else None}
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            say(f"epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.3g}, task {record['task_loss']:.3f}"
+                + (f", similarity {record['similarity_loss']:.3f}" if regularized else "")
+                + f", train acc {record['train_accuracy']:.3f}, test acc {record['test_accuracy']:.3f}"
+                + (f", held-out similarity {record['heldout_similarity_loss']:.3f}"
+                   if record["heldout_similarity_loss"] is not None else "") + f" ({record['seconds']:.1f} s)")
+            if checkpoint is not None and epoch + 1 < cfg["epochs"]:
+                buffer = io.BytesIO()
+                torch.save({"format": STATE_FORMAT, "config": cfg, "seed": int(seed), "fingerprints": fingerprints,
+                            "epoch": epoch + 1, "history": history, "initial_heldout_loss": initial_held,
+                            "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                            "layer_weights": layer_weights.state_dict() if layer_weights is not None else None},
+                           buffer)
+                checkpoint.save(buffer.getvalue())
+        net.eval()
+        last = history[-1]
+        gamma = layer_weights.gamma().detach().cpu().numpy() if layer_weights is not None else None
+        return ClassifierResult(
+            state=serialize_classifier(net, layer_weights), history=history,
+            test_accuracy=accuracy(net, test_x, test_y, cfg["eval_batch_size"]),
+            train_accuracy=last["train_accuracy"], gamma=gamma, layers=list(cfg["layers"]),
+            initial_heldout_loss=initial_held, heldout_loss=last["heldout_similarity_loss"],
+            n_parameters=sum(p.numel() for p in net.parameters()), n_stimuli_train=n_stim,
+            n_stimuli_heldout=n_held, pairs_per_step=pairs, resumed_from_epoch=start_epoch,
+            device=describe_device(dev), seconds=time.perf_counter() - t_start,
+            meta={"n_train": n_train, "steps_per_epoch": n_steps, "fingerprints": fingerprints})

@@ -1,0 +1,117 @@
+"""RegularizedClassifier on the tiny simulated study and the offline stand-in data set: the target is
+held back until its AveragedSimilarity exists; every regularizer trains; rows, history and layer
+weights agree with the stored network and the target matrix."""
+import numpy as np
+import pytest
+import torch
+
+from neuralreg_schema import cli
+from neuralreg_schema.compute import rsa_torch, simulate, train_classifier
+
+SEED = 11   # simulated experiment of this module (other modules use other seeds)
+
+
+@pytest.fixture(scope="module")
+def study(modules, prefix):
+    exp, pred, sim, clf = (modules[m] for m in ("experiment", "predictive", "similarity", "classifier"))
+    assert cli.main(["--prefix", prefix, "ingest", "simulated", "--profile", "tiny", "--seed", str(SEED)]) == 0
+    experiment = simulate.simulate_experiment("tiny", seed=SEED)
+    group = experiment.image_set.name
+    model = pred.PredictiveModelConfig.add("tiny")
+    dataset = clf.ClassificationDataset.add("offline")
+    config = clf.ClassifierConfig.add("tiny")
+    clf.Seed.add(0)
+    regs = clf.Regularizer.add_standard(group, model)
+    yield {"experiment": experiment, "group": group, "model": model, "dataset": dataset, "config": config,
+           "regs": regs}
+    clf.Regularizer.delete(prompt=False)
+    clf.ClassifierConfig.delete(prompt=False)
+    clf.Seed.delete(prompt=False)
+    sim.SimilarityConfig.delete(prompt=False)
+    pred.PredictiveModelConfig.delete(prompt=False)
+    (sim.ScanGroup & {"scan_group": group}).delete(prompt=False)
+
+
+def test_targets_hold_regularized_jobs_back(modules, study):
+    clf, sim, pred, exp = (modules[m] for m in ("classifier", "similarity", "predictive", "experiment"))
+    ready = clf.RegularizedClassifier.key_source & study["config"]
+    kinds = set((clf.Regularizer & ready.proj()).to_arrays("kind"))
+    assert kinds == {"none"}          # no averaged matrix yet
+    scans = exp.Scan & (sim.ScanGroup.Member & {"scan_group": study["group"]})
+    exp.Neuron.populate(scans)
+    for table in (pred.PredictiveModel, sim.SimilarityMatrix, sim.AveragedSimilarity):
+        result = table.populate(reserve_jobs=True, suppress_errors=True)
+        assert not result["error_list"], result["error_list"]
+    ready = clf.RegularizedClassifier.key_source & study["config"]
+    assert set((clf.Regularizer & ready.proj()).to_arrays("kind")) == {"none", "neural-model", "neural-data", "shuffle"}
+
+
+def test_every_regularizer_trains(modules, study):
+    clf = modules["classifier"]
+    result = clf.RegularizedClassifier.populate(study["config"], reserve_jobs=True, suppress_errors=True)
+    assert not result["error_list"], result["error_list"]
+    assert len(clf.RegularizedClassifier & study["config"]) == 4
+    cfg = (clf.ClassifierConfig & study["config"]).fetch1("config")
+    for label, reg in study["regs"].items():
+        key = {**study["dataset"], **study["config"], **reg, "seed": 0}
+        row = (clf.RegularizedClassifier & key).fetch1()
+        history = (clf.RegularizedClassifier.Epoch & key).to_dicts(order_by="epoch")
+        assert [h["epoch"] for h in history] == list(range(1, cfg["epochs"] + 1)) == list(range(1, row["epochs_run"] + 1))
+        assert row["resumed_from_epoch"] == 0
+        assert row["torch_version"] == torch.__version__ and row["device"] == "cpu" and row["code_version"]
+        gammas = (clf.RegularizedClassifier.LayerWeight & key).to_arrays("layer", "gamma", order_by="layer")
+        if label == "None":
+            assert row["alpha"] == 0 and row["pairs_per_step"] == 0 and row["heldout_loss"] is None
+            assert len(gammas[0]) == 0 and all(h["similarity_loss"] is None for h in history)
+        else:
+            assert row["alpha"] == cfg["alpha"] and row["pairs_per_step"] == cfg["stim_batch"] * (cfg["stim_batch"] - 1) // 2
+            np.testing.assert_array_equal(gammas[0], cfg["layers"])
+            assert gammas[1].sum() == pytest.approx(1.0) and np.all(gammas[1] > 0)
+            np.testing.assert_allclose(history[-1]["gamma"], gammas[1])
+            assert row["n_stimuli_train"] + row["n_stimuli_heldout"] == \
+                len(clf.load_target(key).image_ids) and row["n_stimuli_heldout"] > 1
+        # the stored network reproduces the stored clean accuracy
+        data = clf.ClassificationDataset.load(study["dataset"])
+        net = clf.RegularizedClassifier().network(key)
+        x = torch.as_tensor(data.test_images)[:, None].float() / 255
+        acc = train_classifier.accuracy(net, x, torch.as_tensor(data.test_labels))
+        assert acc == pytest.approx(row["test_accuracy"]) == pytest.approx(history[-1]["test_accuracy"])
+
+
+def test_heldout_loss_matches_the_target(modules, study):
+    """The stored held-out loss is Eq. 8 between the stored network's features and the averaged matrix."""
+    clf, sim = modules["classifier"], modules["similarity"]
+    reg = study["regs"]["Neural (model)"]
+    key = {**study["dataset"], **study["config"], **reg, "seed": 0}
+    row = (clf.RegularizedClassifier & key).fetch1()
+    target = clf.load_target(key)
+    stored = (sim.AveragedSimilarity & {"scan_group": study["group"],
+                                        "sim_hash": (clf.Regularizer & reg).fetch1("sim_hash")}).fetch1()
+    np.testing.assert_array_equal(target.matrix, np.asarray(stored["matrix"].load()))
+    cfg = (clf.ClassifierConfig & study["config"]).fetch1("config")
+    _, held = train_classifier.heldout_split(len(target.image_ids), cfg["heldout_fraction"], cfg["heldout_max"])
+    net = clf.RegularizedClassifier().network(key)
+    gamma = torch.as_tensor((clf.RegularizedClassifier.LayerWeight & key).to_arrays("gamma", order_by="layer"))
+    x = torch.as_tensor(target.images[held])[:, None]
+    with torch.no_grad():
+        _, feats = net(x, cfg["layers"])
+    loss = rsa_torch.similarity_loss(feats, torch.as_tensor(target.matrix[np.ix_(held, held)]), gamma.float(),
+                                     clip=cfg["clip"])
+    assert float(loss) == pytest.approx(row["heldout_loss"], rel=1e-4)
+
+
+def test_dataset_and_config_rows(modules, study):
+    clf = modules["classifier"]
+    row = (clf.ClassificationDataset & study["dataset"]).fetch1()
+    assert row["is_stand_in"] and "stand-in" in row["display_name"] and row["n_classes"] == 10
+    assert clf.ClassificationDataset.add("offline") == study["dataset"]          # idempotent
+    assert clf.ClassifierConfig.add("tiny") == study["config"]
+    other = clf.ClassifierConfig.add("tiny", alpha=5.0)
+    assert other != study["config"] and (clf.ClassifierConfig & other).fetch1("alpha") == 5.0
+    with pytest.raises(ValueError, match="unknown classifier config keys"):
+        clf.ClassifierConfig.add("tiny", alhpa=1.0)
+    with pytest.raises(ValueError, match="scan group"):
+        clf.Regularizer.add("neural-model", "no-such-group", model=study["model"])
+    with pytest.raises(ValueError, match="takes no scan group"):
+        clf.Regularizer.add("none", study["group"])
+    (clf.ClassifierConfig & other).delete(prompt=False)
