@@ -202,7 +202,24 @@ class StoreCheckpoint:
         return self.backend.get_buffer(self.path) if self.backend.exists(self.path) else None
 
     def save(self, state: bytes) -> None:
-        self.backend.put_buffer(state, self.path)
+        if self.backend.protocol == "file":
+            # DataJoint's put_buffer never replaces an existing file (its store is content-addressed):
+            # write a temporary file and rename it over the old checkpoint (atomic on POSIX)
+            import os
+            import tempfile
+            from pathlib import Path
+            target = Path(self.backend._full_path(self.path))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".saving")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(state)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        else:
+            self.backend.put_buffer(state, self.path)      # fsspec pipe_file replaces the object
 
     def remove(self) -> None:
         if self.backend.exists(self.path):

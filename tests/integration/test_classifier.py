@@ -115,3 +115,15 @@ def test_dataset_and_config_rows(modules, study):
     with pytest.raises(ValueError, match="takes no scan group"):
         clf.Regularizer.add("none", study["group"])
     (clf.ClassifierConfig & other).delete(prompt=False)
+
+
+def test_store_checkpoint_is_replaced_and_removed(modules):
+    """Saving again replaces the checkpoint (DataJoint's own put_buffer would keep the first one)."""
+    clf = modules["classifier"]
+    cp = clf.StoreCheckpoint(clf.RegularizedClassifier(), {"dataset": "x", "seed": 99})
+    assert cp.load() is None
+    cp.save(b"epoch 1")
+    cp.save(b"epoch 2")
+    assert cp.load() == b"epoch 2"
+    cp.remove()
+    assert cp.load() is None

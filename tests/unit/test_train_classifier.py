@@ -1,0 +1,168 @@
+"""compute/train_classifier.py: schedule, config checks, the BatchNorm handling of the stimulus pass,
+resuming from a checkpoint, the effect of the similarity loss on held-out pairs, and bad input."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from neuralreg_schema.compute import rsa, train_classifier as tc
+from neuralreg_schema.compute.datasets import ClassificationData
+
+
+def _data(n_train=192, n_test=64, seed=0):
+    """Two classes of 32x32 images a ResNet separates quickly: bright left half vs bright right half."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 2, n).astype(np.int64)
+        x = rng.uniform(0, 90, (n, 32, 32))
+        x[labels == 0, :, :16] += 120
+        x[labels == 1, :, 16:] += 120
+        return np.clip(x, 0, 255).astype(np.uint8), labels
+
+    tr, te = make(n_train), make(n_test)
+    return ClassificationData("toy", tr[0], tr[1], te[0], te[1], ["left", "right"], "generated in the test")
+
+
+def _target(n=64, seed=1):
+    """Stimuli built from 3 smooth patterns with random weights; the target is the similarity of the
+    weights, a strongly structured matrix the network can learn to reproduce."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:36, 0:64]
+    patterns = np.stack([np.sin(xx / 5.0), np.cos(yy / 4.0), np.sin((xx + yy) / 7.0)])
+    coef = rng.normal(size=(n, 3))
+    images = np.tensordot(coef, patterns, axes=1)
+    images = (images - images.min()) / (images.max() - images.min())
+    matrix = rsa.similarity(coef).astype(np.float32)
+    return tc.SimilarityTarget(images.astype(np.float32), matrix, np.arange(n, dtype=np.int64), "patterns")
+
+
+def _cfg(**kw):
+    return {**tc.default_config("tiny"), "max_train": 0, "batch_size": 32, **kw}
+
+
+def test_paper_learning_rate_schedule():
+    cfg = tc.check_config(tc.default_config("paper"))
+    lrs = [tc.learning_rate(cfg, e) for e in range(40)]
+    assert lrs[:4] == [0.1] * 4
+    assert lrs[4] == pytest.approx(0.03) and lrs[8] == pytest.approx(0.009) and lrs[19] == pytest.approx(0.1 * 0.3 ** 4)
+    assert lrs[20] == 0.1 and lrs[24] == pytest.approx(0.03) and lrs[39] == pytest.approx(0.1 * 0.3 ** 4)
+    assert cfg["epochs"] == 40 and cfg["batch_size"] == 64 and cfg["alpha"] == 20 and cfg["layers"] == [1, 5, 9, 13, 17]
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="unknown classifier config keys"):
+        tc.check_config({"alhpa": 1})
+    with pytest.raises(ValueError, match="feature layer 18"):
+        tc.check_config({"layers": [1, 18]})
+    assert tc.check_config({"arch": "resnet34", "layers": [33]})["layers"] == [33]
+    with pytest.raises(ValueError, match="stim_batch"):
+        tc.check_config({"stim_batch": 1})
+    with pytest.raises(ValueError, match="alpha"):
+        tc.check_config({"alpha": -1})
+    with pytest.raises(KeyError, match="unknown classifier config"):
+        tc.default_config("nope")
+
+
+def test_stimulus_pass_does_not_touch_batchnorm_statistics():
+    """A step with the similarity loss leaves the running statistics exactly where the same step
+    without it leaves them (only the classification batch updates them), and BN is back in train mode."""
+    torch.manual_seed(0)
+    cfg = tc.check_config(_cfg())
+    data, target = _data(), _target()
+    net = tc.ClassifierNet("resnet18", 2, 4)
+    twin = copy.deepcopy(net)
+    lw = tc.rsa_torch.LayerWeights(cfg["layers"])
+    step = tc.StepData(torch.as_tensor(data.train_images)[:, None].float() / 255, torch.as_tensor(data.train_labels),
+                       torch.as_tensor(target.images)[:, None], torch.as_tensor(target.matrix))
+    idx, stim = torch.arange(32), torch.arange(8)
+    tc.train_step(net, lw, tc.make_optimizer(net, lw, cfg), step, idx, stim, cfg, None)
+    tc.train_step(twin, None, tc.make_optimizer(twin, None, cfg), step, idx, None, cfg, None)
+    for (name, a), b in zip(net.named_buffers(), twin.buffers()):
+        if "running" in name:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(m.training for m in net.modules())
+    # ... and the parameters differ: the similarity loss did reach the network and the layer logits
+    assert any(not torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
+    assert lw.logits.abs().sum() > 0
+
+
+class _Memory:
+    def __init__(self, fail_after=None):
+        self.blob, self.saves, self.fail_after = None, 0, fail_after
+
+    def load(self):
+        return self.blob
+
+    def save(self, state):
+        self.blob, self.saves = state, self.saves + 1
+        if self.fail_after is not None and self.saves >= self.fail_after:
+            raise RuntimeError("worker killed")
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
+    data, target, cfg = _data(), _target(), _cfg(epochs=3)
+    whole = tc.train_classifier(data, target, cfg, seed=3)
+    memory = _Memory(fail_after=1)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        tc.train_classifier(data, target, cfg, seed=3, checkpoint=memory)
+    memory.fail_after = None
+    messages = []
+    resumed = tc.train_classifier(data, target, cfg, seed=3, checkpoint=memory, progress=messages.append)
+    assert resumed.resumed_from_epoch == 1 and whole.resumed_from_epoch == 0
+    assert any("resuming after epoch 1" in m for m in messages)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(whole.history, resumed.history):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert resumed.test_accuracy == whole.test_accuracy
+    np.testing.assert_array_equal(resumed.gamma, whole.gamma)
+    a, b = tc.load_classifier(whole.state), tc.load_classifier(resumed.state)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    # a checkpoint of another seed is ignored, not resumed
+    other = tc.train_classifier(data, target, cfg, seed=4, checkpoint=_memory_holding(memory.blob))
+    assert other.resumed_from_epoch == 0
+
+
+def _memory_holding(blob):
+    m = _Memory()
+    m.blob = blob
+    return m
+
+
+def test_similarity_loss_lowers_heldout_pair_loss_and_classifier_learns():
+    data, target = _data(), _target(n=96)
+    cfg = _cfg(epochs=4, alpha=20.0, lr=0.05, lr_step=4, stim_batch=12, heldout_fraction=0.25)
+    result = tc.train_classifier(data, target, cfg, seed=0)
+    assert result.n_stimuli_heldout == 24 and result.n_stimuli_train == 72 and result.pairs_per_step == 66
+    assert result.heldout_loss < 0.7 * result.initial_heldout_loss
+    assert result.test_accuracy > 0.8
+    assert result.gamma.shape == (5,) and result.gamma.sum() == pytest.approx(1.0, abs=1e-6)
+    # without the similarity loss the held-out loss is not tracked and no pairs are drawn
+    plain = tc.train_classifier(data, target, {**cfg, "alpha": 0.0}, seed=0)
+    assert plain.pairs_per_step == 0 and plain.heldout_loss is None and plain.gamma is None
+
+
+def test_divergence_raises_training_error():
+    with pytest.raises(tc.TrainingError, match="non-finite loss at epoch 1"):
+        tc.train_classifier(_data(), _target(), _cfg(lr=1e30, epochs=1), seed=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.matrix.__setitem__((0, 1), np.nan), "non-finite"),
+    (lambda t: t.matrix.__setitem__((0, 1), 0.9), "not symmetric"),
+    (lambda t: setattr(t, "matrix", t.matrix[:-1, :-1]), "must be"),
+    (lambda t: setattr(t, "images", t.images * 255), r"in \[0, 1\]"),
+    (lambda t: t.matrix.__setitem__((slice(None), slice(None)), 2.0), "outside"),
+])
+def test_bad_target_is_refused(change, message):
+    target = _target()
+    change(target)
+    with pytest.raises(tc.ClassifierDataError, match=message):
+        tc.train_classifier(_data(), target, _cfg(epochs=1), seed=0)
+
+
+def test_too_few_images_is_refused():
+    with pytest.raises(tc.ClassifierDataError, match="fewer than one batch"):
+        tc.train_classifier(_data(n_train=20), None, _cfg(epochs=1), seed=0)
