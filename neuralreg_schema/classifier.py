@@ -5,13 +5,15 @@
     Seed                    the random seeds a study trains
     Regularizer             what the similarity loss matches: nothing ('none') or a group-averaged
                             similarity matrix (neural model / neural data / shuffle / VGG)
-    RegularizedClassifier   one trained network per data set x config x regularizer x seed
+    ClassifierPlan          the combinations to train: data set x config x regularizer x seed (a plan
+                            lists them explicitly, so an alpha sweep trains 'none' once, not per alpha)
+    RegularizedClassifier   one trained network per planned combination
       .Epoch                its per-epoch history (losses, accuracies, gamma_k)
       .LayerWeight          its final layer weights gamma_k (Eq. 10)
 
 A Regularizer names a ScanGroup and a SimilarityConfig, not an AveragedSimilarity row, so a study
-can be planned before its targets exist: `RegularizedClassifier.key_source` holds a regularized
-combination back until the AveragedSimilarity it names is computed.
+can be planned before its targets exist: `RegularizedClassifier.key_source` holds a planned
+regularized combination back until the AveragedSimilarity it names is computed.
 
 Training runs in `make_compute` (three-part make, no transaction held). After every epoch the full
 training state goes to the object store under `_checkpoints/<schema>/<table>/<md5 of the key>.pt`
@@ -187,6 +189,32 @@ class Regularizer(dj.Lookup):
                                      shuffle_seed=shuffle_seed) for k in kinds}
 
 
+@schema
+class ClassifierPlan(dj.Manual):
+    definition = """
+    # a classifier to train: one combination of data set, recipe, regularizer and seed
+    -> ClassificationDataset
+    -> ClassifierConfig
+    -> Regularizer
+    -> Seed
+    ---
+    planned_at = CURRENT_TIMESTAMP : datetime
+    """
+
+    @classmethod
+    def add(cls, datasets, configs, regularizers, seeds) -> list[dict]:
+        """Plan every combination of the given keys (dicts or lists of dicts; seeds: ints); idempotent.
+        Returns the keys."""
+        def many(x):
+            return list(x) if isinstance(x, (list, tuple)) else [x]
+        seeds = [{"seed": int(s)} if not isinstance(s, dict) else s for s in many(seeds)]
+        Seed.insert(seeds, skip_duplicates=True)
+        keys = [{**d, **c, **r, **s} for d in many(datasets) for c in many(configs)
+                for r in many(regularizers) for s in seeds]
+        cls.insert(keys, skip_duplicates=True)
+        return keys
+
+
 class StoreCheckpoint:
     """The training state of one job in the object store (any protocol DataJoint's stores support),
     at `_checkpoints/<database>/<table>/<md5 of the key>.pt`; written atomically on a file store."""
@@ -230,10 +258,7 @@ class StoreCheckpoint:
 class RegularizedClassifier(dj.Computed):
     definition = """
     # a ResNet trained on a data set with (or without) the neural similarity loss (Eqs. 7-10)
-    -> ClassificationDataset
-    -> ClassifierConfig
-    -> Regularizer
-    -> Seed
+    -> ClassifierPlan
     ---
     test_accuracy : float64              # clean test accuracy of the final network
     train_accuracy : float64             # accuracy on the last epoch's (augmented) training batches
@@ -287,11 +312,9 @@ class RegularizedClassifier(dj.Computed):
 
     @property
     def key_source(self):
-        base = ClassificationDataset.proj() * ClassifierConfig.proj() * Seed.proj()
-        # (a join with a union trips an assertion in DataJoint 2.3: union the two joins instead)
-        none = base * (Regularizer & "kind = 'none'").proj()
-        targeted = base * ((Regularizer & "kind != 'none'") & AveragedSimilarity.proj()).proj()
-        return none + targeted
+        # planned, and either unregularized or with its averaged similarity matrix computed
+        return ClassifierPlan.proj() & [(Regularizer & "kind = 'none'").proj(),
+                                        ((Regularizer & "kind != 'none'") & AveragedSimilarity.proj()).proj()]
 
     def make_fetch(self, key):
         reg = (Regularizer & key).fetch1()
@@ -359,5 +382,5 @@ def load_target(key) -> "object":
                                              f"{reg['scan_group']}:{label}")
 
 
-__all__ = ["ClassificationDataset", "ClassifierConfig", "Seed", "Regularizer", "RegularizedClassifier",
+__all__ = ["ClassificationDataset", "ClassifierConfig", "Seed", "Regularizer", "ClassifierPlan", "RegularizedClassifier",
            "StoreCheckpoint", "load_target"]

@@ -20,10 +20,11 @@ def study(modules, prefix):
     model = pred.PredictiveModelConfig.add("tiny")
     dataset = clf.ClassificationDataset.add("offline")
     config = clf.ClassifierConfig.add("tiny")
-    clf.Seed.add(0)
     regs = clf.Regularizer.add_standard(group, model)
+    clf.ClassifierPlan.add(dataset, config, list(regs.values()), [0])
     yield {"experiment": experiment, "group": group, "model": model, "dataset": dataset, "config": config,
            "regs": regs}
+    clf.ClassifierPlan.delete(prompt=False)
     clf.Regularizer.delete(prompt=False)
     clf.ClassifierConfig.delete(prompt=False)
     clf.Seed.delete(prompt=False)
@@ -106,6 +107,10 @@ def test_dataset_and_config_rows(modules, study):
     assert row["is_stand_in"] and "stand-in" in row["display_name"] and row["n_classes"] == 10
     assert clf.ClassificationDataset.add("offline") == study["dataset"]          # idempotent
     assert clf.ClassifierConfig.add("tiny") == study["config"]
+    # only planned combinations are trained: a second config is not crossed with the plan
+    other = clf.ClassifierConfig.add("tiny", epochs=1)
+    assert not (clf.RegularizedClassifier.key_source & other)
+    (clf.ClassifierConfig & other).delete(prompt=False)
     other = clf.ClassifierConfig.add("tiny", alpha=5.0)
     assert other != study["config"] and (clf.ClassifierConfig & other).fetch1("alpha") == 5.0
     with pytest.raises(ValueError, match="unknown classifier config keys"):

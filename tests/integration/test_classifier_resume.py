@@ -23,10 +23,9 @@ PLAN = """
 import sys
 from neuralreg_schema import pipeline
 m = pipeline.activate(sys.argv[1])["classifier"]
-m.ClassificationDataset.add("offline")
-m.ClassifierConfig.add("tiny", name="resume", epochs=%d, width=8, max_train=1024)
-m.Seed.add(0)
-m.Regularizer.add("none")
+m.ClassifierPlan.add(m.ClassificationDataset.add("offline"),
+                    m.ClassifierConfig.add("tiny", name="resume", epochs=%d, width=8, max_train=1024),
+                    m.Regularizer.add("none"), [0])
 """ % EPOCHS
 
 PROBE = """
