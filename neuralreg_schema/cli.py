@@ -258,9 +258,55 @@ def print_summary(summary: dict) -> None:
                   f"s.d. off-diagonal {t['std_offdiag']:.3f}")
 
 
+def classifier_summary(prefix: str) -> list[dict]:
+    """Per data set, classifier recipe and regularizer: clean test accuracy over seeds, the held-out
+    similarity loss before and after training, and the layer with the largest final gamma_k."""
+    import numpy as np
+    from . import pipeline
+    clf = pipeline.activate(prefix)["classifier"]
+    rows = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
+            * clf.ClassifierConfig.proj("config_name")).to_dicts(order_by="dataset, config_name, kind, seed")
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        entry = out.setdefault((r["dataset"], r["config_name"], r["label"], r["scan_group"]), {
+            "dataset": r["dataset"], "config": r["config_name"], "regularizer": r["label"],
+            "scan_group": r["scan_group"], "accuracy": [], "heldout_before": [], "heldout_after": [],
+            "top_layer": [], "seconds": []})
+        entry["accuracy"].append(r["test_accuracy"])
+        entry["seconds"].append(r["train_seconds"])
+        if r["heldout_loss"] is not None:
+            entry["heldout_before"].append(r["initial_heldout_loss"])
+            entry["heldout_after"].append(r["heldout_loss"])
+        layers, gammas = (clf.RegularizedClassifier.LayerWeight & r).to_arrays("layer", "gamma", order_by="layer")
+        if len(layers):
+            entry["top_layer"].append(int(layers[int(np.argmax(gammas))]))
+    for entry in out.values():
+        acc = np.asarray(entry["accuracy"])
+        entry.update(seeds=len(acc), mean_accuracy=float(acc.mean()),
+                     sem_accuracy=float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else 0.0)
+    return list(out.values())
+
+
+def print_classifiers(rows: list[dict]) -> None:
+    if not rows:
+        return
+    import numpy as np
+    print(f"\n{'classifier':<36} {'seeds':>5} {'clean accuracy':>16} {'held-out Eq. 8 loss':>22} "
+          f"{'top layer':>10} {'train s':>8}")
+    for r in rows:
+        held = (f"{np.mean(r['heldout_before']):.3f} -> {np.mean(r['heldout_after']):.3f}"
+                if r["heldout_after"] else "-")
+        top = ",".join(str(k) for k in r["top_layer"]) or "-"
+        name = f"{r['regularizer']} ({r['config']}, {r['dataset']})"
+        print(f"{name:<36} {r['seeds']:>5} {r['mean_accuracy']:>9.3f} +- {r['sem_accuracy']:.3f} {held:>22} "
+              f"{top:>10} {np.mean(r['seconds']):>8.0f}")
+
+
 DEMO_PREFIX = "neuralreg_demo"
 # predictive-model recipe per simulation profile
 DEMO_MODEL = {"tiny": "tiny", "demo": "demo", "full": "paper"}
+# study planned by the demo per simulation profile (classifiers sized for two CPU cores)
+DEMO_STUDY = {"tiny": "tiny", "demo": "demo", "full": "demo"}
 
 
 def plan_similarity(prefix: str, model: str, vgg: bool | None = None) -> dict:
@@ -282,6 +328,69 @@ def plan_similarity(prefix: str, model: str, vgg: bool | None = None) -> dict:
 
 def cmd_plan_similarity(args) -> int:
     plan_similarity(_prefix(args), args.model, vgg=args.vgg)
+    return 0
+
+
+# study plans: predictive recipe, data set, classifier recipe(s), seeds, regularizer kinds
+STUDIES = {
+    "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1,
+             "kinds": ("none", "neural-model", "neural-data", "shuffle")},
+    "demo": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 2,
+             "kinds": ("none", "neural-model", "neural-data", "shuffle")},
+    "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5,
+              "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
+    # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds
+    "alpha-sweep": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 3,
+                    "kinds": ("none", "neural-model"), "alphas": (2.0, 4.0, 8.0, 16.0, 32.0)},
+}
+
+
+def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
+               seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
+               model: str | None = None) -> list[dict]:
+    """Insert every row that defines `study` (idempotent): the predictive and similarity configs, the
+    data set, the classifier recipe(s), the seeds, the regularizers towards each scan group's target
+    and the planned combinations. Returns the ClassifierPlan keys."""
+    from . import pipeline
+    from .compute.models import vgg as vgg_models
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
+    spec = STUDIES[study]
+    modules = pipeline.activate(prefix)
+    clf, sim = modules["classifier"], modules["similarity"]
+    kinds = list(spec["kinds"])
+    if "vgg" in kinds or vgg:
+        if vgg is None:
+            vgg = vgg_models.weights_available()
+        if not vgg:
+            _say("  the VGG control is left out: its ImageNet weights are not on this machine")
+        kinds = [k for k in kinds if k != "vgg"] + (["vgg"] if vgg else [])
+    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds)
+    groups = groups or list(sim.ScanGroup.to_arrays("scan_group", order_by="scan_group"))
+    if not groups:
+        raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")
+    _say(f"  loading data set {dataset or spec['dataset']!r}")
+    data = clf.ClassificationDataset.add(dataset or spec["dataset"])
+    base = classifier or spec["classifier"]
+    config = clf.ClassifierConfig.add(base)
+    n_seeds = seeds if seeds is not None else spec["seeds"]
+    none = clf.Regularizer.add("none")
+    keys = clf.ClassifierPlan.add(data, config, none, list(range(n_seeds)))
+    targeted = [clf.Regularizer.add(k, g, model=model if k in ("neural-model", "shuffle") else None)
+                for g in groups for k in kinds if k != "none"]
+    for alpha in spec.get("alphas", ()):
+        keys += clf.ClassifierPlan.add(data, clf.ClassifierConfig.add(base, name=f"{base}-alpha{alpha:g}", alpha=alpha),
+                                       targeted, list(range(n_seeds)))
+    if "alphas" not in spec:
+        keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
+    _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups {', '.join(groups)}; "
+         f"{n_seeds} seed(s); data set {data['dataset']})")
+    return keys
+
+
+def cmd_plan(args) -> int:
+    plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds, vgg=args.vgg,
+               classifier=args.classifier)
     return 0
 
 
@@ -311,16 +420,20 @@ def cmd_demo(args) -> int:
     _say("== 2/5 ingest the simulated experiment")
     ingest_simulated(prefix, args.profile, args.seed)
     _say("== 3/5 study configuration")
-    model = plan_similarity(prefix, DEMO_MODEL[args.profile])
-    _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks)")
-    from populate import worker
+    plan_study(prefix, DEMO_STUDY[args.profile], model=DEMO_MODEL[args.profile], dataset=args.dataset,
+               vgg=False if args.profile != "full" else None)
     from . import pipeline
+    model = pipeline.activate(prefix)["predictive"].PredictiveModelConfig.add(DEMO_MODEL[args.profile])
+    _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks, classifiers)")
+    from populate import worker
     made = worker.run_once(worker.computed_tables(pipeline.activate(prefix)))
     errors = {name: e for name, (_, e) in made.items() if e}
     _say("== 5/5 summary")
     cmd_status(args)
     summary = demo_summary(prefix, model)
+    summary["classifiers"] = classifier_summary(prefix)
     print_summary(summary)
+    print_classifiers(summary["classifiers"])
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*':\n"
@@ -381,9 +494,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include the VGG control (default: when its weights are on this machine)")
     p.set_defaults(func=cmd_plan_similarity)
 
+    p = sub.add_parser("plan", help="insert the rows that define a study: configs, regularizers, seeds")
+    p.add_argument("study", choices=list(STUDIES))
+    p.add_argument("--group", nargs="+", help="scan groups whose averaged matrices are the targets (default: all)")
+    p.add_argument("--dataset", help="cifar10, cifar100 or offline (default: the study's)")
+    p.add_argument("--classifier", help="classifier recipe: tiny, demo or paper (default: the study's)")
+    p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
+    p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
+                   help="include the VGG control (default: when its weights are on this machine)")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("demo", help="database up, simulated experiment, populate, summary")
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", default="offline",
+                   help="classification data set: offline (the bundled stand-in, default), cifar10 or cifar100")
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -393,6 +518,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from pymysql.err import OperationalError
     from . import db
+    from .compute.datasets import DatasetError
     from .compute.recording import RecordingError
     try:
         if args.command not in ("db", "demo"):
@@ -401,7 +527,7 @@ def main(argv=None) -> int:
                 raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "
                                        "`neuralreg db up`, or point DJ_HOST/DJ_PORT at your server")
         return args.func(args)
-    except (RecordingError, db.DatabaseError, FileNotFoundError, ValueError) as exc:
+    except (RecordingError, db.DatabaseError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"neuralreg: error: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:
