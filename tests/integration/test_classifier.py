@@ -132,3 +132,25 @@ def test_store_checkpoint_is_replaced_and_removed(modules):
     assert cp.load() == b"epoch 2"
     cp.remove()
     assert cp.load() is None
+
+
+def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, study):
+    clf = modules["classifier"]
+    before = set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys()))
+    assert cli.main(["--prefix", prefix, "plan", "tiny", "--group", study["group"]]) == 0    # what the fixture planned
+    assert set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys())) == before
+    keys = cli.plan_study(prefix, "alpha-sweep", groups=[study["group"]], dataset="offline", classifier="tiny",
+                          model="tiny")
+    assert len(keys) == 3 + 5 * 3                       # None x 3 seeds + 5 alphas x Neural (model) x 3 seeds
+    sweep = clf.ClassifierPlan & keys
+    alphas = sorted(set((clf.ClassifierConfig & sweep.proj()).to_arrays("alpha")))
+    assert alphas == [2.0, 4.0, 8.0, 16.0, 20.0, 32.0]  # 20: the base recipe, planned with 'none' only
+    none = clf.Regularizer & {"kind": "none"}
+    assert len(sweep & none.proj()) == 3 and set((clf.ClassifierConfig & (sweep & none.proj())).to_arrays("alpha")) == {20.0}
+    # (DataJoint 2.3's cascading delete needs plain keys, not a restriction by a query)
+    extra = (clf.ClassifierConfig & sweep.proj() & f"clf_hash != '{study['config']['clf_hash']}'").keys()
+    (clf.ClassifierConfig & extra).delete(prompt=False)
+    (clf.ClassifierPlan & [k for k in keys if k["seed"] > 0]).delete(prompt=False)
+    assert set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys())) == before
+    with pytest.raises(ValueError, match="unknown study"):
+        cli.plan_study(prefix, "nope")
