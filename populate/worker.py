@@ -14,6 +14,15 @@ Options: `--tables PredictiveModel ...` limits the tables (class or module.Class
 order is kept), `--max-jobs N` stops after N computed keys, `--idle-exit S` ends a `--forever`
 worker after S seconds without work. SIGTERM during a job: DataJoint records that job as an error
 ("SIGTERM received": `neuralreg jobs retry` queues it again) and the worker exits.
+
+A lost database connection (server restarted, network down) does not end the worker. DataJoint
+reconnects by itself when the server is back before the next query (a model that trains through
+a short restart is inserted normally). When the server is still away, the pass fails: the worker
+logs it, reconnects with exponential backoff (1 s, 2 s, ... up to 30 s, for at most
+`--reconnect-timeout` seconds, then exits with status 1), gives its own job in hand back to the
+queue (its transaction died with the connection, so nothing of it was written) and goes on; the
+job is computed again. After every reconnect the worker's connection id is refreshed, so the jobs
+it reserves name a live connection and `jobs.reclaim` in other workers leaves them alone.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import time
 
 from neuralreg_schema import pipeline, settings
@@ -72,6 +82,107 @@ def run_once(tables: list, display_progress: bool = True, max_jobs: int | None =
     return done
 
 
+def connections(tables: list) -> list:
+    """The distinct DataJoint connections the tables use (normally one)."""
+    found = []
+    for table in tables:
+        if not any(table.connection is c for c in found):
+            found.append(table.connection)
+    return found
+
+
+def track_connection_id(connection) -> None:
+    """Keep `connection.connection_id` right across reconnects.
+
+    DataJoint 2.3.5 reconnects on a lost connection (Connection.query) but keeps the id of the first
+    connection, which it writes into every job it reserves; after a server restart that id is dead
+    (or, ids restarting from 1, another client's), so `jobs.reclaim` elsewhere would take a live job
+    away, or keep a dead one."""
+    if getattr(connection, "_neuralreg_tracks_id", False):
+        return
+    connect = connection.connect
+
+    def connect_and_track():
+        connect()
+        connection.connection_id = connection.adapter.get_connection_id(connection._conn)
+
+    connection.connect = connect_and_track        # Connection.query calls self.connect() to reconnect
+    connection._neuralreg_tracks_id = True
+
+
+def alive(connection) -> bool:
+    """True when the connection answers a query (DataJoint's own `is_connected` ignores ping's answer)."""
+    try:
+        connection.query("SELECT 1", reconnect=False).fetchall()
+        return True
+    except Exception:      # noqa: BLE001 - any failure means: not usable
+        return False
+
+
+def lost_connection_error(exc: BaseException) -> bool:
+    """An error that means the connection is gone (DataJoint's LostConnectionError; PyMySQL's 'can't
+    connect', 'server has gone away', 'lost connection during query', or an operation on a closed one)."""
+    import pymysql
+    from datajoint.errors import LostConnectionError
+    while exc is not None:
+        if isinstance(exc, (LostConnectionError, pymysql.err.InterfaceError)):
+            return True
+        if isinstance(exc, pymysql.err.OperationalError) and exc.args and exc.args[0] in (2003, 2006, 2013, 2055):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def reconnect(connection, timeout: float, first_delay: float = 1.0, max_delay: float = 30.0) -> None:
+    """Reconnect with exponential backoff until the server answers; raise ConnectionError after `timeout` s."""
+    deadline, delay = time.monotonic() + timeout, first_delay
+    while True:
+        try:
+            connection.connect()              # tracked: refreshes connection_id
+            connection._in_transaction = False  # the transaction died with the old connection
+            log.warning("reconnected to the database (connection id %s)", connection.connection_id)
+            return
+        except Exception as exc:              # noqa: BLE001 - server still away
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(f"the database did not come back within {timeout:.0f} s: {exc}") from exc
+            log.warning("database unreachable (%s): retrying in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, max_delay)
+
+
+def release_own_jobs(tables: list) -> dict[str, int]:
+    """Give back the jobs this process holds reserved (called between passes, when it holds none
+    legitimately: a pass that failed on a lost connection could not record its job)."""
+    mine = {"host": platform.node(), "pid": os.getpid()}
+    released = {}
+    for table in tables:
+        rel = table.jobs & "status = 'reserved'" & mine
+        keys = rel.keys()
+        if keys:
+            rel.delete_quick()
+            released[jobs.table_name(table)] = len(keys)
+            log.warning("%s: gave back %d job(s) interrupted by the lost connection: %s", jobs.table_name(table),
+                        len(keys), keys)
+    return released
+
+
+def retry_lost_connection_errors(tables: list) -> dict[str, int]:
+    """Clear this host's job errors that only record a lost connection (e.g. the server went away during
+    a job's final transaction, which DataJoint records as 'LostConnectionError'): nothing of those jobs
+    was written, so they are computed again. Called after a reconnect."""
+    released = {}
+    for table in tables:
+        rel = (table.jobs & "status = 'error'" & {"host": platform.node()}
+               & "error_message LIKE 'LostConnectionError%' OR error_message LIKE '%Lost connection%'")
+        keys = rel.keys()
+        if keys:
+            rel.delete_quick()
+            released[jobs.table_name(table)] = len(keys)
+            log.warning("%s: %d job(s) that failed on the lost connection queued again", jobs.table_name(table),
+                        len(keys))
+    return released
+
+
 def pending(tables: list) -> int:
     return sum(table.progress(display=False)[0] for table in tables)
 
@@ -84,15 +195,34 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", nargs="+", help="only these tables (e.g. PredictiveModel similarity.SimilarityMatrix)")
     parser.add_argument("--max-jobs", type=int, help="stop after this many keys (computed or failed)")
     parser.add_argument("--idle-exit", type=float, help="with --forever: exit after this many seconds without work")
+    parser.add_argument("--reconnect-timeout", type=float, default=900.0,
+                        help="seconds to wait for a lost database to come back before exiting (default 900)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     tables = select_tables(computed_tables(pipeline.activate(args.prefix)), args.tables)
+    for connection in connections(tables):
+        track_connection_id(connection)
     budget, idle_since = args.max_jobs, time.monotonic()
     while True:
-        reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
-        if reclaimed:
-            log.warning("reclaimed jobs of dead workers: %s", reclaimed)
-        made = run_once(tables, max_jobs=budget)
+        try:
+            reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
+            if reclaimed:
+                log.warning("reclaimed jobs of dead workers: %s", reclaimed)
+            made = run_once(tables, max_jobs=budget)
+        except Exception as exc:                    # noqa: BLE001 - re-raised unless the database went away
+            lost = [c for c in connections(tables) if not alive(c)]
+            if not lost and not lost_connection_error(exc):
+                raise
+            log.error("pass interrupted, the database connection was lost: %s: %s", type(exc).__name__, exc)
+            try:
+                for connection in lost:
+                    reconnect(connection, args.reconnect_timeout)
+            except ConnectionError as gone:
+                log.error("%s: giving up", gone)
+                return 1
+            release_own_jobs(tables)
+            retry_lost_connection_errors(tables)
+            continue
         log.info("pass done: %s", json.dumps(made))
         worked = sum(n + e for n, e in made.values())
         if budget is not None:

@@ -1,7 +1,9 @@
 """Worker faults on the tiny simulated study, each in its own schema prefix and driven through real
 worker processes (`python -m populate.worker`): two workers compute every key exactly once; a
 worker killed with SIGKILL mid-training leaves a job that the next worker reclaims and finishes;
-SIGTERM is recorded in the job table and the job is retried. No table ever holds a partial result."""
+SIGTERM is recorded in the job table and the job is retried. No table ever holds a partial result.
+The study includes two tiny classifiers (None and Neural (model)), so every auto-populated table is
+covered; test_classifier_resume.py kills a classifier mid-training, test_db_restart.py the server."""
 import json
 import signal
 import subprocess
@@ -16,7 +18,7 @@ from neuralreg_schema import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
-          "similarity.AveragedSimilarity", "similarity.SimilarityStability")
+          "similarity.AveragedSimilarity", "similarity.SimilarityStability", "classifier.RegularizedClassifier")
 
 PROBE = """
 import json, sys
@@ -41,6 +43,9 @@ from neuralreg_schema import pipeline
 m = pipeline.activate(sys.argv[1])
 key = m["predictive"].PredictiveModelConfig.add("tiny", name="slow", max_epochs=50, patience=50)
 m["similarity"].SimilarityConfig.add_standard(key, vgg=False)
+c = m["classifier"]
+c.ClassifierPlan.add(c.ClassificationDataset.add("offline"), c.ClassifierConfig.add("tiny"),
+                     [c.Regularizer.add("none"), c.Regularizer.add("neural-model", "sim-tiny-7", model=key)], [0])
 """
 
 

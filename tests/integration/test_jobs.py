@@ -91,3 +91,23 @@ def test_ignored_key_is_skipped(modules, prefix):
     assert not (exp.Neuron & key)
     assert cli.main(["--prefix", prefix, "jobs", "ignore", "--table", "Nope", "--key", "animal_id=1"]) == 2
     (exp.Neuron.jobs & key).delete()                           # leave the queue clean for other modules
+
+
+def test_errors_of_a_lost_connection_are_queued_again(modules):
+    """After a reconnect the worker clears its host's errors that only record a lost connection
+    (nothing of those jobs was written); other errors stay for a person to read."""
+    import platform
+    table = modules["experiment"].Neuron
+    table.jobs.progress()                                   # the job table exists
+    for animal, message in ((505, "LostConnectionError: Connection was lost during a transaction."),
+                            (506, "ValueError: bad input")):
+        table.connection.query(
+            f"INSERT INTO `{table.database}`.`~~neuron` (animal_id, session, scan_idx, status, priority, "
+            "error_message, host, pid, connection_id, user, version) "
+            f"VALUES ({animal}, 1, 1, 'error', 5, %s, %s, 1, 1, 'test', '')", args=(message, platform.node()))
+    try:
+        assert worker.retry_lost_connection_errors([table]) == {"experiment.Neuron": 1}
+        left = table.jobs & "animal_id in (505, 506)"
+        assert list(left.to_arrays("animal_id")) == [506]
+    finally:
+        (table.jobs & "animal_id in (505, 506)").delete_quick()
