@@ -6,7 +6,7 @@ over the pairs at layers 1/5/9/13/17 (compute/train_classifier.train_step, the c
 
 Variants, timed interleaved in one run (median over --steps steps after --warmup):
   none          classification only
-  ours-B        stimulus batch of B images, all B(B-1)/2 pairs enter the loss (the default: B = 16)
+  ours-B        stimulus batch of B images, all B(B-1)/2 pairs enter the loss (the paper recipe: B = 12)
   paper-style   the paper's implementation: as many stimulus images as classification images (64),
                 fed as 32 disjoint pairs (one pair per two images)
 Prints the step time, the ratio to 'none' and the similarity pairs per step of each. On a GPU the
