@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import settings
 
-# upstream first; a later issue appends evaluation
-MODULES = ("experiment", "predictive", "similarity", "classifier")
+# upstream first
+MODULES = ("experiment", "predictive", "similarity", "classifier", "evaluation")
 
 _active: dict[str, str] = {}
 
@@ -26,9 +26,9 @@ def schema_names(prefix: str) -> dict[str, str]:
 
 
 def _modules():
-    from . import classifier, experiment, predictive, similarity
+    from . import classifier, evaluation, experiment, predictive, similarity
     return {"experiment": experiment, "predictive": predictive, "similarity": similarity,
-            "classifier": classifier}
+            "classifier": classifier, "evaluation": evaluation}
 
 
 def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = True) -> dict:
