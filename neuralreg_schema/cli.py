@@ -383,6 +383,7 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
                                        targeted, list(range(n_seeds)))
     if "alphas" not in spec:
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
+    modules["evaluation"].NoiseConfig.add("default")
     _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups {', '.join(groups)}; "
          f"{n_seeds} seed(s); data set {data['dataset']})")
     return keys
@@ -391,6 +392,17 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
 def cmd_plan(args) -> int:
     plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds, vgg=args.vgg,
                classifier=args.classifier)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+    written = report.write_report(_prefix(args), args.out)
+    if not written:
+        _say("nothing to report yet: no classifiers or checks in these tables")
+    for path in written:
+        _say(f"  {path}")
+    _say(f"{len(written)} files in {args.out}")
     return 0
 
 
@@ -503,6 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("report", help="the paper's figures (PNG) and tables (CSV), from queries")
+    p.add_argument("--out", default="report", help="output folder (default: ./report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="database up, simulated experiment, populate, summary")
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])

@@ -2,6 +2,7 @@
 held back until its AveragedSimilarity exists; every regularizer trains; rows, history and layer
 weights agree with the stored network and the target matrix."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -154,3 +155,38 @@ def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, study):
     assert set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys())) == before
     with pytest.raises(ValueError, match="unknown study"):
         cli.plan_study(prefix, "nope")
+
+
+def test_noise_robustness_and_report(modules, prefix, study, tmp_path):
+    """NoiseRobustness equals compute.noise on the stored network; the report draws Figs. 1 and 4."""
+    from neuralreg_schema import report
+    from neuralreg_schema.compute import noise
+    ev, clf, sim = modules["evaluation"], modules["classifier"], modules["similarity"]
+    sim.SimilarityStability.populate(reserve_jobs=True)
+    cfg_key = ev.NoiseConfig.add("test", [0.0, 0.05, 0.2], noise_seed=1)
+    with pytest.raises(ValueError, match="other settings"):
+        ev.NoiseConfig.add("test", [0.0, 0.1])
+    result = ev.NoiseRobustness.populate(cfg_key, reserve_jobs=True, suppress_errors=True)
+    assert not result["error_list"], result["error_list"]
+    assert len(ev.NoiseRobustness & cfg_key) == len(clf.RegularizedClassifier & study["config"])
+    data = clf.ClassificationDataset.load(study["dataset"])
+    key = {**study["dataset"], **study["config"], **study["regs"]["Shuffle"], "seed": 0}
+    acc, correct = noise.noise_accuracy(clf.RegularizedClassifier().network(key), data.test_images, data.test_labels,
+                                        [0.0, 0.05, 0.2], seed=1)
+    levels = (ev.NoiseRobustness.Level & key & cfg_key).to_dicts(order_by="level")
+    np.testing.assert_allclose([lv["accuracy"] for lv in levels], acc)
+    np.testing.assert_array_equal(np.stack([lv["correct"] for lv in levels]), correct)
+    row = (ev.NoiseRobustness & key & cfg_key).fetch1()
+    assert row["clean_accuracy"] == pytest.approx((clf.RegularizedClassifier & key).fetch1("test_accuracy"))
+    assert row["n_samples"] == len(data.test_images) and row["device"] == "cpu"
+
+    written = {p.name for p in report.write_report(prefix, tmp_path)}
+    assert {"classifiers.csv", "table1_gamma.csv", "fig4_noise.csv", "fig1_checks.csv"} <= written
+    assert any(n.startswith("fig4_noise_") and n.endswith(".png") for n in written)
+    assert any(n.startswith("fig1_similarity_") for n in written)
+    fig4 = pd.read_csv(tmp_path / "fig4_noise.csv", keep_default_na=False)     # the label "None" is not NaN
+    assert set(fig4["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
+    assert fig4["display_name"].str.contains("stand-in").all()
+    gamma = pd.read_csv(tmp_path / "table1_gamma.csv")
+    assert np.allclose(gamma.filter(like="gamma_").sum(axis=1), 1.0)
+    (ev.NoiseConfig & cfg_key).delete(prompt=False)

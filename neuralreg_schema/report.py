@@ -1,0 +1,303 @@
+"""The paper's figures and tables, redrawn from queries alone: `write_report(prefix, out_dir)`.
+
+Every figure comes with the CSV of exactly the numbers it plots (the CSV is the query result, the
+PNG its picture). What is drawn when the tables hold it:
+
+    fig1_similarity_<group>.png   Fig. 1A-B: S_oracle and S_model on the oracle images of a scan group,
+                                  rows and columns in one order (hierarchical clustering of S_oracle);
+                                  Fig. 1C: histograms of Eq. 4 (across scans) and Eq. 5 (across repeats);
+                                  Fig. 1D: r(S_model, S_oracle) and r(S_data, S_oracle) per scan
+    fig1_checks.csv               the Fig. 1C/D numbers per scan group and predictive model config
+    fig4_noise_<dataset>_<config>.png / fig4_noise.csv
+                                  Fig. 4: accuracy vs noise sd per regularizer, mean +- SEM over seeds
+    fig5_minimal_perturbation_<dataset>_<config>.png / fig5_minimal_perturbation.csv
+                                  Figs. 5 and 7: median minimal adversarial distance per regularizer and
+                                  norm (mean +- SEM over seeds of the per-model median)
+    fig6_alpha_<dataset>.png / fig6_alpha.csv
+                                  supplement Fig. 6: accuracy vs noise per alpha (Neural (model); alpha 0
+                                  = None), when more than one alpha was trained
+    table1_gamma.csv              supplement Table 1: mean final gamma_k per layer and alpha
+    classifiers.csv               every classifier: clean accuracy, held-out loss, device, ...
+
+The data set's display name goes into every figure title, so the offline stand-in is never
+mistaken for CIFAR.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("neuralreg.report")
+
+REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG"]
+NORMS = ("l0", "l1", "l2", "linf")
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
+
+
+def _sem(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def _reg_sort(labels) -> list:
+    return sorted(labels, key=lambda s: (REG_ORDER.index(s) if s in REG_ORDER else len(REG_ORDER), s))
+
+
+# ------------------------------------------------------------------ queries
+
+def classifier_table(modules) -> pd.DataFrame:
+    """One row per trained classifier with its regularizer label, config name, alpha and data set name."""
+    clf = modules["classifier"]
+    rel = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
+           * clf.ClassifierConfig.proj("config_name", cfg_alpha="alpha", arch="arch")
+           * clf.ClassificationDataset.proj("display_name", "is_stand_in"))
+    df = pd.DataFrame(rel.to_dicts())
+    if df.empty:
+        return df
+    keep = ["dataset", "display_name", "is_stand_in", "config_name", "arch", "cfg_alpha", "alpha", "kind", "label",
+            "scan_group", "seed", "test_accuracy", "train_accuracy", "initial_heldout_loss", "heldout_loss",
+            "epochs_run", "resumed_from_epoch", "pairs_per_step", "train_seconds", "device", "code_version",
+            "clf_hash", "reg_hash"]
+    return df[keep]
+
+
+def noise_table(modules) -> pd.DataFrame:
+    """Per classifier and noise level: accuracy (with the classifier's labels)."""
+    ev = modules["evaluation"]
+    levels = pd.DataFrame((ev.NoiseRobustness.Level.proj("sigma", "accuracy")).to_dicts())
+    if levels.empty:
+        return levels
+    return levels.merge(classifier_table(modules), on=["dataset", "clf_hash", "reg_hash", "seed"])
+
+
+def noise_summary(modules) -> pd.DataFrame:
+    """Fig. 4: mean and SEM over seeds of the accuracy per data set, config, regularizer and sd."""
+    df = noise_table(modules)
+    if df.empty:
+        return df
+    return (df.groupby(["display_name", "config_name", "noise_name", "label", "sigma"], as_index=False)
+            .agg(mean_accuracy=("accuracy", "mean"), sem_accuracy=("accuracy", _sem), seeds=("seed", "nunique")))
+
+
+def perturbation_table(modules) -> pd.DataFrame:
+    """Figs. 5/7: per classifier, suite and norm the median minimal perturbation (if the tables exist)."""
+    ev = modules["evaluation"]
+    if not hasattr(ev, "MinimalPerturbation"):
+        return pd.DataFrame()
+    norms = pd.DataFrame(ev.MinimalPerturbation.Norm.proj("median", "success_rate").to_dicts())
+    if norms.empty:
+        return norms
+    return norms.merge(classifier_table(modules), on=["dataset", "clf_hash", "reg_hash", "seed"])
+
+
+def perturbation_summary(modules) -> pd.DataFrame:
+    df = perturbation_table(modules)
+    if df.empty:
+        return df
+    return (df.groupby(["display_name", "config_name", "suite", "label", "norm"], as_index=False)
+            .agg(mean_median=("median", "mean"), sem_median=("median", _sem), seeds=("seed", "nunique")))
+
+
+def gamma_table(modules) -> pd.DataFrame:
+    """Table 1: mean final gamma_k per layer and alpha over the regularized classifiers."""
+    clf = modules["classifier"]
+    rel = clf.RegularizedClassifier.LayerWeight * clf.ClassifierConfig.proj("alpha") \
+        * clf.Regularizer.proj("label")
+    df = pd.DataFrame(rel.to_dicts())
+    if df.empty:
+        return df
+    table = (df.groupby(["label", "alpha", "layer"], as_index=False)
+             .agg(mean_gamma=("gamma", "mean"), models=("seed", "count")))
+    return table.pivot_table(index=["label", "alpha"], columns="layer", values="mean_gamma").reset_index() \
+        .rename(columns=lambda c: f"gamma_{c}" if isinstance(c, (int, np.integer)) else c)
+
+
+# ------------------------------------------------------------------ figures
+
+def _cluster_order(matrix: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+    d = np.clip(1 - matrix, 0, 2)
+    np.fill_diagonal(d, 0)
+    return leaves_list(linkage(squareform((d + d.T) / 2, checks=False), method="average"))
+
+
+def figure1(modules, out: Path) -> list[Path]:
+    sim = modules["similarity"]
+    plt = _plt()
+    written = []
+    rows = []
+    for st in sim.SimilarityStability.to_dicts(order_by="scan_group, model_hash"):
+        key = {"scan_group": st["scan_group"], "model_hash": st["model_hash"]}
+        members = (sim.SimilarityStability.Member & key).to_dicts(order_by="animal_id, session, scan_idx")
+        rows += [{"scan_group": st["scan_group"], "model_hash": st["model_hash"],
+                  "scan": "{animal_id}-{session}-{scan_idx}".format(**m), "r_model_oracle": m["r_model_oracle"],
+                  "r_data_oracle": m["r_data_oracle"], "repeat_fluctuation_std": m["repeat_fluctuation_std"],
+                  "eq4_std": (st["scan_fluctuation"] or {}).get("std"),
+                  "eq5_std": st["repeat_fluctuation"]["std"]} for m in members]
+        cfg = sim.SimilarityConfig & "image_subset = 'oracle'"
+        mats = {}
+        for method in ("oracle", "model"):
+            rel = sim.AveragedSimilarity & {"scan_group": st["scan_group"]} & \
+                (cfg & {"method": method} & ([{"model_hash": st["model_hash"]}] if method == "model" else {})).proj()
+            if len(rel) == 1:
+                mats[method] = np.asarray(rel.fetch1("matrix").load())
+        fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+        if "oracle" in mats:
+            order = _cluster_order(mats["oracle"])
+            for ax, (method, title) in zip(axes[:2], (("oracle", "A  S_oracle (Eq. 3)"), ("model", "B  S_model (Eq. 6)"))):
+                if method in mats:
+                    m = mats[method][np.ix_(order, order)].copy()
+                    np.fill_diagonal(m, np.nan)
+                    lim = np.nanpercentile(np.abs(m), 99)
+                    im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+                    fig.colorbar(im, ax=ax, fraction=0.046)
+                ax.set_title(title)
+                ax.set_xlabel("oracle image (clustered by S_oracle)")
+        values = {}
+        for name in ("scan_values", "repeat_values"):
+            if st[name] is not None:
+                values[name] = np.asarray(st[name].load())
+        ax = axes[2]
+        for name, label in (("scan_values", "Eq. 4: across scans"), ("repeat_values", "Eq. 5: across repeats")):
+            if name in values:
+                ax.hist(values[name], bins=60, density=True, histtype="step", label=f"{label} (s.d. {values[name].std():.3f})")
+        ax.set_title("C  similarity fluctuations")
+        ax.set_xlabel("difference of similarity")
+        ax.legend(fontsize=8)
+        ax = axes[3]
+        x = np.arange(len(members))
+        ax.bar(x - 0.2, [m["r_model_oracle"] for m in members], 0.4, label="r(S_model, S_oracle)")
+        ax.bar(x + 0.2, [m["r_data_oracle"] for m in members], 0.4, label="r(S_data, S_oracle)")
+        ax.set_xticks(x, ["{animal_id}-{session}-{scan_idx}".format(**m) for m in members], rotation=30, fontsize=7)
+        ax.set_title(f"D  mean {st['r_model_oracle']:.2f} vs {st['r_data_oracle']:.2f} (paper 0.73 vs 0.39)")
+        ax.legend(fontsize=8)
+        fig.suptitle(f"Fig. 1, scan group {st['scan_group']} ({st['n_scans']} scans, {st['n_oracle_images']} oracle images)")
+        fig.tight_layout()
+        path = out / f"fig1_similarity_{_slug(st['scan_group'])}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if rows:
+        path = out / "fig1_checks.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+def _line_panels(summary: pd.DataFrame, group_cols, curve_col, out: Path, stem: str, title: str,
+                 curve_name=str) -> list[Path]:
+    plt = _plt()
+    written = []
+    for keys, part in summary.groupby(group_cols):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        curves = part[curve_col].unique()
+        curves = _reg_sort(curves) if curve_col == "label" else sorted(curves)
+        for c in curves:
+            p = part[part[curve_col] == c].sort_values("sigma")
+            ax.errorbar(p["sigma"], p["mean_accuracy"], yerr=p["sem_accuracy"], marker="o", ms=3, capsize=2,
+                        label=f"{curve_name(c)} (n={int(p['seeds'].max())})")
+        ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{title}\n{' / '.join(str(k) for k in keys)}", fontsize=9)
+        fig.tight_layout()
+        path = out / f"{stem}_{_slug('_'.join(str(k) for k in keys))}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def figure4(modules, out: Path) -> list[Path]:
+    summary = noise_summary(modules)
+    if summary.empty:
+        return []
+    path = out / "fig4_noise.csv"
+    summary.to_csv(path, index=False)
+    return [path] + _line_panels(summary, ["display_name", "config_name", "noise_name"], "label", out, "fig4_noise",
+                                 "Fig. 4: accuracy under Gaussian noise, mean +- SEM over seeds")
+
+
+def figure6(modules, out: Path) -> list[Path]:
+    df = noise_table(modules)
+    if df.empty:
+        return []
+    sweep = df[df["kind"].isin(["none", "neural-model"])].copy()
+    sweep["sweep_alpha"] = np.where(sweep["kind"] == "none", 0.0, sweep["cfg_alpha"])
+    if sweep[sweep["kind"] == "neural-model"]["cfg_alpha"].nunique() < 2:
+        return []
+    summary = (sweep.groupby(["display_name", "arch", "noise_name", "sweep_alpha", "sigma"], as_index=False)
+               .agg(mean_accuracy=("accuracy", "mean"), sem_accuracy=("accuracy", _sem), seeds=("seed", "nunique")))
+    path = out / "fig6_alpha.csv"
+    summary.to_csv(path, index=False)
+    return [path] + _line_panels(summary, ["display_name", "arch", "noise_name"], "sweep_alpha", out, "fig6_alpha",
+                                 "Supplement Fig. 6: Neural (model) at each alpha (0 = None)",
+                                 curve_name=lambda a: f"alpha = {a:g}")
+
+
+def figure5(modules, out: Path) -> list[Path]:
+    summary = perturbation_summary(modules)
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "fig5_minimal_perturbation.csv"
+    summary.to_csv(path, index=False)
+    written = [path]
+    for keys, part in summary.groupby(["display_name", "config_name", "suite"]):
+        norms = [n for n in NORMS if n in set(part["norm"])]
+        fig, axes = plt.subplots(1, len(norms), figsize=(3.2 * len(norms), 3.8), squeeze=False)
+        for ax, norm in zip(axes[0], norms):
+            p = part[part["norm"] == norm].set_index("label").reindex(_reg_sort(part["label"].unique())).dropna()
+            ax.bar(range(len(p)), p["mean_median"], yerr=p["sem_median"], capsize=3,
+                   color=[f"C{REG_ORDER.index(l) if l in REG_ORDER else 9}" for l in p.index])
+            ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
+            ax.set_title(f"{norm.upper()} (median over samples)", fontsize=9)
+        axes[0][0].set_ylabel("minimal adversarial distance")
+        fig.suptitle(f"Figs. 5/7: minimal perturbation over all attacks, mean +- SEM over seeds\n"
+                     f"{' / '.join(keys)}", fontsize=9)
+        fig.tight_layout()
+        p_out = out / f"fig5_minimal_perturbation_{_slug('_'.join(keys))}.png"
+        fig.savefig(p_out, dpi=110)
+        plt.close(fig)
+        written.append(p_out)
+    return written
+
+
+def write_report(prefix: str, out_dir) -> list[Path]:
+    """Write every figure and table the database can support into `out_dir`; return the paths."""
+    from . import pipeline
+    modules = pipeline.activate(prefix)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    table = classifier_table(modules)
+    if not table.empty:
+        path = out / "classifiers.csv"
+        table.to_csv(path, index=False)
+        written.append(path)
+    gamma = gamma_table(modules)
+    if not gamma.empty:
+        path = out / "table1_gamma.csv"
+        gamma.to_csv(path, index=False)
+        written.append(path)
+    for make in (figure1, figure4, figure5, figure6):
+        written += make(modules, out)
+    return written
