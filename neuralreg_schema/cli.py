@@ -260,10 +260,12 @@ def print_summary(summary: dict) -> None:
 
 def classifier_summary(prefix: str) -> list[dict]:
     """Per data set, classifier recipe and regularizer: clean test accuracy over seeds, the held-out
-    similarity loss before and after training, and the layer with the largest final gamma_k."""
+    similarity loss before and after training, the layer with the largest final gamma_k, the accuracy
+    at the strongest default noise level and the median minimal L2 / Linf perturbation (when evaluated)."""
     import numpy as np
     from . import pipeline
-    clf = pipeline.activate(prefix)["classifier"]
+    modules = pipeline.activate(prefix)
+    clf, ev = modules["classifier"], modules["evaluation"]
     rows = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
             * clf.ClassifierConfig.proj("config_name")).to_dicts(order_by="dataset, config_name, kind, seed")
     out: dict[tuple, dict] = {}
@@ -271,7 +273,17 @@ def classifier_summary(prefix: str) -> list[dict]:
         entry = out.setdefault((r["dataset"], r["config_name"], r["label"], r["scan_group"]), {
             "dataset": r["dataset"], "config": r["config_name"], "regularizer": r["label"],
             "scan_group": r["scan_group"], "accuracy": [], "heldout_before": [], "heldout_after": [],
-            "top_layer": [], "seconds": []})
+            "top_layer": [], "seconds": [], "noisy_accuracy": [], "noise_sd": None, "median_l2": [],
+            "median_linf": []})
+        key = {k: r[k] for k in ("dataset", "clf_hash", "reg_hash", "seed")}
+        levels = (ev.NoiseRobustness.Level & key & {"noise_name": "default"}).to_dicts(order_by="level")
+        if levels:
+            entry["noisy_accuracy"].append(levels[-1]["accuracy"])
+            entry["noise_sd"] = levels[-1]["sigma"]
+        for norm in ("l2", "linf"):
+            medians = (ev.MinimalPerturbation.Norm & key & {"norm": norm}).to_arrays("median")
+            if len(medians):
+                entry[f"median_{norm}"].append(np.inf if medians[0] is None else float(medians[0]))
         entry["accuracy"].append(r["test_accuracy"])
         entry["seconds"].append(r["train_seconds"])
         if r["heldout_loss"] is not None:
@@ -291,15 +303,22 @@ def print_classifiers(rows: list[dict]) -> None:
     if not rows:
         return
     import numpy as np
-    print(f"\n{'classifier':<36} {'seeds':>5} {'clean accuracy':>16} {'held-out Eq. 8 loss':>22} "
-          f"{'top layer':>10} {'train s':>8}")
+    sd = next((r["noise_sd"] for r in rows if r["noise_sd"] is not None), None)
+    noisy = f"acc. at sd {sd:g}" if sd is not None else "noisy acc."
+    print(f"\n{'classifier':<36} {'seeds':>5} {'clean accuracy':>16} {noisy:>14} {'median L2':>10} "
+          f"{'median Linf':>11} {'held-out Eq. 8 loss':>22} {'top layer':>10} {'train s':>8}")
+
+    def mean(values, fmt):
+        return format(float(np.mean(values)), fmt) if values else "-"
+
     for r in rows:
         held = (f"{np.mean(r['heldout_before']):.3f} -> {np.mean(r['heldout_after']):.3f}"
                 if r["heldout_after"] else "-")
         top = ",".join(str(k) for k in r["top_layer"]) or "-"
         name = f"{r['regularizer']} ({r['config']}, {r['dataset']})"
-        print(f"{name:<36} {r['seeds']:>5} {r['mean_accuracy']:>9.3f} +- {r['sem_accuracy']:.3f} {held:>22} "
-              f"{top:>10} {np.mean(r['seconds']):>8.0f}")
+        print(f"{name:<36} {r['seeds']:>5} {r['mean_accuracy']:>9.3f} +- {r['sem_accuracy']:.3f} "
+              f"{mean(r['noisy_accuracy'], '.3f'):>14} {mean(r['median_l2'], '.4f'):>10} "
+              f"{mean(r['median_linf'], '.4f'):>11} {held:>22} {top:>10} {np.mean(r['seconds']):>8.0f}")
 
 
 DEMO_PREFIX = "neuralreg_demo"
@@ -333,14 +352,15 @@ def cmd_plan_similarity(args) -> int:
 
 # study plans: predictive recipe, data set, classifier recipe(s), seeds, regularizer kinds
 STUDIES = {
-    "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1,
+    "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1, "attacks": "tiny",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
-    "demo": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 2,
+    "demo": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 2, "attacks": "demo",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
-    "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5,
+    "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
               "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
-    # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds
-    "alpha-sweep": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 3,
+    # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds;
+    # noise only (the supplement attacks the main-text models)
+    "alpha-sweep": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 3, "attacks": None,
                     "kinds": ("none", "neural-model"), "alphas": (2.0, 4.0, 8.0, 16.0, 32.0)},
 }
 
@@ -350,7 +370,8 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
                model: str | None = None) -> list[dict]:
     """Insert every row that defines `study` (idempotent): the predictive and similarity configs, the
     data set, the classifier recipe(s), the seeds, the regularizers towards each scan group's target
-    and the planned combinations. Returns the ClassifierPlan keys."""
+    and the planned combinations, the default noise levels and the study's attack suite. Returns the
+    ClassifierPlan keys."""
     from . import pipeline
     from .compute.models import vgg as vgg_models
     if study not in STUDIES:
@@ -384,6 +405,9 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     if "alphas" not in spec:
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
     modules["evaluation"].NoiseConfig.add("default")
+    if spec["attacks"]:
+        # a suite attacks every classifier of the schema (the same samples for each)
+        modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
     _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups {', '.join(groups)}; "
          f"{n_seeds} seed(s); data set {data['dataset']})")
     return keys
@@ -436,7 +460,8 @@ def cmd_demo(args) -> int:
                vgg=False if args.profile != "full" else None)
     from . import pipeline
     model = pipeline.activate(prefix)["predictive"].PredictiveModelConfig.add(DEMO_MODEL[args.profile])
-    _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks, classifiers)")
+    _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks, classifiers, "
+         "noise and attack evaluation)")
     from populate import worker
     made = worker.run_once(worker.computed_tables(pipeline.activate(prefix)))
     errors = {name: e for name, (_, e) in made.items() if e}
@@ -446,6 +471,10 @@ def cmd_demo(args) -> int:
     summary["classifiers"] = classifier_summary(prefix)
     print_summary(summary)
     print_classifiers(summary["classifiers"])
+    from . import report
+    figures = report.write_report(prefix, args.out)
+    _say(f"\nfigures and tables (PNG, CSV) from the tables, in {Path(args.out).resolve()}: "
+         f"{', '.join(p.name for p in figures if p.suffix == '.png')}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*':\n"
@@ -526,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="offline",
                    help="classification data set: offline (the bundled stand-in, default), cifar10 or cifar100")
     p.add_argument("--json", help="also write the summary to this JSON file")
+    p.add_argument("--out", default="demo_output", help="folder for the report's figures and CSV tables")
     p.set_defaults(func=cmd_demo)
     return parser
 

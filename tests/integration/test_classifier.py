@@ -190,3 +190,57 @@ def test_noise_robustness_and_report(modules, prefix, study, tmp_path):
     gamma = pd.read_csv(tmp_path / "table1_gamma.csv")
     assert np.allclose(gamma.filter(like="gamma_").sum(axis=1), 1.0)
     (ev.NoiseConfig & cfg_key).delete(prompt=False)
+
+
+def test_attacks_and_minimal_perturbation(modules, prefix, study, tmp_path):
+    """AttackResult per attack of the tiny suite on two classifiers; MinimalPerturbation is the
+    per-sample minimum over them; the same samples for every model; Fig. 5 is drawn."""
+    from neuralreg_schema import report
+    ev, clf = modules["evaluation"], modules["classifier"]
+    suite = ev.AttackSuite.add_recipe("tiny")
+    assert ev.AttackSuite.add_recipe("tiny") == suite
+    with pytest.raises(ValueError, match="other settings"):
+        ev.AttackSuite.add_recipe("tiny", sample_seed=5)
+    keys = [{**study["dataset"], **study["config"], **study["regs"][label], "seed": 0}
+            for label in ("None", "Neural (model)")]
+    for key in keys:
+        result = ev.AttackResult.populate(key, suite, reserve_jobs=True, suppress_errors=True)
+        assert not result["error_list"], result["error_list"]
+        ev.MinimalPerturbation.populate(key, suite)
+    n_attacks = len(ev.AttackSuite.Member & suite)
+    assert len(ev.AttackResult & suite) == 2 * n_attacks and len(ev.MinimalPerturbation & suite) == 2
+    indices = {tuple(i) for i in (ev.AttackResult & suite).to_arrays("sample_index")}
+    assert len(indices) == 1                                          # the same samples for every model and attack
+    for key in keys:
+        rows = (ev.AttackResult & key & suite).to_dicts()
+        stack = np.stack([np.asarray(r["distances"].load()) for r in rows])          # (attacks, n, 4)
+        assert not np.isnan(stack).any() and (stack >= 0).all()
+        for i, norm in enumerate(("l0", "l1", "l2", "linf")):
+            part = (ev.MinimalPerturbation.Norm & key & suite & {"norm": norm}).fetch1()
+            np.testing.assert_array_equal(part["distances"], stack[:, :, i].min(axis=0))
+            expected = np.median(stack[:, :, i].min(axis=0))
+            assert (part["median"] is None and not np.isfinite(expected)) or part["median"] == pytest.approx(expected)
+        for r in rows:
+            d = np.asarray(r["distances"].load())
+            assert np.all((d[~r["success"]] == np.inf)) and np.all(np.isfinite(d[r["success"]]))
+            assert r["device"] == "cpu" and r["runs"]
+    written = {p.name for p in report.write_report(prefix, tmp_path)}
+    assert "fig5_minimal_perturbation.csv" in written
+    assert any(n.startswith("fig5_minimal_perturbation_") and n.endswith(".png") for n in written)
+    (ev.AttackSuite & suite).delete(prompt=False)
+
+
+def test_notebook_queries_run(modules, prefix, study, monkeypatch):
+    """notebooks/queries.ipynb runs top to bottom against these tables (its code cells, in order)."""
+    import json
+    from pathlib import Path
+    import matplotlib
+    matplotlib.use("Agg")
+    monkeypatch.setenv("NEURALREG_PREFIX", prefix)
+    nb = json.loads((Path(__file__).resolve().parents[2] / "notebooks" / "queries.ipynb").read_text())
+    namespace = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "queries.ipynb", "exec"), namespace)
+    assert len(namespace["table"]) == len(modules["classifier"].RegularizedClassifier())
+    assert set(namespace["table"]["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
