@@ -67,7 +67,7 @@ def main(argv=None):
         with tc._autocast(dev):
             logits, _ = net(tc._prepare(x, dev))
         task = torch.nn.functional.cross_entropy(logits.float(), data.train_y[idx])
-        with tc.batchnorm_eval(net), tc._autocast(dev):
+        with tc.stimulus_mode(net, cfg), tc._autocast(dev):
             _, feats = net(tc._prepare(data.stim_x[sidx], dev), cfg["layers"])
         feats = {k: v.float() for k, v in feats.items()}
         sim = rsa_torch.similarity_loss(feats, data.stim_target[sidx][:, sidx], lw.gamma(), pair_mask=paper_mask)

@@ -43,6 +43,8 @@ def cmd_db(args) -> int:
         for key, value in info.items():
             print(f"{key:>20}: {value}")
         return 0 if info["login"] else 1
+    elif args.action == "worker-user":
+        db.worker_user(args.name, say=_say)
     else:
         db.down(say=_say)
     return 0
@@ -494,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("db", help="database bring-up")
-    p.add_argument("action", choices=["up", "status", "down"])
+    p.add_argument("action", choices=["up", "status", "down", "worker-user"])
+    p.add_argument("--name", default="neuralreg_worker", help="worker-user: the account to create")
     p.add_argument("--reset-password", action="store_true",
                    help="with up: set the existing application account's password to a new one")
     p.set_defaults(func=cmd_db)

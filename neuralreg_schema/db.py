@@ -148,6 +148,45 @@ def ensure_app_user(admin, user: str, password: str) -> None:
     _query(admin, "FLUSH PRIVILEGES")
 
 
+# what a worker needs on the pipeline's schemas: read and write rows, create its job tables (CREATE,
+# INDEX, REFERENCES); no DROP, ALTER, GRANT or access to other databases
+WORKER_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "INDEX", "REFERENCES", "LOCK TABLES",
+                     "CREATE TEMPORARY TABLES")
+
+
+def ensure_worker_user(admin, user: str, password: str) -> None:
+    """Create (or reset) a least-privilege worker account on SCHEMA_PATTERN schemas: it fills tables
+    and job queues that exist, but cannot drop or alter them. All workers of one study share one
+    account (jobs.reclaim sees only the connections of its own account)."""
+    if not user or user == app_credentials()[0]:
+        raise ValueError(f"the worker account needs its own name, not {user!r}")
+    for host in ("localhost", "127.0.0.1", "%"):
+        _query(admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
+        _query(admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
+        _query(admin, f"GRANT {', '.join(WORKER_PRIVILEGES)} ON `" + SCHEMA_PATTERN.replace('%', '%%')
+               + "`.* TO %s@%s", (user, host))
+    _query(admin, "FLUSH PRIVILEGES")
+
+
+def worker_user(name: str = "neuralreg_worker", say=print) -> Path:
+    """Create the worker account `name` with a generated password, stored in .secrets/ (0600);
+    returns the password file. Needs the administrative access `up` uses."""
+    target = configured_target()
+    admin = admin_connection(target)
+    if admin is None:
+        raise DatabaseError(f"no administrative access to {target.host}:{target.port} to create {name!r} "
+                            "(set DJ_ADMIN_USER / DJ_ADMIN_PASS)")
+    password = _secrets.token_urlsafe(24)
+    try:
+        ensure_worker_user(admin, name, password)
+    finally:
+        admin.close()
+    path = settings.write_secret(f"worker.{name}.password", password)
+    say(f"worker account {name!r} on {target.host}:{target.port} ({', '.join(WORKER_PRIVILEGES)} on "
+        f"`{SCHEMA_PATTERN}` schemas); its password is in {path}. Workers use: DJ_USER={name} DJ_PASS=<that password>")
+    return path
+
+
 def user_exists(admin, user: str) -> bool:
     try:
         return bool(_query(admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
@@ -301,6 +340,11 @@ def stop_local_server(base: Path, timeout: float = 30) -> bool:
         return False
     deadline = time.time() + timeout
     while time.time() < deadline:
+        try:       # our own child (started by this process) is a zombie until reaped: reap it
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

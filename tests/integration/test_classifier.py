@@ -95,7 +95,8 @@ def test_heldout_loss_matches_the_target(modules, study):
     net = clf.RegularizedClassifier().network(key)
     gamma = torch.as_tensor((clf.RegularizedClassifier.LayerWeight & key).to_arrays("gamma", order_by="layer"))
     x = torch.as_tensor(target.images[held])[:, None]
-    with torch.no_grad():
+    assert cfg["stimulus_bn"] == "batch"
+    with torch.no_grad(), train_classifier.batchnorm_batch_stats(net):     # as in training: the batch's statistics
         _, feats = net(x, cfg["layers"])
     loss = rsa_torch.similarity_loss(feats, torch.as_tensor(target.matrix[np.ix_(held, held)]), gamma.float(),
                                      clip=cfg["clip"])

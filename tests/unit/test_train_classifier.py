@@ -61,15 +61,18 @@ def test_config_checks():
         tc.check_config({"stim_batch": 1})
     with pytest.raises(ValueError, match="alpha"):
         tc.check_config({"alpha": -1})
+    with pytest.raises(ValueError, match="stimulus_bn"):
+        tc.check_config({"stimulus_bn": "train"})
     with pytest.raises(KeyError, match="unknown classifier config"):
         tc.default_config("nope")
 
 
-def test_stimulus_pass_does_not_touch_batchnorm_statistics():
+@pytest.mark.parametrize("mode", ["batch", "eval"])
+def test_stimulus_pass_does_not_touch_batchnorm_statistics(mode):
     """A step with the similarity loss leaves the running statistics exactly where the same step
     without it leaves them (only the classification batch updates them), and BN is back in train mode."""
     torch.manual_seed(0)
-    cfg = tc.check_config(_cfg())
+    cfg = tc.check_config(_cfg(stimulus_bn=mode))
     data, target = _data(), _target()
     net = tc.ClassifierNet("resnet18", 2, 4)
     twin = copy.deepcopy(net)
@@ -83,6 +86,7 @@ def test_stimulus_pass_does_not_touch_batchnorm_statistics():
         if "running" in name:
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert all(m.training for m in net.modules())
+    assert all(m.momentum == 0.1 for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
     # ... and the parameters differ: the similarity loss did reach the network and the layer logits
     assert any(not torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
     assert lw.logits.abs().sum() > 0

@@ -1,0 +1,66 @@
+"""The least-privilege worker account (`neuralreg db worker-user`): a real worker process logged in
+with it fills a study that the application account created, and the account cannot drop a schema."""
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from neuralreg_schema import db, pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args, env=None):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def worker_account(modules):
+    admin = db.admin_connection(db.configured_target())
+    if admin is None:
+        pytest.skip("no administrative access to the test server to create an account")
+    name, password = f"nr_w{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(16)
+    db.ensure_worker_user(admin, name, password)
+    try:
+        yield name, password
+    finally:
+        for host in ("localhost", "127.0.0.1", "%"):
+            db._query(admin, "DROP USER IF EXISTS %s@%s", (name, host))
+        admin.close()
+
+
+def test_worker_account_fills_the_graph_but_cannot_drop(worker_account):
+    name, password = worker_account
+    prefix = f"neuralreg_w{uuid.uuid4().hex[:8]}"
+    try:
+        out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
+                    "--seed", "13"])
+        assert out.returncode == 0, out.stderr[-2000:]
+        out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "plan-similarity", "--model", "tiny", "--no-vgg"])
+        assert out.returncode == 0, out.stderr[-2000:]
+        env = {"DJ_USER": name, "DJ_PASS": password}
+        out = _run(["-m", "populate.worker", "--prefix", prefix, "--tables", "Neuron", "PredictiveModel",
+                    "SimilarityMatrix", "AveragedSimilarity"], env=env)
+        assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+        probe = _run(["-c", "import sys; from neuralreg_schema import pipeline; m = pipeline.activate(sys.argv[1]); "
+                      "print(len(m['predictive'].PredictiveModel()), len(m['similarity'].AveragedSimilarity()), "
+                      "len(m['similarity'].AveragedSimilarity.jobs.errors))", prefix], env=env)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        models, averaged, errors = map(int, probe.stdout.split()[-3:])
+        assert models == 2 and averaged == 5 and errors == 0
+        target = db.configured_target()
+        connection = db._connect(target, name, password)
+        try:
+            with pytest.raises(Exception, match="denied"):
+                db._query(connection, f"DROP DATABASE `{prefix}_similarity`")
+            with pytest.raises(Exception, match="denied"):
+                db._query(connection, f"ALTER TABLE `{prefix}_experiment`.`scan` ADD COLUMN x int")
+        finally:
+            connection.close()
+    finally:
+        pipeline.drop_all(prefix)
