@@ -49,7 +49,10 @@ def _slug(text: str) -> str:
 
 
 def _sem(x) -> float:
+    """Standard error of the mean (0 for one value, nan when a value is infinite)."""
     x = np.asarray(x, dtype=float)
+    if not np.isfinite(x).all():
+        return float("nan")
     return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
@@ -75,41 +78,47 @@ def classifier_table(modules) -> pd.DataFrame:
     return df[keep]
 
 
+CLASSIFIER_KEY = ["dataset", "clf_hash", "reg_hash", "seed"]
+
+
+def _labelled(rel, modules) -> pd.DataFrame:
+    """The rows of `rel` (keyed by classifier) joined with the classifier's labels."""
+    df = pd.DataFrame(rel.to_dicts())
+    return df if df.empty else df.merge(classifier_table(modules), on=CLASSIFIER_KEY)
+
+
+def _over_seeds(df: pd.DataFrame, groups: list, value: str, name: str) -> pd.DataFrame:
+    """mean_<name>, sem_<name> of `value` over seeds within `groups`, with the number of seeds."""
+    if df.empty:
+        return df
+    return df.groupby(groups, as_index=False).agg(**{f"mean_{name}": (value, "mean"), f"sem_{name}": (value, _sem),
+                                                     "seeds": ("seed", "nunique")})
+
+
 def noise_table(modules) -> pd.DataFrame:
     """Per classifier and noise level: accuracy (with the classifier's labels)."""
-    ev = modules["evaluation"]
-    levels = pd.DataFrame((ev.NoiseRobustness.Level.proj("sigma", "accuracy")).to_dicts())
-    if levels.empty:
-        return levels
-    return levels.merge(classifier_table(modules), on=["dataset", "clf_hash", "reg_hash", "seed"])
+    return _labelled(modules["evaluation"].NoiseRobustness.Level.proj("sigma", "accuracy"), modules)
 
 
 def noise_summary(modules) -> pd.DataFrame:
     """Fig. 4: mean and SEM over seeds of the accuracy per data set, config, regularizer and sd."""
-    df = noise_table(modules)
-    if df.empty:
-        return df
-    return (df.groupby(["display_name", "config_name", "noise_name", "label", "sigma"], as_index=False)
-            .agg(mean_accuracy=("accuracy", "mean"), sem_accuracy=("accuracy", _sem), seeds=("seed", "nunique")))
+    return _over_seeds(noise_table(modules), ["display_name", "config_name", "noise_name", "label", "sigma"],
+                       "accuracy", "accuracy")
 
 
 def perturbation_table(modules) -> pd.DataFrame:
-    """Figs. 5/7: per classifier, suite and norm the median minimal perturbation (if the tables exist)."""
-    ev = modules["evaluation"]
-    if not hasattr(ev, "MinimalPerturbation"):
-        return pd.DataFrame()
-    norms = pd.DataFrame(ev.MinimalPerturbation.Norm.proj("median", "success_rate").to_dicts())
-    if norms.empty:
-        return norms
-    return norms.merge(classifier_table(modules), on=["dataset", "clf_hash", "reg_hash", "seed"])
+    """Figs. 5/7: per classifier, suite and norm the median minimal perturbation (a null median, i.e.
+    most samples never fooled, is infinite: it raises the mean over seeds instead of vanishing from it)."""
+    df = _labelled(modules["evaluation"].MinimalPerturbation.Norm.proj("median", "success_rate"), modules)
+    if not df.empty:
+        df["median"] = df["median"].astype(float).fillna(np.inf)
+    return df
 
 
 def perturbation_summary(modules) -> pd.DataFrame:
-    df = perturbation_table(modules)
-    if df.empty:
-        return df
-    return (df.groupby(["display_name", "config_name", "suite", "label", "norm"], as_index=False)
-            .agg(mean_median=("median", "mean"), sem_median=("median", _sem), seeds=("seed", "nunique")))
+    """Figs. 5/7: mean and SEM over seeds of the per-model median, per regularizer and norm."""
+    return _over_seeds(perturbation_table(modules), ["display_name", "config_name", "suite", "label", "norm"],
+                       "median", "median")
 
 
 def gamma_table(modules) -> pd.DataFrame:
@@ -244,8 +253,7 @@ def figure6(modules, out: Path) -> list[Path]:
     sweep["sweep_alpha"] = np.where(sweep["kind"] == "none", 0.0, sweep["cfg_alpha"])
     if sweep[sweep["kind"] == "neural-model"]["cfg_alpha"].nunique() < 2:
         return []
-    summary = (sweep.groupby(["display_name", "arch", "noise_name", "sweep_alpha", "sigma"], as_index=False)
-               .agg(mean_accuracy=("accuracy", "mean"), sem_accuracy=("accuracy", _sem), seeds=("seed", "nunique")))
+    summary = _over_seeds(sweep, ["display_name", "arch", "noise_name", "sweep_alpha", "sigma"], "accuracy", "accuracy")
     path = out / "fig6_alpha.csv"
     summary.to_csv(path, index=False)
     return [path] + _line_panels(summary, ["display_name", "arch", "noise_name"], "sweep_alpha", out, "fig6_alpha",
@@ -266,8 +274,12 @@ def figure5(modules, out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(norms), figsize=(3.2 * len(norms), 3.8), squeeze=False)
         for ax, norm in zip(axes[0], norms):
             p = part[part["norm"] == norm].set_index("label").reindex(_reg_sort(part["label"].unique())).dropna()
-            ax.bar(range(len(p)), p["mean_median"], yerr=p["sem_median"], capsize=3,
+            heights = p["mean_median"].replace(np.inf, np.nan)
+            ax.bar(range(len(p)), heights, yerr=p["sem_median"], capsize=3,
                    color=[f"C{REG_ORDER.index(l) if l in REG_ORDER else 9}" for l in p.index])
+            for i, value in enumerate(p["mean_median"]):
+                if np.isinf(value):          # most samples of some seed never fooled
+                    ax.text(i, 0, "inf", ha="center", va="bottom", fontsize=8)
             ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
             ax.set_title(f"{norm.upper()} (median over samples)", fontsize=9)
         axes[0][0].set_ylabel("minimal adversarial distance")

@@ -1,0 +1,51 @@
+"""report.py's summaries and figures on synthetic query results (no database): Fig. 4 means and SEMs
+over seeds, the alpha sweep of supplement Fig. 6 (alpha 0 = None), infinite medians in Fig. 5."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from neuralreg_schema import report
+
+
+def _noise_rows():
+    rows = []
+    for kind, label, alpha in (("none", "None", 20.0), ("neural-model", "Neural (model)", 2.0),
+                               ("neural-model", "Neural (model)", 16.0)):
+        for seed in (0, 1, 2):
+            for sigma, acc in ((0.0, 0.9), (0.1, 0.3 + 0.01 * alpha + 0.01 * seed)):
+                rows.append({"display_name": "toy data", "config_name": f"cfg-{alpha:g}", "arch": "resnet18",
+                             "noise_name": "default", "kind": kind, "label": label, "cfg_alpha": alpha,
+                             "seed": seed, "sigma": sigma, "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def test_noise_summary_and_alpha_sweep(monkeypatch, tmp_path):
+    monkeypatch.setattr(report, "noise_table", lambda modules: _noise_rows())
+    summary = report.noise_summary(None)
+    row = summary[(summary["label"] == "None") & (summary["sigma"] == 0.1)].iloc[0]
+    expected = [0.3 + 0.2 + 0.01 * s for s in (0, 1, 2)]
+    assert row["mean_accuracy"] == pytest.approx(np.mean(expected)) and row["seeds"] == 3
+    assert row["sem_accuracy"] == pytest.approx(np.std(expected, ddof=1) / np.sqrt(3))
+    written = report.figure4(None, tmp_path) + report.figure6(None, tmp_path)
+    names = {p.name for p in written}
+    assert "fig4_noise.csv" in names and "fig6_alpha.csv" in names
+    assert sum(n.endswith(".png") for n in names) == 4        # 3 configs for Fig. 4, one sweep panel
+    sweep = pd.read_csv(tmp_path / "fig6_alpha.csv")
+    assert sorted(sweep["sweep_alpha"].unique()) == [0.0, 2.0, 16.0]   # 'none' is alpha 0
+
+
+def test_no_alpha_sweep_without_two_alphas(monkeypatch, tmp_path):
+    rows = _noise_rows()
+    monkeypatch.setattr(report, "noise_table", lambda modules: rows[rows["cfg_alpha"] != 2.0])
+    assert report.figure6(None, tmp_path) == []
+
+
+def test_minimal_perturbation_figure_keeps_infinite_medians(monkeypatch, tmp_path):
+    rows = [{"display_name": "toy data", "config_name": "demo", "suite": "demo", "label": label, "norm": norm,
+             "seed": seed, "median": med}
+            for label, med in (("None", 0.5), ("Neural (model)", np.inf)) for norm in ("l2", "linf") for seed in (0, 1)]
+    monkeypatch.setattr(report, "perturbation_table", lambda modules: pd.DataFrame(rows))
+    summary = report.perturbation_summary(None)
+    assert np.isinf(summary[summary["label"] == "Neural (model)"]["mean_median"]).all()
+    written = report.figure5(None, tmp_path)
+    assert {p.name for p in written} >= {"fig5_minimal_perturbation.csv"} and len(written) == 2
