@@ -177,6 +177,11 @@ def cmd_jobs(args) -> int:
     elif args.action == "retry":
         n = jobs.retry(tables, args.table, _parse_key(args.key) if args.key else None)
         print(f"cleared {n} error(s): the next populate tries them again")
+    elif args.action == "prioritize":
+        if not args.table or args.priority is None:
+            raise ValueError("jobs prioritize needs --table and --priority N (lower runs first)")
+        n = jobs.prioritize(tables, args.table, args.priority, _parse_key(args.key) if args.key else None)
+        print(f"{n} pending job(s) now at priority {args.priority}")
     elif args.action == "ignore":
         if not args.table or not args.key:
             raise ValueError("jobs ignore needs --table and --key NAME=VALUE ...")
@@ -278,7 +283,8 @@ def classifier_summary(prefix: str) -> list[dict]:
             "top_layer": [], "seconds": [], "noisy_accuracy": [], "noise_sd": None, "median_l2": [],
             "median_linf": []})
         key = {k: r[k] for k in ("dataset", "clf_hash", "reg_hash", "seed")}
-        levels = (ev.NoiseRobustness.Level & key & {"noise_name": "default"}).to_dicts(order_by="level")
+        levels = (ev.NoiseRobustness.Level & key).to_dicts(order_by="noise_name, level")
+        levels = [lv for lv in levels if lv["noise_name"] == levels[0]["noise_name"]] if levels else []
         if levels:
             entry["noisy_accuracy"].append(levels[-1]["accuracy"])
             entry["noise_sd"] = levels[-1]["sigma"]
@@ -354,9 +360,9 @@ def cmd_plan_similarity(args) -> int:
 
 # study plans: predictive recipe, data set, classifier recipe(s), seeds, regularizer kinds
 STUDIES = {
-    "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1, "attacks": "tiny",
+    "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1, "attacks": "tiny", "noise": "wide",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
-    "demo": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 2, "attacks": "demo",
+    "demo": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 2, "attacks": "demo", "noise": "wide",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
     "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
               "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
@@ -406,7 +412,9 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
                                        targeted, list(range(n_seeds)))
     if "alphas" not in spec:
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
-    modules["evaluation"].NoiseConfig.add("default")
+    # the noise levels: 'wide' for the offline digits (they barely change below sd 0.1), else 'default'
+    noise = spec.get("noise", "default") if (dataset or spec["dataset"]) == "offline" else "default"
+    modules["evaluation"].NoiseConfig.add(noise)
     if spec["attacks"]:
         # a suite attacks every classifier of the schema (the same samples for each)
         modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
@@ -519,7 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("jobs", help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers")
-    p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim"])
+    p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim",
+                                                                      "prioritize"])
+    p.add_argument("--priority", type=int, help="prioritize: the new priority (lower runs first; default jobs: 5)")
     p.add_argument("--key", nargs="+", metavar="NAME=VALUE", help="parts of a key (retry, ignore)")
     p.add_argument("--table", help="e.g. PredictiveModel or predictive.PredictiveModel")
     p.add_argument("--trace", action="store_true", help="errors: print the tracebacks")

@@ -57,10 +57,12 @@ class NoiseConfig(dj.Lookup):
 
     @classmethod
     def add(cls, name: str = "default", sigmas=None, *, noise_seed: int = 0, max_samples: int = 0) -> dict:
-        """Insert a noise configuration (default sds: compute.noise.DEFAULT_SIGMAS); idempotent, and
-        refuses other settings under an existing name."""
+        """Insert a noise configuration (default sds: compute.noise.LEVELS[name] for a known name, else
+        DEFAULT_SIGMAS); idempotent, and refuses other settings under an existing name."""
         from .compute import noise
-        row = {"noise_name": name, "sigmas": noise.check_sigmas(sigmas if sigmas is not None else noise.DEFAULT_SIGMAS),
+        if sigmas is None:
+            sigmas = noise.LEVELS.get(name, noise.DEFAULT_SIGMAS)
+        row = {"noise_name": name, "sigmas": noise.check_sigmas(sigmas),
                "noise_seed": int(noise_seed), "max_samples": int(max_samples)}
         if row["max_samples"] < 0:
             raise ValueError("max_samples must be >= 0")
@@ -304,6 +306,8 @@ class MinimalPerturbation(dj.Computed):
         success_rate : float64           # fraction of samples with a finite distance
         distances : <blob>               # float64 (n_samples,): min over attacks; 0 = misclassified clean, inf = never fooled
         """
+
+    reserve_timeout = 600    # s: reads a few stored arrays
 
     @property
     def key_source(self):

@@ -194,7 +194,8 @@ def figure1(modules, out: Path) -> list[Path]:
         ax.bar(x + 0.2, [m["r_data_oracle"] for m in members], 0.4, label="r(S_data, S_oracle)")
         ax.set_xticks(x, ["{animal_id}-{session}-{scan_idx}".format(**m) for m in members], rotation=30, fontsize=7)
         ax.set_title(f"D  mean {st['r_model_oracle']:.2f} vs {st['r_data_oracle']:.2f} (paper 0.73 vs 0.39)")
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 1.15)
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
         fig.suptitle(f"Fig. 1, scan group {st['scan_group']} ({st['n_scans']} scans, {st['n_oracle_images']} oracle images)")
         fig.tight_layout()
         path = out / f"fig1_similarity_{_slug(st['scan_group'])}.png"

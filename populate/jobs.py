@@ -72,6 +72,24 @@ def retry(tables, name: str | None = None, key: dict | None = None) -> int:
     return cleared
 
 
+def prioritize(tables, name: str, priority: int, key: dict | None = None) -> int:
+    """Set the priority of the table's pending jobs (all, or those matching `key`): lower runs first
+    (DataJoint orders pending jobs by priority, then scheduled time; `worker --priority P` takes only
+    jobs with priority <= P). Every job not yet in the queue is added first, at the default priority:
+    a worker with --priority also queues keys it finds new at its own priority, so refreshing here
+    keeps them out of its way. Returns how many changed."""
+    if not -128 <= int(priority) <= 127:
+        raise ValueError(f"priority must be in -128..127 (lower runs first), got {priority}")
+    changed = 0
+    for table in _select(tables, name):
+        table.jobs.refresh()
+        rel = table.jobs & "status = 'pending'"
+        for job in (rel & key if key else rel).keys():
+            table.jobs.update1({**job, "priority": int(priority)})
+            changed += 1
+    return changed
+
+
 def ignore(tables, name: str, key: dict) -> None:
     """Mark one key of a table so that no worker computes it."""
     (table,) = _select(tables, name)

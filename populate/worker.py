@@ -66,14 +66,16 @@ def select_tables(tables: list, names) -> list:
     return chosen
 
 
-def run_once(tables: list, display_progress: bool = True, max_jobs: int | None = None) -> dict:
-    """One pass over the tables (at most `max_jobs` computed keys); returns {table: (made, errors)}."""
+def run_once(tables: list, display_progress: bool = True, max_jobs: int | None = None,
+             priority: int | None = None) -> dict:
+    """One pass over the tables (at most `max_jobs` computed keys; only jobs with priority <= `priority`
+    when given); returns {table: (made, errors)}."""
     done = {}
     for table in tables:
         if max_jobs is not None and max_jobs <= 0:
             break
         result = table.populate(reserve_jobs=True, suppress_errors=True, display_progress=display_progress,
-                                max_calls=max_jobs)
+                                max_calls=max_jobs, priority=priority)
         if max_jobs is not None:
             max_jobs -= result["success_count"] + len(result["error_list"])
         done[table.__name__] = (result["success_count"], len(result["error_list"]))
@@ -195,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", nargs="+", help="only these tables (e.g. PredictiveModel similarity.SimilarityMatrix)")
     parser.add_argument("--max-jobs", type=int, help="stop after this many keys (computed or failed)")
     parser.add_argument("--idle-exit", type=float, help="with --forever: exit after this many seconds without work")
+    parser.add_argument("--priority", type=int,
+                        help="only jobs with this priority or more urgent (lower runs first; `neuralreg jobs prioritize`)")
     parser.add_argument("--reconnect-timeout", type=float, default=900.0,
                         help="seconds to wait for a lost database to come back before exiting (default 900)")
     args = parser.parse_args(argv)
@@ -208,7 +212,7 @@ def main(argv=None) -> int:
             reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
             if reclaimed:
                 log.warning("reclaimed jobs of dead workers: %s", reclaimed)
-            made = run_once(tables, max_jobs=budget)
+            made = run_once(tables, max_jobs=budget, priority=args.priority)
         except Exception as exc:                    # noqa: BLE001 - re-raised unless the database went away
             lost = [c for c in connections(tables) if not alive(c)]
             if not lost and not lost_connection_error(exc):

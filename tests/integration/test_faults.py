@@ -2,8 +2,8 @@
 worker processes (`python -m populate.worker`): two workers compute every key exactly once; a
 worker killed with SIGKILL mid-training leaves a job that the next worker reclaims and finishes;
 SIGTERM is recorded in the job table and the job is retried. No table ever holds a partial result.
-The study includes two tiny classifiers (None and Neural (model)), so every auto-populated table is
-covered; test_classifier_resume.py kills a classifier mid-training, test_db_restart.py the server."""
+The study includes two tiny classifiers (None and Neural (model)) with their noise and attack
+evaluation, so every auto-populated table is covered; test_classifier_resume.py kills a classifier mid-training, test_db_restart.py the server."""
 import json
 import signal
 import subprocess
@@ -18,7 +18,8 @@ from neuralreg_schema import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
-          "similarity.AveragedSimilarity", "similarity.SimilarityStability", "classifier.RegularizedClassifier")
+          "similarity.AveragedSimilarity", "similarity.SimilarityStability", "classifier.RegularizedClassifier",
+          "evaluation.NoiseRobustness", "evaluation.AttackResult", "evaluation.MinimalPerturbation")
 
 PROBE = """
 import json, sys
@@ -46,6 +47,8 @@ m["similarity"].SimilarityConfig.add_standard(key, vgg=False)
 c = m["classifier"]
 c.ClassifierPlan.add(c.ClassificationDataset.add("offline"), c.ClassifierConfig.add("tiny"),
                      [c.Regularizer.add("none"), c.Regularizer.add("neural-model", "sim-tiny-7", model=key)], [0])
+m["evaluation"].NoiseConfig.add("default")
+m["evaluation"].AttackSuite.add_recipe("tiny")
 """
 
 

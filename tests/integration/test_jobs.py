@@ -111,3 +111,20 @@ def test_errors_of_a_lost_connection_are_queued_again(modules):
         assert list(left.to_arrays("animal_id")) == [506]
     finally:
         (table.jobs & "animal_id in (505, 506)").delete_quick()
+
+
+def test_prioritized_jobs_run_first_and_alone(modules, prefix, capsys):
+    """`jobs prioritize` moves chosen pending keys ahead; `worker --priority P` takes only those."""
+    exp = modules["experiment"]
+    keys = [_scan(exp, animal) for animal in (507, 508)]
+    urgent = keys[1]
+    assert cli.main(["--prefix", prefix, "jobs", "prioritize", "--table", "Neuron", "--priority", "1",
+                     "--key", f"animal_id={urgent['animal_id']}"]) == 0
+    assert "1 pending job(s) now at priority 1" in capsys.readouterr().out
+    assert (exp.Neuron.jobs & urgent).fetch1("priority") == 1
+    assert (exp.Neuron.jobs & keys[0]).fetch1("priority") > 1
+    made = worker.run_once([exp.Neuron], display_progress=False, priority=1)
+    assert made["Neuron"] == (1, 0)
+    assert len(exp.Neuron & urgent) == 1 and not (exp.Neuron & keys[0])
+    worker.run_once([exp.Neuron], display_progress=False)
+    assert len(exp.Neuron & keys) == 2
