@@ -19,8 +19,8 @@ processes the classification batch and then the stimulus batch (Sec. 3). The pai
 from the paper's: the paper feeds stim pairs (i, j) as separate images, one pair per two stimulus
 images; here every pair of the stimulus batch enters Eq. 8, so stim_batch = 12 images give 66
 pairs per step (the paper: 32 pairs from 64 images) for under a fifth of the images. Measured on
-2 CPU cores (benchmarks/classifier.py, ResNet18, batch 64): the regularized step costs 1.44x the
-plain one with 12 stimuli (66 pairs), 1.64x with 16 (120 pairs), and 4.2x the paper's way.
+2 CPU cores (benchmarks/classifier.py, ResNet18, batch 64): the regularized step costs 1.38x the
+plain one with 12 stimuli (66 pairs), 1.49x with 16 (120 pairs), and 3.9x the paper's way.
 
 Batch normalisation (`stimulus_bn`): by default ('batch') the stimulus pass normalises every
 BatchNorm layer by the stimulus batch's own statistics, as the classification pass does with its
