@@ -328,6 +328,23 @@ def start_local_server(datadir: Path, port: int, say=print, binary: str | None =
     raise DatabaseError(f"the local server did not answer on 127.0.0.1:{port} within 60 s. Log:\n{tail}")
 
 
+def process_gone(pid: int) -> bool:
+    """True when process `pid` has exited (our own exited child is reaped; a zombie counts as gone)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def stop_local_server(base: Path, timeout: float = 30) -> bool:
     pidfile = base / "mysqld.pid"
     if not pidfile.is_file():
@@ -340,14 +357,7 @@ def stop_local_server(base: Path, timeout: float = 30) -> bool:
         return False
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:       # our own child (started by this process) is a zombie until reaped: reap it
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if process_gone(pid):
             return True
         time.sleep(0.2)
     return True

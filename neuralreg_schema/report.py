@@ -56,6 +56,15 @@ def _sem(x) -> float:
     return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
+def _save(fig, out: Path, stem: str, keys) -> Path:
+    """Save a figure as <stem>_<slug of keys>.png (or <stem>.png) in `out` and close it."""
+    path = out / (f"{stem}_{_slug('_'.join(str(k) for k in keys))}.png" if keys else f"{stem}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def _reg_sort(labels) -> list:
     return sorted(labels, key=lambda s: (REG_ORDER.index(s) if s in REG_ORDER else len(REG_ORDER), s))
 
@@ -197,11 +206,7 @@ def figure1(modules, out: Path) -> list[Path]:
         ax.set_ylim(0, 1.15)
         ax.legend(fontsize=8, loc="upper center", ncol=2)
         fig.suptitle(f"Fig. 1, scan group {st['scan_group']} ({st['n_scans']} scans, {st['n_oracle_images']} oracle images)")
-        fig.tight_layout()
-        path = out / f"fig1_similarity_{_slug(st['scan_group'])}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out, "fig1_similarity", [st["scan_group"]]))
     if rows:
         path = out / "fig1_checks.csv"
         pd.DataFrame(rows).to_csv(path, index=False)
@@ -228,11 +233,7 @@ def _line_panels(summary: pd.DataFrame, group_cols, curve_col, out: Path, stem: 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"{title}\n{' / '.join(str(k) for k in keys)}", fontsize=9)
-        fig.tight_layout()
-        path = out / f"{stem}_{_slug('_'.join(str(k) for k in keys))}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out, stem, keys))
     return written
 
 
@@ -286,11 +287,7 @@ def figure5(modules, out: Path) -> list[Path]:
         axes[0][0].set_ylabel("minimal adversarial distance")
         fig.suptitle(f"Figs. 5/7: minimal perturbation over all attacks, mean +- SEM over seeds\n"
                      f"{' / '.join(keys)}", fontsize=9)
-        fig.tight_layout()
-        p_out = out / f"fig5_minimal_perturbation_{_slug('_'.join(keys))}.png"
-        fig.savefig(p_out, dpi=110)
-        plt.close(fig)
-        written.append(p_out)
+        written.append(_save(fig, out, "fig5_minimal_perturbation", keys))
     return written
 
 

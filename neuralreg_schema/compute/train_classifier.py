@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import rsa_torch
-from .datasets import ClassificationData, crop_flip, random_crop_flip
+from .datasets import ClassificationData, crop_flip
 from .models.resnet import PAPER_LAYERS, ResNet, build_resnet
 from .train_predictive import _torch_threads, describe_device, resolve_device
 

@@ -14,7 +14,6 @@ Each ends with every table complete, no errors (except the bad job's), nothing r
 partial result: PredictiveModel.Unit rows == 40 x PredictiveModel rows.
 """
 import getpass
-import json
 import os
 import shutil
 import signal
@@ -30,31 +29,12 @@ from pathlib import Path
 import pytest
 
 from neuralreg_schema import db, pipeline
+from tests.worker_probe import probe, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
           "similarity.AveragedSimilarity", "similarity.SimilarityStability")
 EPOCHS = 40                  # the slow config: about 0.1 s per epoch on the tiny profile (2 CPU cores)
-
-PROBE = """
-import json, sys
-from neuralreg_schema import pipeline
-m = pipeline.activate(sys.argv[1])
-out = {}
-for name in %r:
-    mod, table = name.split(".")
-    t = getattr(m[mod], table)
-    remaining, total = t.progress(display=False)
-    out[name] = {"rows": len(t()), "remaining": remaining, "jobs": t.jobs.progress(),
-                 "errors": [str(e) for e in t.jobs.errors.to_arrays("error_message")]}
-pred = m["predictive"]
-out["units"] = len(pred.PredictiveModel.Unit())
-out["models"] = {c: len(pred.PredictiveModel & {"model_hash": h})
-                 for h, c in zip(*pred.PredictiveModelConfig.to_arrays("model_hash", "config_name"))}
-out["model_errors"] = {c: len(pred.PredictiveModel.jobs.errors & {"model_hash": h})
-                       for h, c in zip(*pred.PredictiveModelConfig.to_arrays("model_hash", "config_name"))}
-print(json.dumps(out, default=str))
-""" % (TABLES,)
 
 PLAN = """
 import sys
@@ -135,19 +115,7 @@ class Server:
 
 
 def _alive(pid: int) -> bool:
-    try:                                       # reap it if it is our exited child
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:                                       # a zombie counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return not db.process_gone(pid)
 
 
 @pytest.fixture(scope="module")
@@ -180,13 +148,11 @@ def server():
 # ------------------------------------------------------------------ workers and probes
 
 def _run(args, env=None):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return run_python(args, env)
 
 
 def _probe(prefix, env=None):
-    out = _run(["-c", PROBE, prefix], env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return probe(prefix, TABLES, env)
 
 
 class Worker:

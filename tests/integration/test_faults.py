@@ -15,28 +15,12 @@ from pathlib import Path
 import pytest
 
 from neuralreg_schema import pipeline
+from tests.worker_probe import probe, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
           "similarity.AveragedSimilarity", "similarity.SimilarityStability", "classifier.RegularizedClassifier",
           "evaluation.NoiseRobustness", "evaluation.AttackResult", "evaluation.MinimalPerturbation")
-
-PROBE = """
-import json, sys
-from neuralreg_schema import pipeline
-m = pipeline.activate(sys.argv[1])
-out = {}
-for name in %r:
-    mod, table = name.split(".")
-    t = getattr(m[mod], table)
-    remaining, total = t.progress(display=False)
-    out[name] = {"rows": len(t()), "remaining": remaining, "jobs": t.jobs.progress(),
-                 "errors": list(t.jobs.errors.to_arrays("error_message"))}
-out["units"] = len(m["predictive"].PredictiveModel.Unit())
-out["n_scans"] = len(m["experiment"].Scan())
-print(json.dumps(out, default=str))
-""" % (TABLES,)
-
 
 PLAN = """
 import sys
@@ -52,14 +36,12 @@ m["evaluation"].AttackSuite.add_recipe("tiny")
 """
 
 
-def _run(args, **kw):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+def _run(args):
+    return run_python(args)
 
 
 def _probe(prefix):
-    out = _run(["-c", PROBE, prefix])
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return probe(prefix, TABLES)
 
 
 def _worker(prefix, *extra):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import rsa, simulate
+from neuralreg_schema.compute import simulate
 from tests.conftest import make_recording
 
 SEED = 5   # simulated experiment of this module (other modules use other seeds)
@@ -55,7 +55,7 @@ def test_config_is_content_addressed(modules, study):
 
 
 def test_predictive_model_rows(modules, study):
-    exp, pred = modules["experiment"], modules["predictive"]
+    pred = modules["predictive"]
     for scan in study["experiment"].scans:
         key = {**_scan_key(scan), **study["model"]}
         row = (pred.PredictiveModel & key).fetch1()

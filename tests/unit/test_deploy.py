@@ -1,5 +1,4 @@
 """docker-compose.yml structure (no Docker engine here), settings and db helpers without a server."""
-import os
 import re
 import socket
 import stat
