@@ -375,7 +375,7 @@ STUDIES = {
 
 def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
                seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
-               model: str | None = None) -> list[dict]:
+               model: str | None = None, data_root: str | None = None) -> list[dict]:
     """Insert every row that defines `study` (idempotent): the predictive and similarity configs, the
     data set, the classifier recipe(s), the seeds, the regularizers towards each scan group's target
     and the planned combinations, the default noise levels and the study's attack suite. Returns the
@@ -399,6 +399,8 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     if not groups:
         raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")
     _say(f"  loading data set {dataset or spec['dataset']!r}")
+    if data_root:
+        _place_dataset(dataset or spec["dataset"], data_root)
     data = clf.ClassificationDataset.add(dataset or spec["dataset"])
     base = classifier or spec["classifier"]
     config = clf.ClassifierConfig.add(base)
@@ -423,9 +425,22 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     return keys
 
 
+def _place_dataset(name: str, root: str) -> None:
+    """Make the data set in `root` available where workers look ($NEURALREG_DATA): an archive there is
+    md5-checked and extracted into it; an extracted folder elsewhere is refused with the fix."""
+    from .compute import datasets
+    datasets.load_dataset(name, root=root, download=False)       # checks it; extracts an archive into the cache
+    try:
+        datasets.load_dataset(name, download=False)
+    except datasets.DatasetError:
+        raise ValueError(f"{name} in {root} is an extracted folder, which workers do not look in: set "
+                         f"NEURALREG_DATA to the folder that holds it (now {datasets.cache_dir()}), or pass "
+                         "the folder holding the .tar.gz archive") from None
+
+
 def cmd_plan(args) -> int:
     plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds, vgg=args.vgg,
-               classifier=args.classifier)
+               classifier=args.classifier, data_root=args.data_root)
     return 0
 
 
@@ -553,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", nargs="+", help="scan groups whose averaged matrices are the targets (default: all)")
     p.add_argument("--dataset", help="cifar10, cifar100 or offline (default: the study's)")
     p.add_argument("--classifier", help="classifier recipe: tiny, demo or paper (default: the study's)")
+    p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
+                                       "$NEURALREG_DATA, where workers on this machine look)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")

@@ -247,3 +247,25 @@ def test_notebook_queries_run(modules, prefix, study, monkeypatch):
             exec(compile("".join(cell["source"]), "queries.ipynb", "exec"), namespace)
     assert len(namespace["table"]) == len(modules["classifier"].RegularizedClassifier())
     assert set(namespace["table"]["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
+
+
+def test_plan_with_a_data_folder(modules, prefix, study, tmp_path, monkeypatch):
+    """`plan --data-root`: an extracted CIFAR folder outside the cache is refused with the fix, before
+    any data set row exists; with NEURALREG_DATA pointing at its parent the study is planned on it."""
+    from tests.unit.test_datasets import make_cifar10_folder
+    clf = modules["classifier"]
+    folder, expected = make_cifar10_folder(tmp_path / "mine")
+    monkeypatch.setenv("NEURALREG_DATA", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="NEURALREG_DATA"):
+        cli.plan_study(prefix, "tiny", groups=[study["group"]], dataset="cifar10", data_root=str(tmp_path / "mine"))
+    assert not (clf.ClassificationDataset & {"dataset": "cifar10"})
+    monkeypatch.setenv("NEURALREG_DATA", str(tmp_path / "mine"))
+    keys = cli.plan_study(prefix, "tiny", groups=[study["group"]], dataset="cifar10", data_root=str(tmp_path / "mine"))
+    try:
+        row = (clf.ClassificationDataset & {"dataset": "cifar10"}).fetch1()
+        assert not row["is_stand_in"] and row["n_train"] == len(expected["train_labels"]) and row["n_classes"] == 10
+        assert len(keys) == 4 and all(k["dataset"] == "cifar10" for k in keys)
+        data = clf.ClassificationDataset.load({"dataset": "cifar10"})       # where a worker looks
+        np.testing.assert_array_equal(data.test_labels, expected["test_labels"])
+    finally:
+        (clf.ClassificationDataset & {"dataset": "cifar10"}).delete(prompt=False)
