@@ -24,7 +24,6 @@ deleted once the row is inserted. The numbers come from compute/train_classifier
 from __future__ import annotations
 
 import logging
-import socket
 
 import numpy as np
 
@@ -274,10 +273,7 @@ class RegularizedClassifier(dj.Computed):
     n_parameters : int64                 # network parameters (layer logits excluded)
     weights : <hash@main>                # torch.save bytes: train_classifier.load_classifier
     train_seconds : float64              # wall time of the run that finished it (s)
-    device : varchar(128)                # e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'
-    torch_version : varchar(32)
-    code_version : varchar(64)           # neuralreg version and git commit
-    host : varchar(255)
+    """ + settings.PROVENANCE + """
     trained_at = CURRENT_TIMESTAMP : datetime
     """
     # s a job may stay reserved before populate.jobs reclaims it: a paper-size model trains for hours on
@@ -322,11 +318,11 @@ class RegularizedClassifier(dj.Computed):
 
     def make_compute(self, key, content_md5, kind, sim_hash):
         from .compute import train_classifier
-        config = dict((ClassifierConfig & key).fetch1("config"))
+        row = (ClassifierConfig & key).fetch1()
+        config, config_name = dict(row["config"]), row["config_name"]
         data = ClassificationDataset.load(key)
         target = load_target(key) if kind != "none" else None
         name = "{dataset}/{reg}/seed{seed}".format(dataset=key["dataset"], reg=kind, seed=key["seed"])
-        config_name = (ClassifierConfig & key).fetch1("config_name")
 
         def progress(message):
             log.info("RegularizedClassifier %s [%s]: %s", name, config_name, message)
@@ -338,7 +334,6 @@ class RegularizedClassifier(dj.Computed):
         return result, float(alpha)
 
     def make_insert(self, key, result, alpha):
-        import torch
         self.insert1({
             **key, "test_accuracy": float(result.test_accuracy), "train_accuracy": float(result.train_accuracy),
             "alpha": alpha, "initial_heldout_loss": result.initial_heldout_loss,
@@ -346,9 +341,7 @@ class RegularizedClassifier(dj.Computed):
             "resumed_from_epoch": int(result.resumed_from_epoch), "pairs_per_step": int(result.pairs_per_step),
             "n_stimuli_train": int(result.n_stimuli_train), "n_stimuli_heldout": int(result.n_stimuli_heldout),
             "n_train_images": int(result.meta["n_train"]), "n_parameters": int(result.n_parameters),
-            "weights": result.state, "train_seconds": float(result.seconds), "device": result.device[:128],
-            "torch_version": torch.__version__[:32], "code_version": settings.code_version()[:64],
-            "host": socket.gethostname()[:255]})
+            "weights": result.state, "train_seconds": float(result.seconds), **settings.provenance(result.device)})
         self.Epoch.insert([{**key, "epoch": int(h["epoch"]), "lr": float(h["lr"]), "task_loss": float(h["task_loss"]),
                             "similarity_loss": h["similarity_loss"], "train_accuracy": float(h["train_accuracy"]),
                             "test_accuracy": float(h["test_accuracy"]), "heldout_loss": h["heldout_similarity_loss"],

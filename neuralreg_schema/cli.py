@@ -268,43 +268,49 @@ def print_summary(summary: dict) -> None:
 def classifier_summary(prefix: str) -> list[dict]:
     """Per data set, classifier recipe and regularizer: clean test accuracy over seeds, the held-out
     similarity loss before and after training, the layer with the largest final gamma_k, the accuracy
-    at the strongest default noise level and the median minimal L2 / Linf perturbation (when evaluated)."""
+    at the strongest level of the first noise config and the median minimal L2 / Linf perturbation of
+    the first attack suite (when evaluated). Built on report's queries (one query per table)."""
     import numpy as np
-    from . import pipeline
+    import pandas as pd
+    from . import pipeline, report
     modules = pipeline.activate(prefix)
-    clf, ev = modules["classifier"], modules["evaluation"]
-    rows = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
-            * clf.ClassifierConfig.proj("config_name")).to_dicts(order_by="dataset, config_name, kind, seed")
-    out: dict[tuple, dict] = {}
-    for r in rows:
-        entry = out.setdefault((r["dataset"], r["config_name"], r["label"], r["scan_group"]), {
-            "dataset": r["dataset"], "config": r["config_name"], "regularizer": r["label"],
-            "scan_group": r["scan_group"], "accuracy": [], "heldout_before": [], "heldout_after": [],
-            "top_layer": [], "seconds": [], "noisy_accuracy": [], "noise_sd": None, "median_l2": [],
-            "median_linf": []})
-        key = {k: r[k] for k in ("dataset", "clf_hash", "reg_hash", "seed")}
-        levels = (ev.NoiseRobustness.Level & key).to_dicts(order_by="noise_name, level")
-        levels = [lv for lv in levels if lv["noise_name"] == levels[0]["noise_name"]] if levels else []
-        if levels:
-            entry["noisy_accuracy"].append(levels[-1]["accuracy"])
-            entry["noise_sd"] = levels[-1]["sigma"]
-        for norm in ("l2", "linf"):
-            medians = (ev.MinimalPerturbation.Norm & key & {"norm": norm}).to_arrays("median")
-            if len(medians):
-                entry[f"median_{norm}"].append(np.inf if medians[0] is None else float(medians[0]))
-        entry["accuracy"].append(r["test_accuracy"])
-        entry["seconds"].append(r["train_seconds"])
-        if r["heldout_loss"] is not None:
-            entry["heldout_before"].append(r["initial_heldout_loss"])
-            entry["heldout_after"].append(r["heldout_loss"])
-        layers, gammas = (clf.RegularizedClassifier.LayerWeight & r).to_arrays("layer", "gamma", order_by="layer")
-        if len(layers):
-            entry["top_layer"].append(int(layers[int(np.argmax(gammas))]))
-    for entry in out.values():
-        acc = np.asarray(entry["accuracy"])
-        entry.update(seeds=len(acc), mean_accuracy=float(acc.mean()),
-                     sem_accuracy=float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else 0.0)
-    return list(out.values())
+    runs = report.classifier_table(modules)
+    if runs.empty:
+        return []
+    key = report.CLASSIFIER_KEY
+    runs = runs.sort_values(["dataset", "config_name", "kind", "seed"], kind="stable")
+    noisy, noise_sd = pd.Series(dtype=float), None
+    noise = report.noise_table(modules)
+    if not noise.empty:
+        noise = noise[noise["noise_name"] == sorted(noise["noise_name"].unique())[0]]
+        noise_sd = float(noise["sigma"].max())
+        noisy = noise[noise["sigma"] == noise_sd].set_index(key)["accuracy"]
+    medians = {}
+    perturbation = report.perturbation_table(modules)
+    if not perturbation.empty:
+        perturbation = perturbation[perturbation["suite"] == sorted(perturbation["suite"].unique())[0]]
+        medians = {norm: part.set_index(key)["median"] for norm, part in perturbation.groupby("norm")}
+    weights = pd.DataFrame(modules["classifier"].RegularizedClassifier.LayerWeight.to_dicts())
+    top = (weights.loc[weights.groupby(key)["gamma"].idxmax()].set_index(key)["layer"] if not weights.empty
+           else pd.Series(dtype=int))
+    out = []
+    for (_, config, label, group), part in runs.groupby(["dataset", "config_name", "label", "scan_group"],
+                                                         sort=False, dropna=False):
+        index = pd.MultiIndex.from_frame(part[key])
+        held = part.dropna(subset=["heldout_loss"])
+        acc = part["test_accuracy"].to_numpy(float)
+        out.append({
+            "dataset": part["dataset"].iloc[0], "config": config, "regularizer": label,
+            "scan_group": None if pd.isna(group) else group,
+            "accuracy": acc.tolist(), "seconds": part["train_seconds"].tolist(),
+            "heldout_before": held["initial_heldout_loss"].tolist(), "heldout_after": held["heldout_loss"].tolist(),
+            "top_layer": [int(k) for k in top.reindex(index).dropna()],
+            "noisy_accuracy": noisy.reindex(index).dropna().tolist(), "noise_sd": noise_sd if len(noisy) else None,
+            **{f"median_{n}": medians[n].reindex(index).dropna().tolist() if n in medians else []
+               for n in ("l2", "linf")},
+            "seeds": len(acc), "mean_accuracy": float(acc.mean()),
+            "sem_accuracy": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else 0.0})
+    return out
 
 
 def print_classifiers(rows: list[dict]) -> None:

@@ -15,7 +15,6 @@ Every row records the device, torch version, code version and host that computed
 from __future__ import annotations
 
 import logging
-import socket
 
 import numpy as np
 
@@ -30,12 +29,6 @@ log = logging.getLogger("neuralreg.evaluation")
 schema = dj.Schema()
 
 POPULATE_ORDER = ("NoiseRobustness", "AttackResult", "MinimalPerturbation")
-
-
-def _provenance(device: str) -> dict:
-    import torch
-    return {"device": str(device)[:128], "torch_version": torch.__version__[:32],
-            "code_version": settings.code_version()[:64], "host": socket.gethostname()[:255]}
 
 
 def _device():
@@ -88,10 +81,7 @@ class NoiseRobustness(dj.Computed):
     clean_accuracy : float64             # at sigma 0 (the first level when it is 0), else at the lowest level
     mean_accuracy : float64              # mean over the levels (area under the Fig. 4 curve / number of levels)
     seconds : float64
-    device : varchar(128)
-    torch_version : varchar(32)
-    code_version : varchar(64)
-    host : varchar(255)
+    """ + settings.PROVENANCE + """
     evaluated_at = CURRENT_TIMESTAMP : datetime
     """
     reserve_timeout = 7200   # s: 10000 test images x 9 levels of a ResNet18 take ~10 min on a CPU
@@ -121,7 +111,7 @@ class NoiseRobustness(dj.Computed):
         sigmas = [float(s) for s in cfg["sigmas"]]
         self.insert1({**key, "n_samples": n, "clean_accuracy": float(accuracy[0]),
                       "mean_accuracy": float(np.mean(accuracy)), "seconds": time.perf_counter() - t0,
-                      **_provenance(described)})
+                      **settings.provenance(described)})
         self.Level.insert([{**key, "level": i, "sigma": s, "accuracy": float(a), "correct": correct[i]}
                            for i, (s, a) in enumerate(zip(sigmas, accuracy))])
 
@@ -236,10 +226,7 @@ class AttackResult(dj.Computed):
     success : <blob>                     # bool (n_samples,)
     runs : json                          # per setting and repeat: params, seed, successes, rejected, seconds
     seconds : float64
-    device : varchar(128)
-    torch_version : varchar(32)
-    code_version : varchar(64)
-    host : varchar(255)
+    """ + settings.PROVENANCE + """
     evaluated_at = CURRENT_TIMESTAMP : datetime
     """
     reserve_timeout = 86400   # s: a paper-size grid on 1000 samples takes hours on a CPU
@@ -280,7 +267,7 @@ class AttackResult(dj.Computed):
             **{f"median_{k}": _finite(np.median(dist[:, i])) for i, k in enumerate(attacks.NORMS)},
             "mean_own_success": _finite(own[success].mean()) if success.any() else None,
             "sample_index": np.asarray(index, np.int64), "distances": dist, "success": success,
-            "runs": _jsonable(outcome.params_tried), "seconds": float(outcome.seconds), **_provenance(described)})
+            "runs": _jsonable(outcome.params_tried), "seconds": float(outcome.seconds), **settings.provenance(described)})
 
 
 @schema

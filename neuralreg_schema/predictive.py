@@ -84,10 +84,7 @@ class PredictiveModel(dj.Computed):
     image_ids : <blob>                   # int64 (n_images,): the scan's images, sorted
     n_parameters : int64                 # trainable parameters
     train_seconds : float64              # wall time of the training and evaluation (s)
-    device : varchar(128)                # where it trained, e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'
-    torch_version : varchar(32)          # torch.__version__
-    code_version : varchar(64)           # neuralreg version and git commit
-    host : varchar(255)                  # machine that trained it
+    """ + settings.PROVENANCE + """
     trained_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
     reserve_timeout = 43200   # s a job may stay reserved before populate.jobs reclaims it (a paper-size model trains for hours on a CPU, minutes on a GPU)
@@ -128,9 +125,6 @@ class PredictiveModel(dj.Computed):
         return result, image_ids, seed, counts
 
     def make_insert(self, key, result, image_ids, seed, counts):
-        import socket
-
-        import torch
         columns = (Scan.Unit & key).to_arrays("unit_id", "column", order_by="column")
         self.insert1({
             **key, "seed": seed, "n_train_trials": counts["train"],
@@ -142,9 +136,7 @@ class PredictiveModel(dj.Computed):
             "history": _jsonable(result.history), "weights": result.state,
             "predictions": np.ascontiguousarray(result.predictions, dtype=np.float32),
             "image_ids": np.asarray(image_ids, dtype=np.int64), "n_parameters": int(result.n_parameters),
-            "train_seconds": float(result.seconds), "device": str(result.device)[:128],
-            "torch_version": torch.__version__[:32], "code_version": settings.code_version()[:64],
-            "host": socket.gethostname()[:255]})
+            "train_seconds": float(result.seconds), **settings.provenance(result.device)})
         unit_ids, cols = columns
         self.Unit.insert([{**key, "unit_id": int(u), "test_corr": float(result.test_corr[c]),
                            "oracle_corr": float(result.oracle_corr[c]),

@@ -151,3 +151,21 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{sha}{'.dirty' if dirty else ''}" if sha else version
+
+
+# the columns every computed row of a model or an evaluation ends with (table definitions include it)
+PROVENANCE = """
+    device : varchar(128)                # where it ran, e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'
+    torch_version : varchar(32)          # torch.__version__
+    code_version : varchar(64)           # neuralreg version and git commit
+    host : varchar(255)                  # machine that computed it
+"""
+
+
+def provenance(device: str) -> dict:
+    """The PROVENANCE values of this process for a row computed on `device` (a description)."""
+    import socket
+
+    import torch
+    return {"device": str(device)[:128], "torch_version": torch.__version__[:32],
+            "code_version": code_version()[:64], "host": socket.gethostname()[:255]}

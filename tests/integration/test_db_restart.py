@@ -82,15 +82,11 @@ class Server:
         return int(pidfile.read_text().strip()) if pidfile.is_file() else None
 
     def stop(self, timeout=60.0):
-        """SIGTERM, and wait until the process is gone. (Not db.stop_local_server: the server is this
-        process's child, and that function counts the unreaped zombie as running for its whole timeout.)"""
+        """SIGTERM, and wait until the process is gone (db.stop_local_server reaps it: it is our child)."""
         pid = self.pid()
         assert pid is not None, "the test server wrote no pid file"
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.time() + timeout
-        while _alive(pid):
-            assert time.time() < deadline, f"the test server (pid {pid}) did not stop within {timeout} s"
-            time.sleep(0.1)
+        db.stop_local_server(self.base, timeout=timeout)
+        assert not _alive(pid), f"the test server (pid {pid}) did not stop within {timeout} s"
         assert not db.answers(self.target)
 
     def kill(self):
@@ -135,14 +131,9 @@ def server():
         srv.login().close()
         yield srv
     finally:
-        try:
-            if srv.pid() is not None and _alive(srv.pid()):
-                srv.stop(timeout=30)
-        except (AssertionError, OSError):
-            pass
-        finally:
-            srv.kill()
-            shutil.rmtree(base, ignore_errors=True)
+        db.stop_local_server(base, timeout=30)      # SIGTERM and wait (no-op when it is not running) ...
+        srv.kill()                                  # ... then SIGKILL whatever did not stop
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ workers and probes
