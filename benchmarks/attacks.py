@@ -115,7 +115,7 @@ def main(argv=None):
     p.add_argument("--bb", action="store_true", help="probe Brendel-Bethge too (numba JIT 30-50 s first)")
     p.add_argument("--skip-demo", action="store_true")
     a = p.parse_args(argv)
-    dev = A._resolve_device(a.device)
+    dev = A.resolve_device(a.device)
     desc = (f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda"
             else f"cpu, {torch.get_num_threads()} torch threads")
     print(f"device: {desc}; torch {torch.__version__}; foolbox {__import__('foolbox').__version__}")

@@ -28,8 +28,9 @@ import numpy as np   # noqa: E402
 import torch   # noqa: E402
 
 from neuralreg_schema.compute.models.predictive import PredictiveNetwork   # noqa: E402
-from neuralreg_schema.compute.train_predictive import (default_config, describe_device,   # noqa: E402
-                                                       resolve_device, train_step)
+from neuralreg_schema.compute.runtime import describe_device, resolve_device   # noqa: E402
+from neuralreg_schema.compute.train_predictive import (default_config,   # noqa: E402
+                                                       train_step)
 
 
 def synthetic(n_trials: int, n_neurons: int, device: torch.device, seed: int = 0):

@@ -109,6 +109,8 @@ def cmd_ingest(args) -> int:
 def cmd_populate(args) -> int:
     from populate import worker
     argv = ["--prefix", _prefix(args)] + (["--forever"] if args.forever else [])
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
     return worker.main(argv)
 
 
@@ -522,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuralreg", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefix", help="schema prefix (default: $NEURALREG_PREFIX or 'neuralreg')")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the CPUs this process may "
+                                                    "use, divided by $NEURALREG_WORKERS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("db", help="database bring-up")
@@ -600,9 +604,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from pymysql.err import OperationalError
     from . import db
+    from .compute import runtime
     from .compute.datasets import DatasetError
     from .compute.recording import RecordingError
     try:
+        runtime.configure_threads(args.threads)
         if args.command not in ("db", "demo"):
             target = db.configured_target()
             if not db.answers(target, timeout=3):

@@ -32,7 +32,7 @@ POPULATE_ORDER = ("NoiseRobustness", "AttackResult", "MinimalPerturbation")
 
 
 def _device():
-    from .compute.train_predictive import describe_device, resolve_device
+    from .compute.runtime import describe_device, resolve_device
     dev = resolve_device(None)
     return dev, describe_device(dev)
 

@@ -12,7 +12,11 @@ worker goes on with other keys. Before each pass the worker reclaims jobs of dea
 
 Options: `--tables PredictiveModel ...` limits the tables (class or module.Class names; upstream
 order is kept), `--max-jobs N` stops after N computed keys, `--idle-exit S` ends a `--forever`
-worker after S seconds without work. SIGTERM during a job: DataJoint records that job as an error
+worker after S seconds without work. `--threads N` sets torch's CPU threads; by default they are the
+CPUs this process may use (affinity and cgroup quota) divided by `--workers-per-machine` (default
+$NEURALREG_WORKERS, else 1): start N workers on one machine with NEURALREG_WORKERS=N. OpenMP threads
+sleep rather than spin while waiting (compute/runtime.py), so a busy neighbour costs its fair share,
+not 20x. SIGTERM during a job: DataJoint records that job as an error
 ("SIGTERM received": `neuralreg jobs retry` queues it again) and the worker exits.
 
 A lost database connection (server restarted, network down) does not end the worker. DataJoint
@@ -34,6 +38,7 @@ import platform
 import time
 
 from neuralreg_schema import pipeline, settings
+from neuralreg_schema.compute import runtime
 from populate import jobs
 
 log = logging.getLogger("neuralreg.worker")
@@ -201,8 +206,15 @@ def main(argv=None) -> int:
                         help="only jobs with this priority or more urgent (lower runs first; `neuralreg jobs prioritize`)")
     parser.add_argument("--reconnect-timeout", type=float, default=900.0,
                         help="seconds to wait for a lost database to come back before exiting (default 900)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: the CPUs this process may use / --workers-per-machine)")
+    parser.add_argument("--workers-per-machine", type=int,
+                        help="workers sharing this machine's CPUs (default: $NEURALREG_WORKERS or 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    threads = runtime.configure_threads(args.threads, args.workers_per_machine)
+    log.info("torch CPU threads: %d (CPU budget %d, OMP_WAIT_POLICY=%s)", threads, runtime.cpu_budget(),
+             os.environ.get("OMP_WAIT_POLICY", "unset"))
     tables = select_tables(computed_tables(pipeline.activate(args.prefix)), args.tables)
     for connection in connections(tables):
         track_connection_id(connection)

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,6 +67,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+
+from .runtime import resolve_device, torch_threads
 
 NORMS = ("l0", "l1", "l2", "linf")
 L0_THRESHOLD = 1e-6
@@ -166,21 +167,6 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in modes:
             m.training = mode
-
-
-@contextmanager
-def _cpu_threads(device: torch.device) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if device.type == "cpu":
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:
-            cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, min(before, cores)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextmanager
@@ -512,12 +498,6 @@ class AttackOutcome:
         return out
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _run_seed(seed: int, k: int, repeat: int, batch: int) -> int:
     return (int(seed) * 1_000_003 + k * 10_007 + repeat * 101 + batch) % (2 ** 62)
 
@@ -591,7 +571,7 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
         raise ValueError("images must be finite and within the bounds [0, 1]")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     n = len(x_np)
     net = _Logits(model)
     original_device = _model_device(net)
@@ -599,7 +579,7 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
     tried: list[dict] = []
     best = {k: np.full(n, np.inf) for k in NORMS}
     best_run = np.full(n, -1, np.int64)
-    with _cpu_threads(dev), _eval_mode(net):
+    with torch_threads(dev), _eval_mode(net):
         net.to(dev)
         try:
             fmodel = fb.PyTorchModel(net, bounds=(0, 1), device=dev)

@@ -497,7 +497,9 @@ def crop_flip(batch: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: tor
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]    # (B, W)
     index = torch.arange(b, device=dev)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]   # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    # a fresh NCHW tensor: the permuted (B, 1, H, W) view counts as channels-last too, and would make
+    # the CPU convolutions run NHWC into a defective oneDNN kernel (compute/runtime.py)
+    return out.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def random_crop_flip(batch: torch.Tensor, generator: torch.Generator | None = None,

@@ -75,7 +75,7 @@ from torch import nn
 from . import rsa_torch
 from .datasets import ClassificationData, crop_flip
 from .models.resnet import PAPER_LAYERS, ResNet, build_resnet
-from .train_predictive import _torch_threads, describe_device, resolve_device
+from .runtime import describe_device, prepare_input, resolve_device, torch_threads
 
 STATE_FORMAT = 1
 HELDOUT_SPLIT_SEED = 0          # the held-out stimulus images are the same for every classifier seed
@@ -338,7 +338,7 @@ def _autocast(device: torch.device):
 
 
 def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return prepare_input(x, device)       # channels-last on a GPU, NCHW on the CPU (runtime.py)
 
 
 @torch.no_grad()
@@ -477,7 +477,7 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
         target.validate()
     dev = resolve_device(device)
     regularized = target is not None and cfg["alpha"] > 0
-    with _torch_threads(dev):
+    with torch_threads(dev):
         torch.manual_seed(int(seed))
         n_train = len(data.train_images) if not cfg["max_train"] else min(cfg["max_train"], len(data.train_images))
         if n_train < cfg["batch_size"]:

@@ -46,16 +46,15 @@ from __future__ import annotations
 import copy
 import io
 import math
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 
 from .models.predictive import IMAGE_SHAPE, PredictiveNetwork, poisson_loss
+from .runtime import describe_device, resolve_device, torch_threads
 
 STATE_FORMAT = 1
 TIERS = ("train", "validation", "oracle", "withheld")
@@ -319,40 +318,6 @@ def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return float(r[0]) if vector else r
 
 
-def resolve_device(device: Union[None, str, torch.device] = None) -> torch.device:
-    """None -> 'cuda' if available else 'cpu'."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def describe_device(device: torch.device) -> str:
-    """'cpu' or e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    return str(device)
-
-
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:          # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextmanager
-def _torch_threads(device: torch.device) -> Iterator[None]:
-    """On the CPU, cap torch's intra-op threads at the usable cores; restore afterwards."""
-    before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(min(before, _available_cores()))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def serialize_network(network: PredictiveNetwork) -> bytes:
     """torch.save bytes of {"state_dict" (CPU tensors), "config", "n_neurons", "image_shape",
     "format"}; `load_network` rebuilds the network from them."""
@@ -536,7 +501,7 @@ def train_predictive(data: PredictiveData, config: dict, seed: int,
     say = progress or (lambda line: None)
     fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] \
         if dev.type == "cuda" else []
-    with _torch_threads(dev), torch.random.fork_rng(devices=fork_devices):
+    with torch_threads(dev), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(int(seed))
         rng = np.random.default_rng(int(seed))
         result = _train(data, cfg, rng, dev, say)
@@ -657,7 +622,7 @@ def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch
 
 __all__ = ["PredictiveData", "PredictiveDataError", "TrainingError", "PredictiveResult", "CONFIGS",
            "default_config", "train_predictive", "load_network", "predict", "correlation",
-           "serialize_network", "resolve_device", "train_step", "check_config", "energy_positions"]
+           "serialize_network", "train_step", "check_config", "energy_positions"]
 
 
 def check_config(config: dict) -> dict:

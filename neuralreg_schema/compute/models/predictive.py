@@ -71,6 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import prepare_input
+
 IMAGE_SHAPE = (36, 64)
 LAPLACE_3X3 = ((0.0, -1.0, 0.0), (-1.0, 4.0, -1.0), (0.0, -1.0, 0.0))
 
@@ -404,9 +406,7 @@ class PredictiveNetwork(nn.Module):
 
     def core_features(self, images: torch.Tensor) -> torch.Tensor:
         """Raw images (B, [1,] h, w) -> core feature map (B, c, h', w'), float32."""
-        x = self.standardize_images(images)
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prepare_input(self.standardize_images(images))   # channels-last on a GPU, NCHW on the CPU
         return self.core(x).float()
 
     def shift(self, eye: torch.Tensor) -> Optional[torch.Tensor]:

@@ -1,0 +1,219 @@
+"""Check the convolution kernels torch runs for our networks against a slow reference path.
+
+Libraries have bugs too: oneDNN's channels-last 1x1 stride-2 backward-weights kernel with < 8 input
+channels hangs or returns wrong gradients (compute/runtime.py). This module finds every
+convolution our networks actually run, in the memory format the training code actually feeds it,
+and compares the fast path (float32, oneDNN enabled, as in training) with a reference (float64,
+oneDNN disabled: torch's own slow convolution) on the same inputs and weights.
+
+1. `record_conv_inputs(network, recipe)` runs one real training step of the named network and
+   recipe (the classifier's `train_step` with crop/flip augmentation and the stimulus pass; the
+   predictive model's `train_step`), with forward pre-hooks on every nn.Conv2d that record the
+   input's shape and strides, and whether it is standard NCHW (`runtime.is_standard_nchw`).
+2. `check_conv(spec)` rebuilds that convolution (same channels, kernel, stride, padding, input
+   size and memory format; batch capped) and compares output and weight gradient, `repeats` times
+   with fresh data, so a nondeterministic failure is caught. Float32 oneDNN results match a
+   float64 computation to ~1e-5 relative; the tolerance is 1e-3 of the reference's scale.
+
+Run as `python -m neuralreg_schema.compute.kernelcheck [network:recipe ...]` (e.g. on a new machine
+or torch version); the unit test runs it in a subprocess with a timeout, so a hang fails the test.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .runtime import is_standard_nchw
+
+NETWORKS = {
+    "classifier": ("tiny", "demo", "paper", "paper-resnet34"),
+    "predictive": ("tiny", "demo", "paper"),
+}
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One convolution as the network runs it."""
+    name: str                       # module path, e.g. 'resnet.layer2.0.shortcut.0'
+    in_channels: int
+    out_channels: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    bias: bool
+    input_shape: tuple              # (B, C, H, W) as recorded
+    input_stride: tuple
+    standard_nchw: bool             # the input had standard strides (the CPU path's chosen format)
+    channels_last: bool             # the input counts as channels-last contiguous
+
+    def key(self) -> tuple:
+        """What determines the kernel: everything but the name and the batch size."""
+        d = asdict(self)
+        d.pop("name")
+        d["input_shape"] = tuple(self.input_shape[1:])
+        d.pop("input_stride")
+        return tuple(sorted(d.items()))
+
+
+def _hooks(model: nn.Module, found: list) -> list:
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            def hook(module, inputs, name=name):
+                x = inputs[0]
+                found.append(ConvSpec(
+                    name, module.in_channels, module.out_channels, tuple(module.kernel_size),
+                    tuple(module.stride), tuple(module.padding), tuple(module.dilation), module.groups,
+                    module.bias is not None, tuple(x.shape), tuple(x.stride()), is_standard_nchw(x),
+                    x.is_contiguous(memory_format=torch.channels_last)))
+            handles.append(m.register_forward_pre_hook(hook))
+    return handles
+
+
+def _classifier_step(recipe: str, found: list, batch: int) -> None:
+    from . import rsa_torch, train_classifier as tc
+    arch = "resnet34" if recipe.endswith("resnet34") else None
+    cfg = tc.check_config({**tc.default_config(recipe.split("-")[0]), **({"arch": arch} if arch else {}),
+                           "batch_size": batch, "stim_batch": min(8, tc.default_config(recipe.split("-")[0])["stim_batch"])})
+    g = torch.Generator().manual_seed(0)
+    net = tc.ClassifierNet(cfg["arch"], 10, cfg["width"])
+    lw = rsa_torch.LayerWeights(cfg["layers"])
+    opt = tc.make_optimizer(net, lw, cfg)
+    n_stim = cfg["stim_batch"]
+    m = torch.rand(n_stim, n_stim, generator=g) * 0.5
+    data = tc.StepData(train_x=torch.rand(batch, 1, 32, 32, generator=g), train_y=torch.randint(0, 10, (batch,), generator=g),
+                       stim_x=torch.rand(n_stim, 36, 64, generator=g)[:, None],
+                       stim_target=(m + m.T).fill_diagonal_(1.0))
+    span = 2 * cfg["crop_padding"] + 1
+    crops = (torch.randint(0, span, (batch,), generator=g), torch.randint(0, span, (batch,), generator=g),
+             torch.rand(batch, generator=g) < 0.5)
+    handles = _hooks(net, found)
+    try:
+        net.train()
+        tc.train_step(net, lw, opt, data, torch.arange(batch), torch.arange(n_stim), cfg, crops)
+        tc.accuracy(net, data.train_x, data.train_y, batch)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _predictive_step(recipe: str, found: list, batch: int) -> None:
+    from .models.predictive import PredictiveNetwork
+    from .train_predictive import default_config, train_step
+    cfg = default_config(recipe)
+    g = torch.Generator().manual_seed(0)
+    n_neurons = 16
+    net = PredictiveNetwork(cfg, n_neurons)
+    net.set_statistics(127.5, 70.0, np.zeros(3), np.ones(3), np.zeros(2), np.ones(2), np.ones(n_neurons))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    handles = _hooks(net, found)
+    try:
+        net.train()
+        train_step(net, opt, torch.rand(batch, 36, 64, generator=g) * 255, torch.randn(batch, 3, generator=g),
+                   torch.randn(batch, 2, generator=g), torch.poisson(torch.ones(batch, n_neurons)))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def record_conv_inputs(network: str, recipe: str, batch: int = 4) -> list[ConvSpec]:
+    """Every convolution call of one real training step of `network` ('classifier' or 'predictive')
+    with `recipe`, on the CPU, in call order."""
+    if network not in NETWORKS or recipe not in NETWORKS[network]:
+        raise ValueError(f"unknown network {network}:{recipe}; known: "
+                         + ", ".join(f"{n}:{r}" for n, rs in NETWORKS.items() for r in rs))
+    found: list[ConvSpec] = []
+    (_classifier_step if network == "classifier" else _predictive_step)(recipe, found, batch)
+    return found
+
+
+def _conv_pass(spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor, bias, grad_out: torch.Tensor):
+    x = x.detach().requires_grad_(False)
+    w = weight.detach().clone().requires_grad_(True)
+    b = bias.detach().clone().requires_grad_(True) if bias is not None else None
+    out = torch.nn.functional.conv2d(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups)
+    out.backward(grad_out.to(out.dtype))
+    return out.detach(), w.grad.detach()
+
+
+def check_conv(spec: ConvSpec, repeats: int = 3, batch: int = 8, seed: int = 0, rtol: float = 1e-3) -> dict:
+    """Compare forward output and weight gradient of `spec` on the fast path (float32, oneDNN on, the
+    recorded memory format) with float64 and oneDNN off, `repeats` times. Returns the worst relative
+    errors; raises AssertionError naming the convolution on a mismatch."""
+    g = torch.Generator().manual_seed(seed)
+    b = min(batch, spec.input_shape[0]) if spec.input_shape[0] else batch
+    _, c, h, w = spec.input_shape
+    worst = {"output": 0.0, "weight_grad": 0.0}
+    for r in range(repeats):
+        x = torch.randn(b, c, h, w, generator=g)
+        if spec.channels_last and not spec.standard_nchw:
+            x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(spec.out_channels, spec.in_channels // spec.groups, *spec.kernel, generator=g) * 0.1
+        bias = torch.randn(spec.out_channels, generator=g) if spec.bias else None
+        with torch.no_grad():
+            ref_shape = torch.nn.functional.conv2d(x[:1], weight, bias, spec.stride, spec.padding, spec.dilation,
+                                                   spec.groups).shape
+        grad_out = torch.randn(b, *ref_shape[1:], generator=g)
+        fast_out, fast_gw = _conv_pass(spec, x, weight, bias, grad_out)
+        with torch.backends.mkldnn.flags(enabled=False):
+            ref_out, ref_gw = _conv_pass(spec, x.double(), weight.double(), bias.double() if bias is not None else None,
+                                         grad_out.double())
+        for what, fast, ref in (("output", fast_out, ref_out), ("weight_grad", fast_gw, ref_gw)):
+            err = float((fast.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+            worst[what] = max(worst[what], err)
+            if not err <= rtol:
+                raise AssertionError(f"{spec.name} ({spec.in_channels}->{spec.out_channels}, kernel {spec.kernel}, "
+                                     f"stride {spec.stride}, input {tuple(x.shape)}, "
+                                     f"{'channels-last' if x.is_contiguous(memory_format=torch.channels_last) and not is_standard_nchw(x) else 'NCHW'}): "
+                                     f"{what} differs from the reference by {err:.3g} (relative), repeat {r + 1}")
+    return worst
+
+
+def check_network(network: str, recipe: str, repeats: int = 3, say=print) -> list[dict]:
+    """Record the convolutions of one training step, require NCHW inputs on the CPU, and check every
+    distinct convolution. Returns one row per distinct convolution."""
+    specs = record_conv_inputs(network, recipe)
+    if not specs:
+        raise AssertionError(f"{network}:{recipe}: no convolution was recorded")
+    bad = [s for s in specs if not s.standard_nchw]
+    if bad:
+        raise AssertionError(f"{network}:{recipe}: {len(bad)} convolution input(s) on the CPU are not standard NCHW, "
+                             f"e.g. {bad[0].name} with strides {bad[0].input_stride} for shape {bad[0].input_shape}")
+    rows, seen = [], set()
+    for spec in specs:
+        if spec.key() in seen:
+            continue
+        seen.add(spec.key())
+        t0 = time.perf_counter()
+        worst = check_conv(spec, repeats=repeats)
+        rows.append({"network": f"{network}:{recipe}", "conv": spec.name, **worst, "seconds": time.perf_counter() - t0})
+    say(f"{network}:{recipe}: {len(specs)} convolution calls, {len(rows)} distinct, all NCHW; worst relative error "
+        f"output {max(r['output'] for r in rows):.2g}, weight gradient {max(r['weight_grad'] for r in rows):.2g}")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("networks", nargs="*", help="network:recipe (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    todo = args.networks or [f"{n}:{r}" for n, rs in NETWORKS.items() for r in rs]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN "
+          f"{'available' if torch.backends.mkldnn.is_available() else 'absent'}", flush=True)
+    for item in todo:
+        network, _, recipe = item.partition(":")
+        check_network(network, recipe, repeats=args.repeats, say=lambda m: print(m, flush=True))
+    print("kernel check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
