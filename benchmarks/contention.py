@@ -13,6 +13,13 @@ Settings compared (each idle and beside the neighbour, interleaved):
   neuralreg  what the package does now (compute/runtime.py): OMP_WAIT_POLICY=PASSIVE and the
            threads of `configure_threads()` (CPU budget / workers on the machine)
 
+Further settings for comparison (--settings before,spin10k,spin100k,1thread,neuralreg): GNU
+OpenMP spinning 10^4 or 10^5 iterations before sleeping (GOMP_SPINCOUNT), and one thread.
+Measured on this 2-core machine (idle otherwise, 2026-12-01; idle s, beside the neighbour s, ratio):
+before 1.03 / 3.54 / 3.45x; spin10k 1.07 / 5.43 / 5.08x; spin100k 1.04 / 10.24 / 9.87x;
+1thread 1.72 / 1.75 / 1.01x; neuralreg 1.47 / 2.53 / 1.72x. Passive waiting costs about 40% when
+the machine is idle and saves the run from the spinning collapse when it is not.
+
 On 2 cores the neighbour takes one core, so a fair share is 2x the idle time; the aim is <= 2.5x.
 The last line is `contention slowdown: X.XX` for the neuralreg settings. Run it on an otherwise idle
 machine (the load average is printed first).
