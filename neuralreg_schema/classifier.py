@@ -4,7 +4,8 @@
     ClassifierConfig        a complete training recipe, addressed by its content (alpha included)
     Seed                    the random seeds a study trains
     Regularizer             what the similarity loss matches: nothing ('none') or a group-averaged
-                            similarity matrix (neural model / neural data / shuffle / VGG)
+                            similarity matrix (neural model / neural data / shuffle / VGG, or the
+                            known-answer pixel controls lowpass / highpass)
     ClassifierPlan          the combinations to train: data set x config x regularizer x seed (a plan
                             lists them explicitly, so an alpha sweep trains 'none' once, not per alpha)
     RegularizedClassifier   one trained network per planned combination
@@ -42,16 +43,18 @@ POPULATE_ORDER = ("RegularizedClassifier",)
 
 # regularizer kind -> (similarity method, label in tables and figures)
 KINDS = {"none": (None, "None"), "neural-model": ("model", "Neural (model)"),
-         "neural-data": ("data", "Neural (data)"), "shuffle": ("shuffle", "Shuffle"), "vgg": ("vgg", "VGG")}
+         "neural-data": ("data", "Neural (data)"), "shuffle": ("shuffle", "Shuffle"), "vgg": ("vgg", "VGG"),
+         # known-answer controls: Eq. 2 on blurred pixels / on their fine detail (compute/pixel_targets.py)
+         "lowpass": ("lowpass", "Lowpass"), "highpass": ("highpass", "Highpass")}
 
 
 @schema
 class ClassificationDataset(dj.Lookup):
     definition = """
     # a labeled image data set the classifiers train and are tested on
-    dataset : varchar(32)                # 'cifar10', 'cifar100' or 'offline' (compute.datasets.load_dataset)
+    dataset : varchar(32)                # 'cifar10', 'cifar100', 'offline' (digits) or 'offline-photos' (compute.datasets.load_dataset)
     ---
-    display_name : varchar(128)          # e.g. 'cifar10 (grayscale)'; the offline one says it is a stand-in
+    display_name : varchar(128)          # e.g. 'cifar10 (grayscale)'; the offline ones say they are stand-ins
     is_stand_in : bool                   # true: not CIFAR but the small offline substitute (say so in every report)
     n_classes : int32
     n_train : int32                      # training images
@@ -146,17 +149,19 @@ class Regularizer(dj.Lookup):
     # what the similarity loss of a classifier matches, addressed by its content
     reg_hash : char(32)                  # md5 of kind, scan group and similarity config
     ---
-    kind : enum('none', 'neural-model', 'neural-data', 'shuffle', 'vgg')
-    label : varchar(64)                  # for tables and figures: 'None', 'Neural (model)', 'Neural (data)', 'Shuffle', 'VGG'
+    kind : enum('none', 'neural-model', 'neural-data', 'shuffle', 'vgg', 'lowpass', 'highpass')   # see KINDS
+    label : varchar(64)                  # for tables and figures: 'None', 'Neural (model)', 'Neural (data)', 'Shuffle', 'VGG', 'Lowpass', 'Highpass'
     -> [nullable] ScanGroup              # whose averaged matrix (null for 'none')
     -> [nullable] SimilarityConfig       # which matrix (method on the 'stimulus' images; null for 'none')
     """
 
     @classmethod
     def add(cls, kind: str, group: str | dict | None = None, *, model: dict | str | None = None,
-            shuffle_seed: int = 0, vgg_layer: str = "conv3_1") -> dict:
+            shuffle_seed: int = 0, vgg_layer: str = "conv3_1", blur_sigma: float | None = None) -> dict:
         """A regularizer of `kind` towards the averaged matrix of scan `group`; model: the
-        PredictiveModelConfig for 'neural-model' and 'shuffle'. Creates the SimilarityConfig it needs."""
+        PredictiveModelConfig for 'neural-model' and 'shuffle'; blur_sigma: the blur (stimulus pixels)
+        of 'lowpass' / 'highpass' (default compute.pixel_targets.DEFAULT_SIGMA). Creates the
+        SimilarityConfig it needs."""
         if kind not in KINDS:
             raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {', '.join(KINDS)}")
         method, label = KINDS[kind]
@@ -172,7 +177,8 @@ class Regularizer(dj.Lookup):
                 raise ValueError(f"regularizer {kind!r} needs an existing scan group, got {group!r}")
             sim = SimilarityConfig.add(method, "stimulus", model=model if method in ("model", "shuffle") else None,
                                        shuffle_seed=shuffle_seed if method == "shuffle" else None,
-                                       vgg_layer=vgg_layer if method == "vgg" else None)
+                                       vgg_layer=vgg_layer if method == "vgg" else None,
+                                       blur_sigma=blur_sigma if method in ("lowpass", "highpass") else None)
             row = {"kind": kind, "label": label, "scan_group": group, **sim}
         key = {"reg_hash": config_hash({k: row[k] for k in ("kind", "scan_group", "sim_hash")})}
         cls.insert1({**key, **row}, skip_duplicates=True)

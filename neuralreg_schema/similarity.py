@@ -12,6 +12,9 @@ Methods (compute/rsa.py holds the equations):
     model    Eq. 6: Eq. 2 on the predictive model's responses scaled by w_a v_a  both subsets
     shuffle  the model matrix with its images relabelled by a seeded permutation  both subsets
     vgg      Eq. 2 on VGG19 conv3_1 features of the images (ImageNet weights)     both subsets
+    lowpass  Eq. 2 on the Gaussian-blurred pixels (blur_sigma px): a known-answer     both subsets
+             control, a representation white noise barely moves (compute/pixel_targets.py)
+    highpass Eq. 2 on the pixels minus their blur (the fine detail noise corrupts)  both subsets
 
 Image subsets: 'stimulus' = the images shown in the train and validation tiers (the paper's 5000
 non-oracle images: the regularization target); 'oracle' = the repeated test images (Fig. 1).
@@ -35,10 +38,12 @@ schema = dj.Schema()
 
 POPULATE_ORDER = ("SimilarityMatrix", "AveragedSimilarity", "SimilarityStability")
 
-METHODS = ("data", "oracle", "model", "shuffle", "vgg")
+METHODS = ("data", "oracle", "model", "shuffle", "vgg", "lowpass", "highpass")
+PIXEL_METHODS = ("lowpass", "highpass")      # computed from the stimulus pixels alone (controls)
 SUBSETS = ("stimulus", "oracle")
 _VALID = {("data", "stimulus"), ("oracle", "oracle"), ("model", "stimulus"), ("model", "oracle"),
-          ("shuffle", "stimulus"), ("shuffle", "oracle"), ("vgg", "stimulus"), ("vgg", "oracle")}
+          ("shuffle", "stimulus"), ("shuffle", "oracle"), ("vgg", "stimulus"), ("vgg", "oracle"),
+          ("lowpass", "stimulus"), ("lowpass", "oracle"), ("highpass", "stimulus"), ("highpass", "oracle")}
 
 
 @schema
@@ -91,18 +96,21 @@ class SimilarityConfig(dj.Lookup):
     # how a similarity matrix is made, addressed by its content
     sim_hash : char(32)                  # md5 of the canonical JSON of the settings below
     ---
-    method : enum('data', 'oracle', 'model', 'shuffle', 'vgg')   # see the module docstring
+    method : enum('data', 'oracle', 'model', 'shuffle', 'vgg', 'lowpass', 'highpass')   # see the module docstring
     image_subset : enum('stimulus', 'oracle')   # stimulus: train+validation images (the target); oracle: the repeated images
     -> [nullable] PredictiveModelConfig  # model, shuffle: whose responses (null otherwise)
     shuffle_seed = null : int32          # shuffle: seed of the image permutation
     vgg_layer = null : varchar(16)       # vgg: feature layer, e.g. 'conv3_1'
+    blur_sigma = null : float64          # lowpass, highpass: s.d. of the Gaussian blur, in stimulus pixels
     label : varchar(64)                  # short name for tables and figures, e.g. 'model/stimulus'
     """
 
     @classmethod
     def add(cls, method: str, image_subset: str = "stimulus", *, model: dict | str | None = None,
-            shuffle_seed: int | None = None, vgg_layer: str | None = None) -> dict:
-        """Insert a configuration and return its key (an identical one returns the existing key)."""
+            shuffle_seed: int | None = None, vgg_layer: str | None = None,
+            blur_sigma: float | None = None) -> dict:
+        """Insert a configuration and return its key (an identical one returns the existing key).
+        blur_sigma: for 'lowpass' / 'highpass' (default compute.pixel_targets.DEFAULT_SIGMA)."""
         if (method, image_subset) not in _VALID:
             raise ValueError(f"similarity method {method!r} is not defined on the {image_subset!r} images; "
                              f"valid: {sorted(_VALID)}")
@@ -123,8 +131,17 @@ class SimilarityConfig(dj.Lookup):
             raise ValueError("vgg_layer is only for the 'vgg' method")
         settings = {"method": method, "image_subset": image_subset, "model_hash": model_hash or None,
                     "shuffle_seed": shuffle_seed, "vgg_layer": vgg_layer}
+        if method in PIXEL_METHODS:
+            from .compute import pixel_targets
+            blur_sigma = pixel_targets.DEFAULT_SIGMA if blur_sigma is None else blur_sigma
+            pixel_targets.gaussian_kernel(blur_sigma)              # refuses a bad sigma here
+            # only these methods hash the key, so the other methods' content addresses are unchanged
+            settings["blur_sigma"] = float(blur_sigma)
+        elif blur_sigma is not None:
+            raise ValueError("blur_sigma is only for the 'lowpass' and 'highpass' methods")
         label = f"{method}/{image_subset}" + (f"/seed{shuffle_seed}" if method == "shuffle" else "") + \
-            (f"/{vgg_layer}" if method == "vgg" else "")
+            (f"/{vgg_layer}" if method == "vgg" else "") + \
+            (f"/sigma{settings['blur_sigma']:g}" if method in PIXEL_METHODS else "")
         key = {"sim_hash": config_hash(settings)}
         cls.insert1({**key, **settings, "label": label}, skip_duplicates=True)
         return key
@@ -164,7 +181,7 @@ class SimilarityMatrix(dj.Computed):
     def key_source(self):
         with_w = (Scan.proj() & Neuron.proj())
         plain = with_w * (SimilarityConfig & "method in ('data', 'oracle')").proj()
-        vgg = Scan.proj() * (SimilarityConfig & "method = 'vgg'").proj()
+        vgg = Scan.proj() * (SimilarityConfig & "method in ('vgg', 'lowpass', 'highpass')").proj()   # pixels only
         model = ((Scan.proj() & Neuron.proj()) * (SimilarityConfig & "method in ('model', 'shuffle')").proj("model_hash")
                  * PredictiveModel.proj()).proj()
         return plain + vgg + model
@@ -362,4 +379,10 @@ def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, 
         features = vgg.vgg_features(images, state, layer=cfg["vgg_layer"])
         return (rsa.similarity(features, overwrite_input=True), image_ids, features.shape[1],
                 f"VGG19 {cfg['vgg_layer']} ImageNet weights {source}")
+    if method in PIXEL_METHODS:
+        from .compute import pixel_targets
+        images = image_pixels((Scan & key).fetch1("image_set"), image_ids)
+        sigma = float(cfg["blur_sigma"])
+        return (pixel_targets.pixel_similarity(images, method, sigma), image_ids, int(np.prod(images.shape[1:])),
+                f"{method} pixels: Gaussian blur sigma {sigma:g} px, centred over the {len(image_ids)} images")
     raise ValueError(f"unknown similarity method {method!r}")
