@@ -108,7 +108,7 @@ def test_canonical_addresses():
     assert ds.CIFAR["cifar100"].md5 == "eb9058c3a382ffc7106e4002c42a8d85"
     assert ds.CIFAR["cifar10"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert ds.CIFAR["cifar100"].url == "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-    assert set(ds.DATASETS) == {"cifar10", "cifar100", "offline"}
+    assert set(ds.DATASETS) == {"cifar10", "cifar100", "offline", "offline-photos"}
 
 
 def test_luminance_weights():
