@@ -372,6 +372,11 @@ STUDIES = {
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
     "demo": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 2, "attacks": "demo", "noise": "wide",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
+    # known-answer controls at demo size: does similarity matching transfer a property at all? Lowpass
+    # (blurred pixels: noise-robust) and Highpass (fine detail) targets next to None, Neural (model) and
+    # Shuffle; both noise level sets for any data set; the report writes controls.csv
+    "controls": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 5, "attacks": None,
+                 "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "shuffle", "lowpass", "highpass")},
     "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
               "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
     # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds;
@@ -424,7 +429,8 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
     # the noise levels: 'wide' for the offline digits (they barely change below sd 0.1), else 'default'
     noise = spec.get("noise", "default") if (dataset or spec["dataset"]) == "offline" else "default"
-    modules["evaluation"].NoiseConfig.add(noise)
+    for name in spec.get("noise_sets", (noise,)):          # a study may name its level sets for any data set
+        modules["evaluation"].NoiseConfig.add(name)
     if spec["attacks"]:
         # a suite attacks every classifier of the schema (the same samples for each)
         modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
@@ -448,7 +454,7 @@ def _place_dataset(name: str, root: str) -> None:
 
 def cmd_plan(args) -> int:
     plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds, vgg=args.vgg,
-               classifier=args.classifier, data_root=args.data_root)
+               classifier=args.classifier, model=args.model, data_root=args.data_root)
     return 0
 
 
@@ -576,8 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="insert the rows that define a study: configs, regularizers, seeds")
     p.add_argument("study", choices=list(STUDIES))
     p.add_argument("--group", nargs="+", help="scan groups whose averaged matrices are the targets (default: all)")
-    p.add_argument("--dataset", help="cifar10, cifar100 or offline (default: the study's)")
+    p.add_argument("--dataset", help="cifar10, cifar100, offline (stand-in: digits) or offline-photos (stand-in: "
+                                     "patches of photos shipped with scikit-image) (default: the study's)")
     p.add_argument("--classifier", help="classifier recipe: tiny, demo or paper (default: the study's)")
+    p.add_argument("--model", help="predictive-model recipe: tiny, demo or paper (default: the study's)")
     p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
                                        "$NEURALREG_DATA, where workers on this machine look)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
@@ -593,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default="offline",
-                   help="classification data set: offline (the bundled stand-in, default), cifar10 or cifar100")
+                   help="classification data set: offline (stand-in: the bundled digits, default), offline-photos "
+                        "(stand-in: patches of photos shipped with scikit-image), cifar10 or cifar100")
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--out", default="demo_output", help="folder for the report's figures and CSV tables")
     p.set_defaults(func=cmd_demo)

@@ -17,6 +17,15 @@ PNG its picture). What is drawn when the tables hold it:
                                   supplement Fig. 6: accuracy vs noise per alpha (Neural (model); alpha 0
                                   = None), when more than one alpha was trained
     table1_gamma.csv              supplement Table 1: mean final gamma_k per layer and alpha
+    controls_<dataset>_<config>_<noise>.png / controls.csv
+                                  the known-answer controls (when Lowpass or Highpass classifiers were
+                                  trained): accuracy vs noise sd per regularizer, mean +- SEM over seeds,
+                                  and each regularizer's paired difference from None: per seed (same
+                                  seed, same noisy test images) acc - acc_None, its mean, SEM over seeds
+                                  and a two-sided paired t-test over seeds (scipy.stats.ttest_rel); per
+                                  test image the seed-averaged difference of correctness, with a
+                                  two-sided Wilcoxon signed-rank test over images (scipy.stats.wilcoxon,
+                                  images whose difference is 0 left out)
     classifiers.csv               every classifier: clean accuracy, held-out loss, device, ...
 
 The data set's display name goes into every figure title, so the offline stand-in is never
@@ -33,7 +42,8 @@ import pandas as pd
 
 log = logging.getLogger("neuralreg.report")
 
-REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG"]
+REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG", "Lowpass", "Highpass"]
+CONTROL_KINDS = ("lowpass", "highpass")       # the known-answer pixel controls (a controls study)
 NORMS = ("l0", "l1", "l2", "linf")
 
 
@@ -142,6 +152,64 @@ def gamma_table(modules) -> pd.DataFrame:
              .agg(mean_gamma=("gamma", "mean"), models=("seed", "count")))
     return table.pivot_table(index=["label", "alpha"], columns="layer", values="mean_gamma").reset_index() \
         .rename(columns=lambda c: f"gamma_{c}" if isinstance(c, (int, np.integer)) else c)
+
+
+def noise_correct_table(modules) -> pd.DataFrame:
+    """Per classifier and noise level: accuracy and the per-test-image correctness (bool array)."""
+    return _labelled(modules["evaluation"].NoiseRobustness.Level.proj("sigma", "accuracy", "correct"), modules)
+
+
+def _paired(reg: pd.DataFrame, none: pd.DataFrame) -> dict:
+    """The paired comparison of one regularizer with None at one noise level. reg/none: one row per
+    seed with 'seed', 'accuracy', 'correct'. Pairs are the seeds both have (same noisy images)."""
+    from scipy import stats
+    both = sorted(set(reg["seed"]) & set(none["seed"]))
+    out = {"paired_seeds": len(both), "diff_vs_none_mean": np.nan, "diff_vs_none_sem": np.nan,
+           "p_seeds_paired_t": np.nan, "n_images": 0, "diff_images_mean": np.nan, "p_images_wilcoxon": np.nan}
+    if not both:
+        return out
+    r, n = reg.set_index("seed").loc[both], none.set_index("seed").loc[both]
+    diff = r["accuracy"].to_numpy(float) - n["accuracy"].to_numpy(float)
+    out["diff_vs_none_mean"], out["diff_vs_none_sem"] = float(diff.mean()), _sem(diff)
+    if len(both) > 1 and np.ptp(diff) > 0:
+        out["p_seeds_paired_t"] = float(stats.ttest_rel(r["accuracy"].to_numpy(float),
+                                                        n["accuracy"].to_numpy(float)).pvalue)
+    correct_r = np.stack([np.asarray(c, dtype=float) for c in r["correct"]])
+    correct_n = np.stack([np.asarray(c, dtype=float) for c in n["correct"]])
+    if correct_r.shape == correct_n.shape:
+        per_image = (correct_r - correct_n).mean(axis=0)          # seed-averaged, per test image
+        out["n_images"] = int(per_image.size)
+        out["diff_images_mean"] = float(per_image.mean())
+        if np.any(per_image != 0):
+            out["p_images_wilcoxon"] = float(stats.wilcoxon(per_image, zero_method="wilcox").pvalue)
+    return out
+
+
+CONTROL_GROUP = ["dataset", "display_name", "config_name", "clf_hash", "noise_name"]
+
+
+def controls_summary(modules=None, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """controls.csv: for every data set, recipe and noise config whose classifiers include a
+    Lowpass or Highpass control and None, per regularizer and noise sd: seeds, accuracy mean and SEM
+    over seeds, and the paired comparison with None (`_paired`)."""
+    df = noise_correct_table(modules) if table is None else table
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for keys, group in df.groupby(CONTROL_GROUP, sort=True):
+        kinds = set(group["kind"])
+        if "none" not in kinds or not kinds & set(CONTROL_KINDS):
+            continue
+        for sigma, level in group.groupby("sigma", sort=True):
+            none = level[level["kind"] == "none"]
+            for label in _reg_sort(level["label"].unique()):
+                part = level[level["label"] == label]
+                acc = part["accuracy"].to_numpy(float)
+                rows.append({**dict(zip(CONTROL_GROUP, keys)), "regularizer": label, "kind": part["kind"].iloc[0],
+                             "noise_sd": float(sigma), "seeds": int(part["seed"].nunique()),
+                             "accuracy_mean": float(acc.mean()), "accuracy_sem": _sem(acc),
+                             **_paired(part, none)})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ figures
@@ -291,6 +359,45 @@ def figure5(modules, out: Path) -> list[Path]:
     return written
 
 
+def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> list[Path]:
+    """controls.csv and one figure per data set, recipe and noise config: accuracy vs noise sd, and
+    the paired difference from None (filled markers: paired t-test over seeds p < 0.05)."""
+    summary = controls_summary(modules, table)
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "controls.csv"
+    summary.drop(columns=["clf_hash"]).to_csv(path, index=False)
+    written = [path]
+    for keys, part in summary.groupby(["display_name", "config_name", "noise_name"]):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for label in _reg_sort(part["regularizer"].unique()):
+            p = part[part["regularizer"] == label].sort_values("noise_sd")
+            color = f"C{REG_ORDER.index(label) if label in REG_ORDER else 9}"
+            left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
+                          color=color, label=f"{label} (n={int(p['seeds'].max())})")
+            if label == "None":
+                right.axhline(0, color=color, lw=1, label="None")
+                continue
+            right.errorbar(p["noise_sd"], p["diff_vs_none_mean"], yerr=p["diff_vs_none_sem"], color=color,
+                           marker=None, capsize=2, label=label)
+            sig = p["p_seeds_paired_t"] < 0.05
+            right.scatter(p["noise_sd"][sig], p["diff_vs_none_mean"][sig], color=color, s=30, zorder=3)
+            right.scatter(p["noise_sd"][~sig], p["diff_vs_none_mean"][~sig], facecolor="white",
+                          edgecolor=color, s=30, zorder=3)
+        left.set_ylim(0, 1)
+        left.set_ylabel("test accuracy (mean +- SEM over seeds)")
+        right.set_ylabel("accuracy - accuracy of None (paired by seed)")
+        for ax in (left, right):
+            ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Known-answer controls: {keys[0]}\nrecipe {keys[1]}, noise levels {keys[2]}; filled: "
+                     "paired t-test over seeds p < 0.05", fontsize=9)
+        written.append(_save(fig, out, "controls", keys))
+    return written
+
+
 def write_report(prefix: str, out_dir) -> list[Path]:
     """Write every figure and table the database can support into `out_dir`; return the paths."""
     from . import pipeline
@@ -308,6 +415,6 @@ def write_report(prefix: str, out_dir) -> list[Path]:
         path = out / "table1_gamma.csv"
         gamma.to_csv(path, index=False)
         written.append(path)
-    for make in (figure1, figure4, figure5, figure6):
+    for make in (figure1, figure4, figure5, figure6, figure_controls):
         written += make(modules, out)
     return written
