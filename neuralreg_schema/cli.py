@@ -366,7 +366,8 @@ def cmd_plan_similarity(args) -> int:
     return 0
 
 
-# study plans: predictive recipe, data set, classifier recipe(s), seeds, regularizer kinds
+# study plans: predictive recipe, data set, classifier recipe(s) (+ "config": overrides of it, e.g. the
+# arch), seeds, regularizer kinds
 STUDIES = {
     "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1, "attacks": "tiny", "noise": "wide",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
@@ -383,6 +384,10 @@ STUDIES = {
     # noise only (the supplement attacks the main-text models)
     "alpha-sweep": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 3, "attacks": None,
                     "kinds": ("none", "neural-model"), "alphas": (2.0, 4.0, 8.0, 16.0, 32.0)},
+    # Fig. 4B: ResNet34 on grayscale CIFAR-100 (the paper recipe with arch resnet34, its K = 5 layers
+    # uniformly located: 1/9/17/25/33), None / Neural (model) / Shuffle x 5 seeds; noise only
+    "paper-cifar100": {"model": "paper", "dataset": "cifar100", "classifier": "paper", "seeds": 5, "attacks": None,
+                       "config": {"arch": "resnet34"}, "kinds": ("none", "neural-model", "shuffle")},
 }
 
 
@@ -416,14 +421,17 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         _place_dataset(dataset or spec["dataset"], data_root)
     data = clf.ClassificationDataset.add(dataset or spec["dataset"])
     base = classifier or spec["classifier"]
-    config = clf.ClassifierConfig.add(base)
+    overrides = dict(spec.get("config", {}))                # e.g. {"arch": "resnet34"} (Fig. 4B)
+    tag = "".join(f"-{v}" for v in overrides.values())
+    config = clf.ClassifierConfig.add(base, name=base + tag, **overrides)
     n_seeds = seeds if seeds is not None else spec["seeds"]
     none = clf.Regularizer.add("none")
     keys = clf.ClassifierPlan.add(data, config, none, list(range(n_seeds)))
     targeted = [clf.Regularizer.add(k, g, model=model if k in ("neural-model", "shuffle") else None)
                 for g in groups for k in kinds if k != "none"]
     for alpha in spec.get("alphas", ()):
-        keys += clf.ClassifierPlan.add(data, clf.ClassifierConfig.add(base, name=f"{base}-alpha{alpha:g}", alpha=alpha),
+        keys += clf.ClassifierPlan.add(data, clf.ClassifierConfig.add(base, name=f"{base}{tag}-alpha{alpha:g}",
+                                                                           alpha=alpha, **overrides),
                                        targeted, list(range(n_seeds)))
     if "alphas" not in spec:
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))

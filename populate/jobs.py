@@ -6,17 +6,24 @@
     neuralreg jobs ignore --table T --key NAME=VALUE ...      never compute this key
     neuralreg jobs reclaim             give back jobs of dead workers
 
-A worker killed with SIGKILL (or a machine that dies) leaves its job `reserved` for ever. A
-reserved job is reclaimed (its row deleted, so the next refresh queues it again as pending) when
-  - the database connection that reserved it no longer exists (checked against the server's
-    process list: workers must use the same database account, which sees its own connections), or
-  - it has been reserved longer than the table's `reserve_timeout` (seconds; a class attribute of
-    the table, default DEFAULT_TIMEOUT), which must exceed that table's longest job.
-The worker loop reclaims before every pass.
+A worker killed with SIGKILL (or a machine that dies) leaves its job `reserved` for ever. Workers
+stamp a heartbeat on the jobs they hold (populate/watchdog.py), and a reserved job is reclaimed
+(its row deleted, so the next refresh queues it again as pending) when
+  - its worker ran on this machine (same host name) and its process is gone, or
+  - its heartbeat is older than the lease (watchdog.LEASE, 5 min), or
+  - it has no heartbeat (reserved outside the worker) and the database connection that reserved it
+    no longer exists (checked against the server's process list: workers must use the same database
+    account, which sees its own connections), or it has been reserved longer than the table's
+    `reserve_timeout` (seconds; a class attribute of the table, default DEFAULT_TIMEOUT).
+A live worker's job is never taken because its connection was closed: a server closes idle
+connections (`wait_timeout`) of workers that train for hours. A hung worker ends itself through its
+watchdog, which records the job as an error. The worker loop reclaims before every pass.
 """
 from __future__ import annotations
 
 import logging
+import os
+import platform
 
 log = logging.getLogger("neuralreg.jobs")
 
@@ -47,6 +54,23 @@ def _select(tables, name: str | None):
     return chosen
 
 
+def _keyed(tables, name: str | None, key: dict | None) -> list:
+    """The selected tables, each with `key` checked: every name must be an attribute of the table's
+    job key (a restriction by an unknown name would match every job, and names reach SQL). Without a
+    table name, the tables whose job key has all the names; ValueError when there is none."""
+    chosen = _select(tables, name)
+    if not key:
+        return chosen
+    names = set(key)
+    fitting = [t for t in chosen if names <= set(t.jobs.primary_key)]
+    if not fitting:
+        where = table_name(chosen[0]) if name else "any table"
+        known = sorted(set(chosen[0].jobs.primary_key)) if name else sorted({a for t in chosen for a in t.jobs.primary_key})
+        raise ValueError(f"--key names {sorted(names - set(known)) or sorted(names)} are not attributes of the job "
+                         f"key of {where}; known: {', '.join(known)}")
+    return fitting
+
+
 def errors(tables, name: str | None = None) -> list[dict]:
     """Every job in error: table, key, message, traceback, host, pid, when."""
     found = []
@@ -63,7 +87,7 @@ def errors(tables, name: str | None = None) -> list[dict]:
 def retry(tables, name: str | None = None, key: dict | None = None) -> int:
     """Clear errors (all, of one table, or of one key); returns how many."""
     cleared = 0
-    for table in _select(tables, name):
+    for table in _keyed(tables, name, key):
         rel = table.jobs.errors & key if key else table.jobs.errors
         n = len(rel)
         if n:
@@ -81,7 +105,7 @@ def prioritize(tables, name: str, priority: int, key: dict | None = None) -> int
     if not -128 <= int(priority) <= 127:
         raise ValueError(f"priority must be in -128..127 (lower runs first), got {priority}")
     changed = 0
-    for table in _select(tables, name):
+    for table in _keyed(tables, name, key):
         table.jobs.refresh()
         rel = table.jobs & "status = 'pending'"
         for job in (rel & key if key else rel).keys():
@@ -92,11 +116,23 @@ def prioritize(tables, name: str, priority: int, key: dict | None = None) -> int
 
 def ignore(tables, name: str, key: dict) -> None:
     """Mark one key of a table so that no worker computes it."""
-    (table,) = _select(tables, name)
+    (table,) = _keyed(tables, name, key)
     missing = set(table.jobs.primary_key) - set(key)
     if missing:
         raise ValueError(f"{table_name(table)}: the key needs {sorted(missing)}")
     table.jobs.ignore({k: key[k] for k in table.jobs.primary_key})
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (workers that share a host name must share a
+    process namespace: docker compose gives every container its own host name unless told otherwise)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def live_connections(connection) -> set[int]:
@@ -104,29 +140,51 @@ def live_connections(connection) -> set[int]:
     return {int(row[0]) for row in connection.query("SELECT ID FROM information_schema.PROCESSLIST").fetchall()}
 
 
-def reclaim(tables, timeouts: dict | None = None) -> dict[str, int]:
-    """Delete reserved jobs held by dead connections or older than their table's timeout.
-    Returns {table: number reclaimed} for tables with any."""
+def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) -> dict[str, int]:
+    """Give back (delete, so the next refresh queues them again) the reserved jobs whose worker is
+    gone. Returns {table: number reclaimed} for tables with any.
+
+    A job with a heartbeat (populate/watchdog.py: `completed_time` stamped while reserved) is
+    abandoned when its last heartbeat is older than `lease` seconds (default watchdog.LEASE): a dead
+    connection alone does not count, since a server closes idle connections of live workers. A job
+    without a heartbeat (reserved outside our worker, e.g. `Table.populate(reserve_jobs=True)` in a
+    notebook) is abandoned when its connection is gone or it has been reserved longer than the
+    table's `reserve_timeout` (`timeouts` overrides per table class name)."""
+    from populate.watchdog import LEASE
+    lease = LEASE if lease is None else float(lease)
     reclaimed = {}
     for table in tables:
         reserved = table.jobs.reserved
         if not len(reserved):
             continue
-        live = live_connections(table.connection)
+        adapter = table.connection.adapter
         timeout = (timeouts or {}).get(table.__name__, getattr(table, "reserve_timeout", DEFAULT_TIMEOUT))
         pk = table.jobs.primary_key
-        expired = {tuple(k[a] for a in pk)
-                   for k in (reserved & f"reserved_time < NOW(3) - INTERVAL {int(timeout)} SECOND").keys()}
+        stale_beat = reserved & "completed_time IS NOT NULL" & \
+            f"completed_time < CURRENT_TIMESTAMP(3) - {adapter.interval_expr(max(1, int(lease)), 'second')}"
+        expired = reserved & "completed_time IS NULL" & \
+            f"reserved_time < CURRENT_TIMESTAMP(3) - {adapter.interval_expr(max(1, int(timeout)), 'second')}"
+        gone = {tuple(k[a] for a in pk) for k in stale_beat.keys()} | {tuple(k[a] for a in pk) for k in expired.keys()}
+        live = None
         n = 0
         for row in reserved.to_dicts():
             key = {k: row[k] for k in pk}
-            dead = row.get("connection_id") is not None and int(row["connection_id"]) not in live
-            if dead or tuple(key.values()) in expired:
-                (table.jobs & key & "status = 'reserved'").delete_quick()
-                log.warning("%s %s: reclaimed a job reserved by %s (pid %s on %s): %s", table_name(table), key,
-                            row.get("user"), row.get("pid"), row.get("host"),
-                            "its connection is gone" if dead else f"reserved longer than {timeout} s")
-                n += 1
+            if row.get("host") == platform.node() and row.get("pid") and not pid_alive(int(row["pid"])):
+                why = f"its process {row['pid']} on this host is gone"
+            elif tuple(key.values()) in gone:
+                why = ("no heartbeat for longer than the lease" if row.get("completed_time") is not None
+                       else f"reserved longer than {timeout} s")
+            elif row.get("completed_time") is None and row.get("connection_id"):
+                live = live_connections(table.connection) if live is None else live
+                if int(row["connection_id"]) in live:
+                    continue
+                why = "no heartbeat and its connection is gone"
+            else:
+                continue
+            (table.jobs & key & "status = 'reserved'").delete_quick()
+            log.warning("%s %s: reclaimed a job reserved by %s (pid %s on %s): %s", table_name(table), key,
+                        row.get("user"), row.get("pid"), row.get("host"), why)
+            n += 1
         if n:
             reclaimed[table_name(table)] = n
     return reclaimed

@@ -39,7 +39,7 @@ import time
 
 from neuralreg_schema import pipeline, settings
 from neuralreg_schema.compute import runtime
-from populate import jobs
+from populate import jobs, watchdog
 
 log = logging.getLogger("neuralreg.worker")
 
@@ -71,16 +71,33 @@ def select_tables(tables: list, names) -> list:
     return chosen
 
 
+def computed_elsewhere(exc: BaseException) -> bool:
+    """The error DataJoint raises when it records the outcome of a job whose row another worker has
+    already completed (the job was reclaimed from this worker and computed again elsewhere)."""
+    return "Update can only be applied to one existing entry" in str(exc)
+
+
 def run_once(tables: list, display_progress: bool = True, max_jobs: int | None = None,
              priority: int | None = None) -> dict:
     """One pass over the tables (at most `max_jobs` computed keys; only jobs with priority <= `priority`
     when given); returns {table: (made, errors)}."""
+    from datajoint.errors import DataJointError
     done = {}
     for table in tables:
         if max_jobs is not None and max_jobs <= 0:
             break
-        result = table.populate(reserve_jobs=True, suppress_errors=True, display_progress=display_progress,
-                                max_calls=max_jobs, priority=priority)
+        try:
+            result = table.populate(reserve_jobs=True, suppress_errors=True, display_progress=display_progress,
+                                    max_calls=max_jobs, priority=priority)
+        except DataJointError as exc:
+            if not computed_elsewhere(exc):
+                raise
+            # our job was reclaimed (e.g. our heartbeat could not reach the database for longer than the
+            # lease) and another worker inserted the result first: ours is discarded, nothing was written
+            log.warning("%s: a job of this worker was computed by another worker first; result discarded (%s)",
+                        jobs.table_name(table), exc)
+            done[table.__name__] = (0, 0)
+            continue
         if max_jobs is not None:
             max_jobs -= result["success_count"] + len(result["error_list"])
         done[table.__name__] = (result["success_count"], len(result["error_list"]))
@@ -173,17 +190,30 @@ def release_own_jobs(tables: list) -> dict[str, int]:
     return released
 
 
-def retry_lost_connection_errors(tables: list) -> dict[str, int]:
+MAX_LOST_CONNECTION_RETRIES = 3      # per key and worker process: a job that always loses it is left in error
+
+
+def retry_lost_connection_errors(tables: list, tries: dict | None = None) -> dict[str, int]:
     """Clear this host's job errors that only record a lost connection (e.g. the server went away during
     a job's final transaction, which DataJoint records as 'LostConnectionError'): nothing of those jobs
-    was written, so they are computed again. Called after a reconnect."""
+    was written, so they are computed again. Called after every pass and after a reconnect. `tries`
+    counts the retries per key (at most MAX_LOST_CONNECTION_RETRIES), so a job that loses its connection
+    every time (e.g. an insert the server refuses by closing the connection) stays in error."""
     released = {}
     for table in tables:
         rel = (table.jobs & "status = 'error'" & {"host": platform.node()}
                & "error_message LIKE 'LostConnectionError%' OR error_message LIKE '%Lost connection%'")
         keys = rel.keys()
+        if tries is not None:
+            counted = []
+            for k in keys:
+                ident = (jobs.table_name(table), tuple(sorted(k.items())))
+                if tries.get(ident, 0) < MAX_LOST_CONNECTION_RETRIES:
+                    tries[ident] = tries.get(ident, 0) + 1
+                    counted.append(k)
+            keys = counted
         if keys:
-            rel.delete_quick()
+            (table.jobs & "status = 'error'" & keys).delete_quick()
             released[jobs.table_name(table)] = len(keys)
             log.warning("%s: %d job(s) that failed on the lost connection queued again", jobs.table_name(table),
                         len(keys))
@@ -210,6 +240,14 @@ def main(argv=None) -> int:
                         help="torch CPU threads (default: the CPUs this process may use / --workers-per-machine)")
     parser.add_argument("--workers-per-machine", type=int,
                         help="workers sharing this machine's CPUs (default: $NEURALREG_WORKERS or 1)")
+    parser.add_argument("--heartbeat", type=float, default=watchdog.INTERVAL,
+                        help=f"seconds between heartbeats on the jobs this worker holds (default {watchdog.INTERVAL:.0f})")
+    parser.add_argument("--stall-timeout", type=float,
+                        help="seconds a job may go without progress before the watchdog ends the worker "
+                             "(default: the table's stall_timeout, else 4 h)")
+    parser.add_argument("--job-timeout", type=float,
+                        help="seconds a job may run before the watchdog ends the worker (default: the table's "
+                             "reserve_timeout)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     threads = runtime.configure_threads(args.threads, args.workers_per_machine)
@@ -218,7 +256,17 @@ def main(argv=None) -> int:
     tables = select_tables(computed_tables(pipeline.activate(args.prefix)), args.tables)
     for connection in connections(tables):
         track_connection_id(connection)
+    dog = watchdog.Watchdog(tables, connections(tables)[0], interval=args.heartbeat,
+                            stall_timeout=args.stall_timeout, job_timeout=args.job_timeout).start()
+    try:
+        return _loop(args, tables)
+    finally:
+        dog.stop()
+
+
+def _loop(args, tables) -> int:
     budget, idle_since = args.max_jobs, time.monotonic()
+    lost_tries: dict = {}
     while True:
         try:
             reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
@@ -237,9 +285,10 @@ def main(argv=None) -> int:
                 log.error("%s: giving up", gone)
                 return 1
             release_own_jobs(tables)
-            retry_lost_connection_errors(tables)
+            retry_lost_connection_errors(tables, lost_tries)
             continue
         log.info("pass done: %s", json.dumps(made))
+        requeued = retry_lost_connection_errors(tables, lost_tries)     # their jobs wrote nothing: compute again
         worked = sum(n + e for n, e in made.values())
         if budget is not None:
             budget -= worked
@@ -248,7 +297,7 @@ def main(argv=None) -> int:
                 return 0
         if worked:
             idle_since = time.monotonic()
-        if not args.forever and not any(n for n, _ in made.values()):
+        if not args.forever and not any(n for n, _ in made.values()) and not requeued:
             return 0
         if args.forever:
             if args.idle_exit is not None and time.monotonic() - idle_since >= args.idle_exit:

@@ -128,3 +128,127 @@ def test_prioritized_jobs_run_first_and_alone(modules, prefix, capsys):
     assert len(exp.Neuron & urgent) == 1 and not (exp.Neuron & keys[0])
     worker.run_once([exp.Neuron], display_progress=False)
     assert len(exp.Neuron & keys) == 2
+
+
+def test_a_live_worker_keeps_its_job_when_its_connection_is_closed(modules):
+    """A server closes idle connections (wait_timeout) of workers that train for hours: the heartbeat,
+    not the connection, says the worker lives. A job whose heartbeat stops is reclaimed after the lease."""
+    from populate import watchdog
+    exp = modules["experiment"]
+    key = _scan(exp, 509)
+    exp.Neuron.jobs.refresh(key)
+    side = watchdog.side_connection()            # plays the worker's main connection, which the server closes
+    reserving = exp.Neuron.jobs & key
+    reserving.connection.query(f"UPDATE {exp.Neuron.jobs.full_table_name} SET status='reserved', host=%s, pid=%s, "
+                               "connection_id=%s, reserved_time=CURRENT_TIMESTAMP(3) WHERE animal_id=509",
+                               args=(__import__("platform").node(), __import__("os").getpid(), side.connection_id))
+    dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600)
+    try:
+        dog.beat()
+        exp.Neuron.connection.query(f"KILL {int(side.connection_id)}")
+        time.sleep(0.5)
+        tables = worker.computed_tables(modules)
+        assert jobs.reclaim(tables) == {}                                   # closed connection, fresh heartbeat
+        row = (exp.Neuron.jobs & key).fetch1()
+        assert row["status"] == "reserved" and row["completed_time"] is not None
+        assert int(row["connection_id"]) == int(exp.Neuron.connection.connection_id)   # follows the live one
+        time.sleep(1.5)
+        assert jobs.reclaim(tables, lease=1) == {"experiment.Neuron": 1}     # heartbeat older than the lease
+    finally:
+        dog._conn = None
+        (exp.Neuron.jobs & key).delete_quick()
+
+
+def test_the_watchdog_records_a_hung_job(modules):
+    from populate import watchdog
+    exp = modules["experiment"]
+    key = _scan(exp, 510)
+    exp.Neuron.jobs.refresh(key)
+    assert exp.Neuron.jobs.reserve(key)
+    hung = []
+    dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600, job_timeout=0.5,
+                            on_hung=hung.append)
+    try:
+        dog.beat()
+        assert not hung                                                     # still within its limit
+        time.sleep(1.0)
+        dog.beat()
+        assert hung and "past the table's limit" in hung[0]
+        row = (exp.Neuron.jobs & key).fetch1()
+        assert row["status"] == "error" and row["error_message"].startswith("Hung:")
+    finally:
+        (exp.Neuron.jobs & key).delete_quick()
+
+
+HANGING_WORKER = """
+import signal, sys, time
+from neuralreg_schema import pipeline
+from populate import worker
+neuron = pipeline.activate(sys.argv[1])["experiment"].Neuron
+
+def stuck(self, key):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})   # as in native code
+    print("stuck", flush=True)
+    time.sleep(600)
+
+neuron.make = stuck
+sys.exit(worker.main(["--prefix", sys.argv[1], "--tables", "Neuron", "--heartbeat", "0.5",
+                      "--job-timeout", "3"]))
+"""
+
+
+def test_a_worker_stuck_in_a_job_ends_itself_and_records_the_error(modules, prefix):
+    from populate import watchdog
+    exp = modules["experiment"]
+    key = _scan(exp, 511)
+    try:
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", HANGING_WORKER, prefix], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == watchdog.HUNG_EXIT, out.stderr[-3000:]
+        assert time.monotonic() - started < 60
+        assert "stuck" in out.stdout and "Hung:" in out.stderr and "stuck" in out.stderr   # with the stack
+        hung = (exp.Neuron.jobs & "status = 'error'" & "error_message LIKE 'Hung:%'").to_dicts()
+        assert len(hung) == 1 and "past the table's limit of 3 s" in hung[0]["error_message"], hung
+        assert not (exp.Neuron & {k: hung[0][k] for k in ("animal_id", "session", "scan_idx")})
+    finally:
+        (exp.Neuron.jobs & "error_message LIKE 'Hung:%'").delete_quick()
+        (exp.Neuron.jobs & key).delete_quick()
+
+
+def test_retry_and_prioritize_refuse_unknown_key_names(modules, prefix, capsys):
+    """A typo must not clear every error, and a crafted name must not reach SQL."""
+    import platform
+    table = modules["experiment"].Neuron
+    table.jobs.progress()
+    table.connection.query(
+        f"INSERT INTO {table.jobs.full_table_name} (animal_id, session, scan_idx, status, priority, error_message, "
+        "host, pid, connection_id, user, version) VALUES (512, 1, 1, 'error', 5, 'ValueError: x', %s, 1, 1, 't', '')",
+        args=(platform.node(),))
+    try:
+        for name in ("animal=99999", "animal_id.x:char(10)) OR (1=1=3"):
+            for action in (["retry"], ["prioritize", "--priority", "1"]):
+                code = cli.main(["--prefix", prefix, "jobs", *action, "--table", "Neuron", "--key", name])
+                assert code == 2, (name, action)
+                assert "not attributes of the job key" in capsys.readouterr().err
+            assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", name]) == 2
+            capsys.readouterr()
+        assert len(table.jobs.errors & {"animal_id": 512}) == 1                 # nothing was cleared
+        assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", "animal_id=512"]) == 0
+        assert "cleared 1" in capsys.readouterr().out
+    finally:
+        (table.jobs & {"animal_id": 512}).delete_quick()
+
+
+def test_the_worker_computes_jobs_that_failed_on_a_lost_connection(modules, prefix):
+    import platform
+    exp = modules["experiment"]
+    key = _scan(exp, 513)
+    table = exp.Neuron
+    table.jobs.refresh(key)
+    table.connection.query(
+        f"UPDATE {table.jobs.full_table_name} SET status='error', host=%s, "
+        "error_message='LostConnectionError: Connection was lost during a transaction.' WHERE animal_id=513",
+        args=(platform.node(),))
+    assert worker.main(["--prefix", prefix, "--tables", "Neuron"]) == 0
+    assert len(exp.Neuron & key) == 1 and not (table.jobs.errors & key)
