@@ -12,7 +12,7 @@ import numpy as np
 
 from .compute import rsa
 from .compute.recording import ImageSet as ImageSetData, RecordingError, ScanRecording
-from .settings import import_datajoint
+from .settings import STORE, import_datajoint
 
 dj = import_datajoint()
 
@@ -261,16 +261,44 @@ def ingest(image_set: ImageSetData, scans: list[ScanRecording], *, source_path: 
     if clash:
         raise RecordingError(image_set.name, f"image ids {clash[:5]} are already stored with different pixels")
     connection = Scan.connection
-    with connection.transaction:
-        ImageSet.insert1({"image_set": image_set.name, "description": image_set.description[:1024]},
-                         skip_duplicates=True)
-        Image.insert(({"image_set": image_set.name, "image_id": i,
-                       "pixels": image_set.images[index[i]].astype(np.float32), "pixel_hash": h}
-                      for i, h in hashes.items() if i not in stored))
-        for scan, key in new:
-            say(f"inserting scan {scan.name}: {scan.n_neurons} neurons x {scan.n_trials} trials")
-            _insert_scan(scan, key, image_set.name, source_path)
+    try:
+        with connection.transaction:
+            ImageSet.insert1({"image_set": image_set.name, "description": image_set.description[:1024]},
+                             skip_duplicates=True)
+            Image.insert(({"image_set": image_set.name, "image_id": i,
+                           "pixels": image_set.images[index[i]].astype(np.float32), "pixel_hash": h}
+                          for i, h in hashes.items() if i not in stored))
+            for scan, key in new:
+                say(f"inserting scan {scan.name}: {scan.n_neurons} neurons x {scan.n_trials} trials")
+                _insert_scan(scan, key, image_set.name, source_path)
+    except BaseException:
+        remove_unreferenced_scan_objects([k for _, k in new])
+        raise
     return [k for _, k in new]
+
+
+def scan_store_folder(key: dict) -> str:
+    """Where DataJoint puts a Scan row's schema-addressed objects (`<npy@main>` responses) in the store:
+    {schema_prefix}/{schema}/scan/animal_id=../session=../scan_idx=.. (datajoint/builtin_codecs/npy.py)."""
+    prefix = dj.config.stores[STORE].get("schema_prefix", "_schema")
+    return "/".join([prefix, Scan.database, Scan.table_name] + [f"{k}={key[k]}" for k in ("animal_id", "session", "scan_idx")])
+
+
+def remove_unreferenced_scan_objects(keys: list[dict]) -> list[str]:
+    """After a failed ingest: delete the store folders of the scans that are not in the table (the
+    transaction that referenced their objects rolled back, and the random file names would leave a
+    new orphan on every attempt). Returns the folders removed."""
+    from datajoint.hash_registry import get_store_backend
+    backend = get_store_backend(STORE)
+    removed = []
+    for key in keys:
+        if key in Scan():
+            continue
+        folder = scan_store_folder(key)
+        if backend.isdir(folder):
+            backend.remove_folder(folder)
+            removed.append(folder)
+    return removed
 
 
 def _insert_scan(scan: ScanRecording, key: dict, image_set: str, source_path: str) -> None:

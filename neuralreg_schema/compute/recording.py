@@ -23,6 +23,12 @@ import numpy as np
 
 IMAGE_SHAPE = (36, 64)
 TIERS = ("train", "validation", "oracle", "withheld")
+# integer ranges of the columns the identifiers go to (experiment.py): checked before anything is written
+_INT16, _INT32 = (-2 ** 15, 2 ** 15 - 1), (-2 ** 31, 2 ** 31 - 1)
+ID_RANGES = {"animal_id": _INT32, "session": _INT16, "scan_idx": _INT16, "unit_ids": _INT32, "trial_idx": _INT32}
+# |response| above this is not a plausible activity in any unit we import (spike counts, deconvolved
+# calcium a.u.): a corrupt or mis-scaled file. float32 also stops counting integers exactly at 2^24.
+MAX_ABS_RESPONSE = 1e6
 
 
 class RecordingError(ValueError):
@@ -53,6 +59,9 @@ class ImageSet:
             raise RecordingError(self.name, f"images have shape {self.images.shape[1:]}, expected {IMAGE_SHAPE}")
         if not np.all(np.isfinite(self.images)):
             raise RecordingError(self.name, "images contain NaN or inf")
+        if self.images.size and (self.images.min() < 0 or self.images.max() > 255):
+            raise RecordingError(self.name, f"gray levels span {self.images.min():.4g}..{self.images.max():.4g}, "
+                                            "expected 0..255")
 
 
 @dataclass
@@ -108,6 +117,17 @@ class ScanRecording:
         for name in ("responses", "behavior", "pupil_center", "cell_positions"):
             if not np.all(np.isfinite(getattr(self, name))):
                 raise RecordingError(src, f"{name} contains NaN or inf")
+        for name, (low, high) in ID_RANGES.items():
+            values = np.asarray(getattr(self, name))
+            if values.size and (values.min() < low or values.max() > high):
+                bad = values.max() if values.max() > high else values.min()
+                raise RecordingError(src, f"{name} value {int(bad)} is outside the range {low}..{high} of its "
+                                          "column: not an identifier this pipeline can store")
+        if self.responses.size and np.abs(self.responses).max() > MAX_ABS_RESPONSE:
+            row, col = np.unravel_index(np.abs(self.responses).argmax(), self.responses.shape)
+            raise RecordingError(src, f"response {self.responses[row, col]:.4g} (trial row {row}, unit "
+                                      f"{self.unit_ids[col]}) exceeds {MAX_ABS_RESPONSE:g} in magnitude: a corrupt or "
+                                      "mis-scaled file")
         if len(np.unique(self.unit_ids)) != n_n:
             raise RecordingError(src, "duplicate unit ids")
         if np.any(np.diff(self.trial_idx) <= 0):

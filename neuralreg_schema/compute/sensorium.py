@@ -22,12 +22,21 @@ zeros) and hash their trial_idx; such withheld data is imported and reported in
 ScanRecording.notes, never silently used.
 
 Everything is read with np.load(allow_pickle=False), zip members through memory (no extraction).
+
+Hostile or damaged input is refused before it costs memory or reaches the database: a file (or zip
+member) whose declared size or .npy header says it holds more than MAX_FILE_BYTES; a symbolic link
+(file or folder) that leads outside the scan folder, and any symlink member of a zip; images of a
+resolution other than the scan's first image; an image whose gray levels stay within 0..1 among
+0..255 images (or a scan of 0..1 images: multiply by 255 first); responses beyond
+recording.MAX_ABS_RESPONSE; identifiers beyond their columns' integer range (recording.ID_RANGES).
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -35,7 +44,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .recording import IMAGE_SHAPE, ImageSet, RecordingError, ScanRecording
+from .recording import IMAGE_SHAPE, MAX_ABS_RESPONSE, ImageSet, RecordingError, ScanRecording
 
 NAME = "sensorium2022"   # the ImageSet name and the ScanRecording source
 DATA_KINDS = ("images", "responses", "behavior", "pupil_center")
@@ -44,6 +53,9 @@ _TEST_TIERS = ("test", "final_test")
 _FOLDER_NAME = re.compile(r"static(\d+)-(\d+)-(\d+)-")
 _TRIAL_FILE = re.compile(r"\d+\.npy")
 _IMAGES_LAYOUT = "expected (1, 144, 256) or (144, 256) (a multiple of 36x64, block-averaged to 36x64)"
+# No file of a scan comes near this (an image is 144x256 float64 = 0.3 MB; responses of 10^4 neurons,
+# 80 kB; meta arrays of 10^5 trials, < 1 MB): larger means damaged or hostile input.
+MAX_FILE_BYTES = 64 * 2 ** 20
 
 
 class SensoriumFormatError(RecordingError):
@@ -60,6 +72,7 @@ class _ScanFiles:
         self._zip: Optional[zipfile.ZipFile] = None
         if path.is_dir():
             self.folder_name = path.name
+            self._check_links()
             return
         if not path.exists():
             raise SensoriumFormatError(str(path), "no such folder or file")
@@ -71,10 +84,32 @@ class _ScanFiles:
             raise SensoriumFormatError(str(path), f"corrupt or unreadable zip archive ({e})") from e
         self._index_zip()
 
+    def _check_links(self) -> None:
+        """Refuse a symbolic link (to a file or a folder) that leads outside the scan folder."""
+        root = self.path.resolve()
+        for folder, dirs, names in os.walk(self.path):
+            for name in dirs + names:
+                entry = Path(folder) / name
+                if entry.is_symlink():
+                    target = entry.resolve()
+                    if target != root and root not in target.parents:
+                        raise SensoriumFormatError(
+                            str(entry.relative_to(self.path)),
+                            f"is a symbolic link to {target}, outside the scan folder: copy the data into the "
+                            "folder (a scan must be self-contained)")
+
     def _index_zip(self) -> None:
         """Map the zip members to scan-relative paths. The published zips hold the scan folder as
         their only top-level entry; a zip of the folder's content (data/, meta/ at its root) works too."""
         names = [n for n in self._zip.namelist() if not n.startswith("__MACOSX/")]
+        for info in self._zip.infolist():
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise SensoriumFormatError(info.filename, "is a symbolic link inside the zip: a scan archive must "
+                                                          "hold the files themselves")
+            if info.file_size > MAX_FILE_BYTES:
+                raise SensoriumFormatError(info.filename, f"declares {info.file_size / 2 ** 20:.0f} MiB uncompressed, "
+                                                          f"more than any scan file ({MAX_FILE_BYTES // 2 ** 20} MiB): "
+                                                          "a damaged or hostile archive")
         if any(n.startswith(("data/", "meta/")) for n in names):
             prefix, self.folder_name = "", self.path.stem
         else:
@@ -118,16 +153,37 @@ class _ScanFiles:
         if not self.has(rel):
             raise SensoriumFormatError(rel, "file missing")
         try:
-            if self._zip is None:
-                arr = np.load(self.path / rel, allow_pickle=False)
-            else:
-                arr = np.load(io.BytesIO(self._zip.read(self._members[rel])), allow_pickle=False)
+            with (open(self.path / rel, "rb") if self._zip is None else self._zip.open(self._members[rel])) as f:
+                return _read_npy(f, rel)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise SensoriumFormatError(rel, f"cannot be read as a .npy array ({type(e).__name__}: {e})") from e
-        if not isinstance(arr, np.ndarray):   # np.load returned an .npz archive
-            arr.close()
-            raise SensoriumFormatError(rel, "is an .npz archive, expected a single .npy array")
-        return arr
+
+
+def _read_npy(f, rel: str) -> np.ndarray:
+    """One .npy array from an open binary stream, its size checked from the header before any data
+    is read (MAX_FILE_BYTES); object arrays (pickles) are refused."""
+    head = f.read(6)
+    if head[:2] == b"PK":
+        raise SensoriumFormatError(rel, "is an .npz archive, expected a single .npy array")
+    if head != b"\x93NUMPY":
+        raise SensoriumFormatError(rel, "cannot be read as a .npy array (no .npy header)")
+    major, _minor = f.read(2)
+    read_header = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}.get(major)
+    if read_header is None:
+        raise SensoriumFormatError(rel, f"cannot be read as a .npy array (format version {major})")
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise SensoriumFormatError(rel, "holds Python objects (a pickle), expected numbers or strings")
+    count = int(np.prod(shape, dtype=np.int64))
+    nbytes = count * dtype.itemsize
+    if nbytes > MAX_FILE_BYTES:
+        raise SensoriumFormatError(rel, f"its header declares shape {shape} of {dtype} ({nbytes / 2 ** 20:.0f} MiB), "
+                                        f"more than any scan file ({MAX_FILE_BYTES // 2 ** 20} MiB)")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise SensoriumFormatError(rel, f"truncated: {len(data)} of {nbytes} data bytes")
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    return (arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)).copy()
 
 
 def read_sensorium(path: str | Path,
@@ -298,10 +354,15 @@ def _read_trial_files(files: _ScanFiles, order: np.ndarray, n_neurons: int, fram
     has_response = np.empty(n, dtype=bool)
     images: dict[int, np.ndarray] = {}
     first_seen: dict[int, tuple[bytes, int]] = {}      # image id -> (pixel digest, trial file)
+    resolution = None                                   # (shape, file) of the first image
+    peak = np.empty(n, dtype=np.float32)                # brightest gray level of each trial's image
     for i in range(n):
         row = row_of_file[i]
-        responses[row] = _trial_vector(files, f"data/responses/{i}.npy", n_neurons,
-                                       "one value per unit in meta/neurons/unit_ids.npy")
+        rel = f"data/responses/{i}.npy"
+        responses[row] = _trial_vector(files, rel, n_neurons, "one value per unit in meta/neurons/unit_ids.npy")
+        if np.abs(responses[row]).max(initial=0) > MAX_ABS_RESPONSE:
+            raise SensoriumFormatError(rel, f"a response of {np.abs(responses[row]).max():.4g} exceeds "
+                                            f"{MAX_ABS_RESPONSE:g} in magnitude: a corrupt or mis-scaled file")
         has_response[row] = responses[row].any()
         behavior[row] = _trial_vector(files, f"data/behavior/{i}.npy", 3,
                                       "pupil dilation, its derivative, running speed")
@@ -309,6 +370,13 @@ def _read_trial_files(files: _ScanFiles, order: np.ndarray, n_neurons: int, fram
 
         rel = f"data/images/{i}.npy"
         image = _full_image(files.load(rel), rel)
+        if resolution is None:
+            resolution = (image.shape, rel)
+        elif image.shape != resolution[0]:
+            raise SensoriumFormatError(rel, f"image of {image.shape[0]}x{image.shape[1]} pixels, but {resolution[1]} "
+                                            f"has {resolution[0][0]}x{resolution[0][1]}: all images of a scan must "
+                                            "share one resolution")
+        peak[i] = image.max()
         image_id = int(frame_image_ids[i])
         digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
         if image_id not in first_seen:
@@ -320,7 +388,25 @@ def _read_trial_files(files: _ScanFiles, order: np.ndarray, n_neurons: int, fram
                                             f"which shows the same image id")
         if progress is not None:
             progress(i + 1, n)
+    _check_gray_scale(peak)
     return responses, behavior, pupil_center, has_response, images
+
+
+def _check_gray_scale(peak: np.ndarray) -> None:
+    """Images must use 0..255: refuse a scan of 0..1 images, and a 0..1 image among 0..255 ones
+    (peak: the brightest gray level of each trial file's image; an all-black image passes)."""
+    lit = peak > 0
+    if not lit.any():
+        return
+    if np.median(peak[lit]) <= 1.0:
+        raise SensoriumFormatError("data/images", f"gray levels stay within 0..{peak.max():.3g} in every image: "
+                                                  "they look scaled to 0..1; expected 0..255 (multiply by 255)")
+    dim = np.flatnonzero(lit & (peak <= 1.0))
+    if len(dim):
+        raise SensoriumFormatError(f"data/images/{dim[0]}.npy",
+                                   f"gray levels within 0..{peak[dim[0]]:.3g} while the scan's other images span "
+                                   f"0..255 (median brightest level {np.median(peak[lit]):.0f}): this image looks "
+                                   f"scaled to 0..1 ({len(dim)} such images)")
 
 
 def _trial_vector(files: _ScanFiles, rel: str, length: int, meaning: str) -> np.ndarray:

@@ -104,3 +104,27 @@ def test_scan_without_oracle_responses_gets_no_neuron_job(modules):
     assert (exp.Scan & key).fetch1("n_oracle_images") == 0
     assert "withheld" in (exp.Scan & key).fetch1("notes")
     assert len(exp.Neuron.key_source & key) == 0
+
+
+def test_a_failed_ingest_leaves_no_orphan_in_the_store(modules, monkeypatch):
+    """The responses array reaches the store before the transaction fails: it is removed again, so
+    repeated failures do not pile up orphans."""
+    import os
+    from neuralreg_schema import settings
+    exp = modules["experiment"]
+    images, scan = make_recording(animal_id=861, image_set="toy_orphan")
+    key = {"animal_id": 861, "session": 1, "scan_idx": 1}
+    folder = os.path.join(settings.configure().config.stores["main"]["location"], exp.scan_store_folder(key))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the server refused the trials")
+    monkeypatch.setattr(exp.Trial, "insert", broken)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="refused the trials"):
+            exp.ingest(images, [scan])
+        assert not (exp.Scan & key)
+        assert not os.path.exists(folder) or not any(files for _, _, files in os.walk(folder))
+    monkeypatch.undo()
+    exp.ingest(images, [scan])
+    assert len(exp.Scan & key) == 1 and any(files for _, _, files in os.walk(folder))
+    (exp.Scan & key).delete(prompt=False)

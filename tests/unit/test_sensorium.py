@@ -272,3 +272,122 @@ def test_errors_inside_a_zip_name_the_member(scan, tmp_path):
     with pytest.raises(SensoriumFormatError) as caught:
         read_sensorium(archive)
     assert caught.value.source == "data/responses/4.npy"
+
+
+# ---------------------------------------------------------------------- hostile or suspect input
+
+def _zip_member_declaring(path: Path, member: str, size: int) -> None:
+    """A zip whose `member` declares `size` bytes uncompressed (the data itself stays tiny)."""
+    import zipfile
+    with zipfile.ZipFile(path, "a") as zf:
+        info = zipfile.ZipInfo(member)
+        zf.writestr(info, b"x")
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    # patch the uncompressed size in the central directory entry of `member`
+    at = data.rfind(b"PK\x01\x02" + b"")
+    while at != -1:
+        n = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + n] == name:
+            data[at + 24:at + 28] = int(size).to_bytes(4, "little")
+            break
+        at = data.rfind(b"PK\x01\x02", 0, at)
+    path.write_bytes(bytes(data))
+
+
+def test_a_zip_member_declaring_a_huge_size_is_refused_before_reading(scan, tmp_path):
+    archive = zip_folder(scan, tmp_path / "scan.zip")
+    _zip_member_declaring(archive, f"{scan.name}/data/junk.bin", 2_400_000_000)
+    with pytest.raises(SensoriumFormatError, match="declares 2289 MiB uncompressed"):
+        read_sensorium(archive)
+
+
+def test_an_npy_header_declaring_a_huge_array_is_refused_before_reading(scan):
+    rel = scan / "data" / "responses" / "3.npy"
+    with open(rel, "wb") as f:        # a header for 300 M float64 values, followed by a few bytes
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (300_000_000,)})
+        f.write(b"\0" * 64)
+    with pytest.raises(SensoriumFormatError, match=r"data/responses/3.npy: its header declares shape \(300000000,\)"):
+        read_sensorium(scan)
+
+
+def test_pickled_arrays_are_refused(scan):
+    np.save(scan / "meta" / "trials" / "tiers.npy", np.array([{"a": 1}] * 58, dtype=object), allow_pickle=True)
+    with pytest.raises(SensoriumFormatError, match="tiers.npy: holds Python objects"):
+        read_sensorium(scan)
+
+
+def test_symlinks_out_of_the_scan_are_refused(scan, tmp_path):
+    outside = tmp_path / "elsewhere.npy"
+    np.save(outside, np.load(scan / "data" / "responses" / "5.npy"))
+    target = scan / "data" / "responses" / "5.npy"
+    target.unlink()
+    target.symlink_to(outside)
+    with pytest.raises(SensoriumFormatError, match="5.npy: is a symbolic link to .*outside the scan folder"):
+        read_sensorium(scan)
+    target.unlink()
+    np.save(target, np.load(outside))
+    trials = scan / "meta" / "trials"
+    shutil.move(str(trials), str(tmp_path / "trials"))
+    trials.symlink_to(tmp_path / "trials", target_is_directory=True)
+    with pytest.raises(SensoriumFormatError, match="meta/trials: is a symbolic link"):
+        read_sensorium(scan)
+
+
+def test_a_symlink_inside_the_scan_is_read(scan):
+    target = scan / "data" / "behavior" / "7.npy"
+    copy = scan / "behavior7.npy"
+    shutil.move(str(target), str(copy))
+    target.symlink_to(copy)
+    read_sensorium(scan)
+
+
+def test_symlink_members_of_a_zip_are_refused(scan, tmp_path):
+    import stat
+    import zipfile
+    archive = zip_folder(scan, tmp_path / "scan.zip")
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo(f"{scan.name}/data/link")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(SensoriumFormatError, match="data/link: is a symbolic link inside the zip"):
+        read_sensorium(archive)
+
+
+def test_an_image_of_another_resolution_is_refused(scan):
+    path = scan / "data" / "images" / "9.npy"
+    image = np.load(path)
+    np.save(path, image[:, ::2, ::2])                      # 72 x 128 among 144 x 256
+    with pytest.raises(SensoriumFormatError, match=r"images/9.npy: image of 72x128 pixels, but .* has 144x256"):
+        read_sensorium(scan)
+
+
+def test_images_scaled_to_0_1_are_refused(scan):
+    path = scan / "data" / "images" / "4.npy"
+    np.save(path, np.load(path) / 255.0)
+    with pytest.raises(SensoriumFormatError, match=r"images/4.npy: gray levels within 0..1 .* looks scaled to 0..1"):
+        read_sensorium(scan)
+    for i in range(N_TRIALS):
+        p = scan / "data" / "images" / f"{i}.npy"
+        image = np.load(p)
+        np.save(p, image / 255.0 if image.max() > 1 else image)
+    with pytest.raises(SensoriumFormatError, match="in every image: they look scaled to 0..1"):
+        read_sensorium(scan)
+
+
+def test_absurd_responses_and_out_of_range_ids_are_refused(scan):
+    path = scan / "data" / "responses" / "2.npy"
+    good = np.load(path)
+    np.save(path, np.full_like(good, 2.0 ** 62))
+    with pytest.raises(SensoriumFormatError, match="responses/2.npy: a response of 4.612e\\+18 exceeds"):
+        read_sensorium(scan)
+    np.save(path, good)
+    trial_idx = np.load(scan / "meta" / "trials" / "trial_idx.npy")
+    np.save(scan / "meta" / "trials" / "trial_idx.npy", trial_idx.astype(np.int64) + 2 ** 40)
+    with pytest.raises(SensoriumFormatError, match="trial_idx value .* outside the range"):
+        read_sensorium(scan)
+    np.save(scan / "meta" / "trials" / "trial_idx.npy", trial_idx)
+    units = np.load(scan / "meta" / "neurons" / "unit_ids.npy")
+    np.save(scan / "meta" / "neurons" / "unit_ids.npy", units.astype(np.int64) + 2 ** 33)
+    with pytest.raises(SensoriumFormatError, match="unit_ids value .* outside the range"):
+        read_sensorium(scan)
