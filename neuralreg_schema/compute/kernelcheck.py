@@ -95,10 +95,12 @@ def _classifier_step(recipe: str, found: list, batch: int) -> None:
     span = 2 * cfg["crop_padding"] + 1
     crops = (torch.randint(0, span, (batch,), generator=g), torch.randint(0, span, (batch,), generator=g),
              torch.rand(batch, generator=g) < 0.5)
+    mean = rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
+    mean.reset(tc.stimulus_feature_mean(net, data.stim_x, cfg["layers"], cfg))
     handles = _hooks(net, found)
     try:
         net.train()
-        tc.train_step(net, lw, opt, data, torch.arange(batch), torch.arange(n_stim), cfg, crops)
+        tc.train_step(net, lw, opt, data, torch.arange(batch), torch.arange(n_stim), cfg, crops, mean)
         tc.accuracy(net, data.train_x, data.train_y, batch)
     finally:
         for h in handles:

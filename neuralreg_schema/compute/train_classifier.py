@@ -8,31 +8,62 @@ What one step does
    horizontal flip, drawn on the device) goes through the ResNet; cross-entropy on the logits.
 2. Similarity (when a target is given and alpha > 0): `stim_batch` stimulus images, drawn at
    random from the training part of the target's images, go through the same convolutional core;
-   at the layers `layers` (conv indices, see models/resnet.py) their features give S^CNN (Eq. 9,
-   combined by gamma = softmax(logits), Eq. 10) and the loss is Eq. 8 averaged over all
-   stim_batch (stim_batch - 1) / 2 pairs of the batch against the target matrix.
-3. L = L_task + alpha L_similarity (Eq. 7); one SGD step on the network and the layer logits.
+   at the layers `layers` (conv indices, see models/resnet.py) their features, centred by the
+   running feature mean (below), give S^CNN (Eq. 9, combined by gamma = softmax(logits), Eq. 10)
+   and the loss is Eq. 8 averaged over all stim_batch (stim_batch - 1) / 2 pairs of the batch
+   against the target matrix.
+3. L = L_task + alpha L_similarity (Eq. 7); one SGD step on the network and the layer logits;
+   then the running feature mean moves towards this stimulus batch's mean.
+
+Eq. 9's centre f_bar (the mean of each layer's features over the stimulus IMAGES, as Eq. 2 centres
+the responses by their mean over all ~5000 stimuli, and as the target is centred): the mean of a
+network that is being trained cannot be recomputed over all stimuli every step, so it is kept as a
+per-layer running mean (rsa_torch.RunningFeatureMean, detached: the loss trains the network
+through the features, never through the mean). Chosen because it is Eq. 9 at the cost of one
+vector update per step. Warm-up: before the first step one no-grad pass over all training stimuli
+computes it exactly (`stimulus_feature_mean`: the stimulus pass's BatchNorm handling, in chunks of
+stim_batch images, as a step sees them; 21-28 plain steps' time per 1000 stimuli on the CPU: ~60
+plain steps for the demo's 2272 stimuli, about a quarter of its regularized training; under a
+seventh of one CIFAR epoch for the paper's ~4500). After each step it moves towards the step's
+stimulus-batch mean, f_bar += center_momentum (batch mean - f_bar), momentum 0.1: it follows the
+network's drift with a lag of ~10 steps and averages over ~19 batches (230-1200 images at 12-64
+stimuli), whose sampling error adds about momentum / ((2 - momentum) B) to the off-diagonal
+similarities (+0.004 at B = 12), against about -1/(B - 1) = -0.09 forced by centring over the
+batch. It is updated after the step's loss, so no batch is centred by a mean containing itself.
+Why not the step's batch mean (what an earlier version did): it forces the batch's mean off-diagonal
+S^CNN to about -1/(B - 1) whatever the network computes, so even features equal to the responses
+that generated the target cannot reach zero loss; on synthetic data (compute/centering.py,
+benchmarks/centering.py) that floor is 1.04 times the loss of predicting S = 0 at 8 stimuli, 0.48 at
+12 and 0.04 at 64, against 0.015, 0.010 and 0.002 with the running mean. Why not a recomputation
+every epoch: the network moves much within an epoch at lr 0.1, and each would cost a pass over all
+stimuli. The mean is saved in the checkpoint (a resumed run is bit-exact on the CPU) and in the
+stored network (`load_feature_mean`); the held-out loss is centred by it too.
 
 Two forward passes, not one: the classification images are 32 x 32 and the stimuli 36 x 64 (the
 paper's downsampled scan images), so they cannot share one batch tensor; the paper, too, first
-processes the classification batch and then the stimulus batch (Sec. 3). The pair count differs
-from the paper's: the paper feeds stim pairs (i, j) as separate images, one pair per two stimulus
-images; here every pair of the stimulus batch enters Eq. 8, so stim_batch = 12 images give 66
-pairs per step (the paper: 32 pairs from 64 images) for under a fifth of the images. Measured on
-2 CPU cores (benchmarks/classifier.py, ResNet18, batch 64): the regularized step costs 1.38x the
-plain one with 12 stimuli (66 pairs), 1.49x with 16 (120 pairs), and 3.9x the paper's way.
+processes the classification batch and then the stimulus batch (Sec. 3). Pairs: the paper feeds
+stimulus pairs (i, j) as separate images, as many stimulus images as classification images per
+step (64 images, 32 pairs); the paper recipe here passes as many images too (stim_batch = 64) but
+lets every pair of them enter Eq. 8: 2016 pairs per step, 63 times the paper's 32, for the same
+images. The demo recipe passes 12 stimuli (66 pairs), sized for two CPU cores: 2.4 times the pairs
+of 8 stimuli for 10-15 % more step time. Measured on 2 shared CPU cores, 1 thread, interleaved, two
+runs (benchmarks/classifier.py, batch 64; README): the regularized step costs 1.42-1.49x the plain
+one for the demo (width 16, 12 stimuli; 1.24-1.37x with 8) and 3.8-4.2x for the paper recipe
+(width 64, 64 stimuli), the same as the paper's 64 images in 32 pairs (3.85-4.03x): the pair terms
+cost nothing next to the forward and backward passes of the images.
 
 Batch normalisation (`stimulus_bn`): by default ('batch') the stimulus pass normalises every
 BatchNorm layer by the stimulus batch's own statistics, as the classification pass does with its
 batch, and leaves the running statistics untouched (momentum 0 during the pass). So (a) the
 test-time statistics are those of the classification data alone (the stimuli are other images, of
-another size), and (b) both losses train the same train-mode function; Eq. 9 centres the features
-over the stimulus batch in any case. The alternative 'eval' runs the stimulus pass on the running
-statistics (the features the trained network computes at test time, image by image). Measured on
-the demo (ResNet18 width 16, 8 epochs, alpha 20, the demo's S_model target, seeds 0 and 1):
+another size), and (b) both losses train the same train-mode function. The alternative 'eval' runs
+the stimulus pass on the running statistics (the features the trained network computes at test
+time, image by image). Measured on the demo before Eq. 9's running mean (centring over the step's 8
+stimuli; ResNet18 width 16, 8 epochs, alpha 20, the demo's S_model target, seeds 0 and 1):
 'eval' made training unstable (test accuracy 0.52 and 0.94, swinging between 0.10 and 0.87 from
 epoch to epoch) where 'batch' reached 0.87 and 0.95 with a lower held-out loss (0.057, 0.048 vs
-0.058, 0.084). The held-out loss is measured with the same BatchNorm handling as training.
+0.058, 0.084). The held-out loss is measured with the same BatchNorm handling as training (with
+'batch', in batches of stim_batch held-out images).
 Gradients reach every convolution and the BatchNorm affine parameters through the stimulus pass.
 
 Inputs: pixel values in [0, 1] (uint8 / 255 for the data set, gray level / 255 for the stimuli),
@@ -43,9 +74,13 @@ Learning rate (the paper, Sec. 4): SGD, lr 0.1 decayed by 0.3 every 4 epochs and
 after epoch 20 (`learning_rate`). Momentum 0.9 and weight decay 5e-4 (not on the layer logits) are
 the usual CIFAR ResNet settings; the paper does not state them.
 
+Layers: `layers: "uniform"` (the default) is resolved by `check_config` into K = 5 uniformly located
+convolutions of the arch (models/resnet.uniform_layers: ResNet18 1/5/9/13/17, the paper's;
+ResNet34 1/9/17/25/33), so stored, content-addressed configs always list the layers explicitly.
+
 Resume: after every epoch the trainer hands `checkpoint.save(bytes)` the complete state (network,
-layer logits, optimizer, history, epoch); at start `checkpoint.load()` may return such bytes, and
-training continues after that epoch. Batch order, crops and stimulus draws come from a generator
+layer logits, running feature mean, optimizer, history, epoch); at start `checkpoint.load()` may
+return such bytes, and training continues after that epoch. Batch order, crops and stimulus draws come from a generator
 seeded by (seed, epoch), so a resumed run draws what an uninterrupted one would have drawn; on the
 CPU it reproduces the uninterrupted run. A checkpoint whose config, seed or data fingerprints
 differ is ignored (and reported through `progress`).
@@ -74,10 +109,10 @@ from torch import nn
 
 from . import rsa_torch
 from .datasets import ClassificationData, crop_flip
-from .models.resnet import PAPER_LAYERS, ResNet, build_resnet
+from .models.resnet import ResNet, build_resnet, uniform_layers
 from .runtime import describe_device, prepare_input, resolve_device, torch_threads
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2                # 2: + the running feature mean (Eq. 9's f_bar)
 HELDOUT_SPLIT_SEED = 0          # the held-out stimulus images are the same for every classifier seed
 
 
@@ -104,8 +139,11 @@ _COMMON = dict(
     momentum=0.9,
     weight_decay=5e-4,        # on the network's weights; not on the layer logits
     alpha=20.0,               # Eq. 7: weight of the similarity loss
-    layers=list(PAPER_LAYERS),  # conv indices whose features enter Eq. 10 (paper: 1, 5, 9, 13, 17)
-    stim_batch=12,            # stimulus images per step: stim_batch (stim_batch - 1) / 2 pairs (66)
+    layers="uniform",         # conv indices whose features enter Eq. 10, or "uniform": K = 5 uniformly
+    #                           located convs (models/resnet.uniform_layers; resolved by check_config:
+    #                           ResNet18 1/5/9/13/17 as in the paper, ResNet34 1/9/17/25/33)
+    stim_batch=64,            # stimulus images per step: stim_batch (stim_batch - 1) / 2 pairs (2016)
+    center_momentum=0.1,      # Eq. 9's f_bar: running mean of the stimulus features, EMA momentum per step
     clip=0.999,               # similarities clamped to [-clip, clip] before the arctanh (rsa_torch)
     stimulus_bn="batch",      # BatchNorm in the stimulus pass: 'batch' (the stimulus batch's statistics)
     #                           or 'eval' (the running ones); neither updates the running statistics
@@ -119,12 +157,13 @@ _COMMON = dict(
 
 CONFIGS: dict[str, dict] = {
     # the paper (Sec. 4): ResNet18, SGD 40 epochs, batch 64, lr 0.1 x 0.3 every 4 epochs, reset
-    # after epoch 20, alpha 20, layers 1/5/9/13/17; for a GPU (about 4.5 h per model in the paper)
+    # after epoch 20, alpha 20, layers 1/5/9/13/17; as many stimulus images as classification images
+    # per step (64), all 2016 pairs among them; for a GPU (about 4.5 h per model in the paper)
     "paper": {**_COMMON},
     # two CPU cores: a narrow ResNet18 (width 16), 8 epochs with the paper's schedule compressed
-    # (decay every 2 epochs, reset after 4), 8 stimuli (28 pairs) per step
+    # (decay every 2 epochs, reset after 4), 12 stimuli (66 pairs) per step
     "demo": {**_COMMON, "width": 16, "epochs": 8, "lr": 0.05, "lr_step": 2, "lr_reset_epoch": 4,
-             "stim_batch": 8, "heldout_max": 128, "eval_batch_size": 400},
+             "stim_batch": 12, "heldout_max": 128, "eval_batch_size": 400},
     # tests: seconds
     "tiny": {**_COMMON, "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "lr_step": 1,
              "lr_reset_epoch": 0, "stim_batch": 8, "heldout_max": 32, "max_train": 256,
@@ -168,16 +207,20 @@ def check_config(config: dict) -> dict:
         raise ValueError(f"config clip must be in (0, 1), got {cfg['clip']!r}")
     if not 0 <= float(cfg["heldout_fraction"]) < 1:
         raise ValueError(f"config heldout_fraction must be in [0, 1), got {cfg['heldout_fraction']!r}")
+    if isinstance(cfg["center_momentum"], bool) or not 0 < float(cfg["center_momentum"]) <= 1:
+        raise ValueError(f"config center_momentum must be in (0, 1], got {cfg['center_momentum']!r}")
     layers = cfg["layers"]
+    if layers == "uniform":                 # resolved here, so that stored configs list the layers
+        layers = list(uniform_layers(cfg["arch"]))
     if not isinstance(layers, (list, tuple)) or not layers:
-        raise ValueError(f"config layers must be a non-empty list of conv indices, got {layers!r}")
+        raise ValueError(f"config layers must be 'uniform' or a non-empty list of conv indices, got {layers!r}")
     cfg["layers"] = sorted({int(k) for k in layers})
     net = build_resnet(cfg["arch"], num_classes=2, width=1)
     net.check_layers(cfg["layers"])
     cfg["augment"] = bool(cfg["augment"])
     if cfg["stimulus_bn"] not in ("eval", "batch"):
         raise ValueError(f"config stimulus_bn must be 'eval' or 'batch', got {cfg['stimulus_bn']!r}")
-    for k in ("lr", "lr_decay", "momentum", "weight_decay", "alpha", "clip", "heldout_fraction"):
+    for k in ("lr", "lr_decay", "momentum", "weight_decay", "alpha", "clip", "heldout_fraction", "center_momentum"):
         cfg[k] = float(cfg[k])
     return cfg
 
@@ -310,15 +353,27 @@ def batchnorm_eval(module: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
-def serialize_classifier(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None = None) -> bytes:
-    """torch.save bytes of the network (CPU tensors) and, if given, the layer logits."""
+def serialize_classifier(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None = None,
+                         feature_mean: rsa_torch.RunningFeatureMean | None = None) -> bytes:
+    """torch.save bytes of the network (CPU tensors) and, if given, the layer logits and the final
+    running feature mean (Eq. 9's f_bar per layer, `load_feature_mean`)."""
     buffer = io.BytesIO()
     torch.save({"format": STATE_FORMAT, "arch": net.arch, "num_classes": net.num_classes, "width": net.width,
                 "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
                 "layers": list(layer_weights.layers) if layer_weights is not None else None,
-                "layer_logits": layer_weights.logits.detach().cpu().clone() if layer_weights is not None else None},
+                "layer_logits": layer_weights.logits.detach().cpu().clone() if layer_weights is not None else None,
+                "feature_mean": ({k: v.detach().cpu().clone() for k, v in feature_mean.center().items()}
+                                 if feature_mean is not None and feature_mean.ready else None)},
                buffer)
     return buffer.getvalue()
+
+
+def load_feature_mean(state: bytes) -> dict[int, torch.Tensor] | None:
+    """{k: (D_k,)} the running f_bar a regularized classifier ended training with (the centre of its
+    held-out loss), from `ClassifierResult.state`; None for an unregularized one or an older state."""
+    blob = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+    mean = blob.get("feature_mean")
+    return {int(k): v for k, v in mean.items()} if mean is not None else None
 
 
 def load_classifier(state: bytes, device: Union[str, torch.device] = "cpu") -> ClassifierNet:
@@ -358,23 +413,64 @@ def accuracy(net: ClassifierNet, images: torch.Tensor, labels: torch.Tensor, bat
     return correct / max(1, len(images))
 
 
+def _stimulus_chunks(n: int, config: dict, order: torch.Tensor | None = None):
+    """(own rows, rows through the network) of n stimuli, chunked as the training's stimulus pass
+    sees them: with stimulus_bn 'batch' (BatchNorm by the batch's statistics) chunks of stim_batch
+    images, the last one filled up with images from the start of `order` so that every BatchNorm
+    batch holds stim_batch images (only its own rows are kept); with 'eval' chunks of
+    eval_batch_size (the features do not depend on the chunk)."""
+    order = torch.arange(n) if order is None else order
+    batch = config.get("stimulus_bn", "batch") == "batch"
+    size = config["stim_batch"] if batch else config["eval_batch_size"]
+    for s in range(0, n, size):
+        own = order[s:s + size]
+        rows = torch.cat([own, order[:size - len(own)]]) if batch and len(own) < size else own
+        yield own, rows
+
+
+@torch.no_grad()
+def stimulus_feature_mean(net: ClassifierNet, images: torch.Tensor, layers, config: dict,
+                          generator: torch.Generator | None = None) -> dict[int, torch.Tensor]:
+    """Eq. 9's f_bar^(k) exactly: {k: (D_k,) float32} the mean over ALL `images` (n, 1, H, W) of
+    their flattened layer-k features, computed as the stimulus pass of a training step computes them
+    (BatchNorm per config['stimulus_bn'], in chunks of stim_batch images drawn in the order of a
+    random permutation from `generator`; `_stimulus_chunks`); the network's mode is restored."""
+    was = net.training
+    net.train()
+    dev = next(net.parameters()).device
+    n = len(images)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    sums: dict[int, torch.Tensor] = {}
+    try:
+        for own, rows in _stimulus_chunks(n, config, order):
+            with stimulus_mode(net, config), _autocast(dev):
+                _, f = net(_prepare(images[rows.to(images.device)], dev), layers)
+            for k in layers:
+                part = f[k][:len(own)].reshape(len(own), -1).double().sum(dim=0)
+                sums[k] = part if k not in sums else sums[k] + part
+        return {k: (v / n).float() for k, v in sums.items()}
+    finally:
+        net.train(was)
+
+
 @torch.no_grad()
 def heldout_similarity_loss(net: ClassifierNet, gamma: torch.Tensor, images: torch.Tensor, target: torch.Tensor,
-                            layers, clip: float, batch_size: int = 256, stimulus_bn: str = "batch") -> float:
-    """Eq. 8 over all pairs of the held-out stimuli (features in batches, BatchNorm as in the
-    training's stimulus pass; centring over all of them, as in training over a stimulus batch)."""
+                            layers, clip: float, config: dict, center: dict[int, torch.Tensor]) -> float:
+    """Eq. 8 over all pairs of the held-out stimuli: features computed as in the training's stimulus
+    pass (BatchNorm per config['stimulus_bn'], in chunks of stim_batch images; `_stimulus_chunks`),
+    centred by `center`, the training's running f_bar (Eq. 9: the mean over the stimulus images)."""
     was = net.training
-    net.eval()
+    net.train()
     dev = next(net.parameters()).device
     try:
         feats: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
-        for s in range(0, len(images), batch_size):
-            with stimulus_mode(net, {"stimulus_bn": stimulus_bn}), _autocast(dev):
-                _, f = net(_prepare(images[s:s + batch_size], dev), layers)
+        for own, rows in _stimulus_chunks(len(images), config):
+            with stimulus_mode(net, config), _autocast(dev):
+                _, f = net(_prepare(images[rows.to(images.device)], dev), layers)
             for k in layers:
-                feats[k].append(f[k].float().reshape(f[k].shape[0], -1))
+                feats[k].append(f[k][:len(own)].float().reshape(len(own), -1))
         full = {k: torch.cat(v) for k, v in feats.items()}
-        return float(rsa_torch.similarity_loss(full, target, gamma, clip=clip))
+        return float(rsa_torch.similarity_loss(full, target, gamma, center=center, clip=clip))
     finally:
         net.train(was)
 
@@ -394,8 +490,11 @@ class StepData:
 
 def train_step(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None, optimizer: torch.optim.Optimizer,
                data: StepData, batch_idx: torch.Tensor, stim_idx: torch.Tensor | None, config: dict,
-               crops: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
-    """One SGD step of Eq. 7. Returns detached (task loss, similarity loss or nan, correct count)."""
+               crops: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+               feature_mean: rsa_torch.RunningFeatureMean | None = None) -> tuple[torch.Tensor, ...]:
+    """One SGD step of Eq. 7. With stimuli (stim_idx), Eq. 9 centres their features by
+    `feature_mean` (required then), which is updated with this batch's mean after the loss.
+    Returns detached (task loss, similarity loss or nan, correct count)."""
     dev = data.train_x.device
     x = data.train_x[batch_idx]
     if crops is not None:
@@ -407,15 +506,20 @@ def train_step(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None,
     loss = task
     sim = torch.tensor(float("nan"), device=dev)
     if stim_idx is not None:
+        if feature_mean is None:
+            raise ValueError("a step with the similarity loss needs the running feature mean (Eq. 9's f_bar)")
         with stimulus_mode(net, config), _autocast(dev):
             _, feats = net(_prepare(data.stim_x[stim_idx], dev), config["layers"])
         feats = {k: v.float() for k, v in feats.items()}
         target = data.stim_target[stim_idx][:, stim_idx]
-        sim = rsa_torch.similarity_loss(feats, target, layer_weights.gamma(), clip=config["clip"])
+        sim = rsa_torch.similarity_loss(feats, target, layer_weights.gamma(), center=feature_mean.center(),
+                                        clip=config["clip"])
         loss = rsa_torch.total_loss(task, sim, config["alpha"])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if stim_idx is not None:
+        feature_mean.update(feats)          # after the loss: no batch is centred by its own mean
     correct = (logits.detach().argmax(1) == y).sum()
     return task.detach(), sim.detach(), correct
 
@@ -512,11 +616,13 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
         n_steps = n_train // cfg["batch_size"]
         pairs = cfg["stim_batch"] * (cfg["stim_batch"] - 1) // 2 if regularized else 0
 
+        feature_mean = rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"]) if regularized else None
+
         def held_loss():
             if held_x is None:
                 return None
             return heldout_similarity_loss(net, layer_weights.gamma().detach(), held_x, held_target, cfg["layers"],
-                                           cfg["clip"], cfg["eval_batch_size"], cfg["stimulus_bn"])
+                                           cfg["clip"], cfg, feature_mean.center())
 
         history: list[dict] = []
         start_epoch = 0
@@ -530,6 +636,8 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
                 if layer_weights is not None:
                     layer_weights.load_state_dict(state["layer_weights"])
                 optimizer.load_state_dict(state["optimizer"])
+                if feature_mean is not None:
+                    feature_mean.load_state_dict(state["feature_mean"], device=dev)
                 history = list(state["history"])
                 start_epoch = int(state["epoch"])
                 initial_held = state.get("initial_heldout_loss")
@@ -537,6 +645,11 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
             else:
                 say("ignoring a checkpoint made with another config, seed or data; training from epoch 0")
         if start_epoch == 0:
+            if regularized:         # Eq. 9's f_bar, exact over all training stimuli (seeded chunk order)
+                t_mean = time.perf_counter()
+                feature_mean.reset(stimulus_feature_mean(net, sd_data.stim_x, cfg["layers"], cfg,
+                                                         _epoch_generator(seed, -1)))
+                say(f"feature mean over {n_stim} training stimuli: {time.perf_counter() - t_mean:.1f} s")
             initial_held = held_loss()
         say(f"{cfg['arch']} width {cfg['width']} on {data.summary()}; "
             + (f"target {target.label or 'similarity'}: {n_stim} training stimuli, {n_held} held out, "
@@ -561,7 +674,8 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
                 stim_idx = None
                 if regularized:
                     stim_idx = torch.randperm(n_stim, generator=gen)[:cfg["stim_batch"]].to(dev)
-                task, sim, correct = train_step(net, layer_weights, optimizer, sd_data, idx, stim_idx, cfg, crops)
+                task, sim, correct = train_step(net, layer_weights, optimizer, sd_data, idx, stim_idx, cfg, crops,
+                                                feature_mean)
                 if not bool(torch.isfinite(task)) or (regularized and not bool(torch.isfinite(sim))):
                     raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
                                         f"(task {float(task):.4g}, similarity {float(sim):.4g}); lr {lr:g}")
@@ -588,14 +702,15 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
                 torch.save({"format": STATE_FORMAT, "config": cfg, "seed": int(seed), "fingerprints": fingerprints,
                             "epoch": epoch + 1, "history": history, "initial_heldout_loss": initial_held,
                             "net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                            "layer_weights": layer_weights.state_dict() if layer_weights is not None else None},
+                            "layer_weights": layer_weights.state_dict() if layer_weights is not None else None,
+                            "feature_mean": feature_mean.state_dict() if feature_mean is not None else None},
                            buffer)
                 checkpoint.save(buffer.getvalue())
         net.eval()
         last = history[-1]
         gamma = layer_weights.gamma().detach().cpu().numpy() if layer_weights is not None else None
         return ClassifierResult(
-            state=serialize_classifier(net, layer_weights), history=history,
+            state=serialize_classifier(net, layer_weights, feature_mean), history=history,
             test_accuracy=accuracy(net, test_x, test_y, cfg["eval_batch_size"]),
             train_accuracy=last["train_accuracy"], gamma=gamma, layers=list(cfg["layers"]),
             initial_heldout_loss=initial_held, heldout_loss=last["heldout_similarity_loss"],

@@ -98,10 +98,22 @@ def test_heldout_loss_matches_the_target(modules, study):
     gamma = torch.as_tensor((clf.RegularizedClassifier.LayerWeight & key).to_arrays("gamma", order_by="layer"))
     x = torch.as_tensor(target.images[held])[:, None]
     assert cfg["stimulus_bn"] == "batch"
-    with torch.no_grad(), train_classifier.batchnorm_batch_stats(net):     # as in training: the batch's statistics
-        _, feats = net(x, cfg["layers"])
+    # as in training: BatchNorm by the statistics of batches of stim_batch stimuli (the last one filled
+    # up with the first images), features centred by the stored running mean (Eq. 9's f_bar)
+    b = cfg["stim_batch"]
+    order = torch.arange(len(held))
+    feats = {k: [] for k in cfg["layers"]}
+    with torch.no_grad(), train_classifier.batchnorm_batch_stats(net):
+        for s in range(0, len(held), b):
+            own = order[s:s + b]
+            _, f = net(x[torch.cat([own, order[:b - len(own)]])], cfg["layers"])
+            for k in cfg["layers"]:
+                feats[k].append(f[k][:len(own)])
+    feats = {k: torch.cat(v) for k, v in feats.items()}
+    center = train_classifier.load_feature_mean((clf.RegularizedClassifier & key).fetch1("weights"))
+    assert sorted(center) == cfg["layers"]
     loss = rsa_torch.similarity_loss(feats, torch.as_tensor(target.matrix[np.ix_(held, held)]), gamma.float(),
-                                     clip=cfg["clip"])
+                                     center=center, clip=cfg["clip"])
     assert float(loss) == pytest.approx(row["heldout_loss"], rel=1e-4)
 
 
@@ -269,3 +281,34 @@ def test_plan_with_a_data_folder(modules, prefix, study, tmp_path, monkeypatch):
         np.testing.assert_array_equal(data.test_labels, expected["test_labels"])
     finally:
         (clf.ClassificationDataset & {"dataset": "cifar10"}).delete(prompt=False)
+
+
+def test_plan_paper_cifar100(modules, prefix, study, tmp_path, monkeypatch):
+    """`neuralreg plan paper-cifar100` (Fig. 4B): ResNet34 (paper recipe, K = 5 uniformly located layers
+    1/9/17/25/33, 64 stimuli per step) on grayscale CIFAR-100; None, Neural (model) and Shuffle x 5
+    seeds; noise levels, no attack suite. A fixture CIFAR-100 folder stands in (nothing is downloaded)."""
+    from tests.unit.test_datasets import make_cifar100_folder
+    clf, ev = modules["classifier"], modules["evaluation"]
+    make_cifar100_folder(tmp_path / "data")
+    monkeypatch.setenv("NEURALREG_DATA", str(tmp_path / "data"))
+    suites = len(ev.AttackSuite())
+    # the tiny predictive model instead of the study's 'paper' one: no other test should train the latter
+    keys = cli.plan_study(prefix, "paper-cifar100", groups=[study["group"]], model="tiny")
+    try:
+        assert len(keys) == 3 * 5 and {k["dataset"] for k in keys} == {"cifar100"}
+        assert sorted({k["seed"] for k in keys}) == [0, 1, 2, 3, 4]
+        plan = clf.ClassifierPlan & keys
+        assert sorted((clf.Regularizer & plan.proj()).to_arrays("label")) == ["Neural (model)", "None", "Shuffle"]
+        cfg_row = (clf.ClassifierConfig & plan.proj()).fetch1()
+        cfg = cfg_row["config"]
+        assert cfg_row["arch"] == "resnet34" and cfg_row["config_name"] == "paper-resnet34"
+        assert cfg["layers"] == [1, 9, 17, 25, 33] and cfg["stim_batch"] == 64 and cfg["alpha"] == 20.0
+        assert cfg == train_classifier.check_config({**train_classifier.default_config("paper"), "arch": "resnet34"})
+        row = (clf.ClassificationDataset & {"dataset": "cifar100"}).fetch1()
+        assert not row["is_stand_in"] and row["n_classes"] == 100
+        assert len(ev.NoiseConfig & {"noise_name": "default"}) == 1
+        assert len(ev.AttackSuite()) == suites                   # Fig. 4B is noise only
+        assert cli.plan_study(prefix, "paper-cifar100", groups=[study["group"]], model="tiny") == keys   # idempotent
+    finally:
+        (clf.ClassificationDataset & {"dataset": "cifar100"}).delete(prompt=False)
+        (clf.ClassifierConfig & {"config_name": "paper-resnet34"}).delete(prompt=False)

@@ -1,5 +1,6 @@
 """compute/train_classifier.py: schedule, config checks, the BatchNorm handling of the stimulus pass,
-resuming from a checkpoint, the effect of the similarity loss on held-out pairs, and bad input."""
+Eq. 9's running feature mean (exact start, update, checkpoint), resuming from a checkpoint, the
+effect of the similarity loss on held-out pairs, and bad input."""
 import copy
 
 import numpy as np
@@ -49,6 +50,9 @@ def test_paper_learning_rate_schedule():
     assert lrs[4] == pytest.approx(0.03) and lrs[8] == pytest.approx(0.009) and lrs[19] == pytest.approx(0.1 * 0.3 ** 4)
     assert lrs[20] == 0.1 and lrs[24] == pytest.approx(0.03) and lrs[39] == pytest.approx(0.1 * 0.3 ** 4)
     assert cfg["epochs"] == 40 and cfg["batch_size"] == 64 and cfg["alpha"] == 20 and cfg["layers"] == [1, 5, 9, 13, 17]
+    # as many stimulus images per step as classification images (the paper's 64)
+    assert cfg["stim_batch"] == cfg["batch_size"] == 64
+    assert tc.check_config({**tc.default_config("paper"), "arch": "resnet34"})["layers"] == [1, 9, 17, 25, 33]
 
 
 def test_config_checks():
@@ -63,6 +67,13 @@ def test_config_checks():
         tc.check_config({"alpha": -1})
     with pytest.raises(ValueError, match="stimulus_bn"):
         tc.check_config({"stimulus_bn": "train"})
+    with pytest.raises(ValueError, match="center_momentum"):
+        tc.check_config({"center_momentum": 0})
+    with pytest.raises(ValueError, match="'uniform'"):
+        tc.check_config({"layers": "even"})
+    # "uniform" is resolved, so that stored (content-addressed) configs list the layers
+    assert tc.check_config({"arch": "resnet34", "layers": "uniform"})["layers"] == [1, 9, 17, 25, 33]
+    assert tc.check_config({})["layers"] == [1, 5, 9, 13, 17]
     with pytest.raises(KeyError, match="unknown classifier config"):
         tc.default_config("nope")
 
@@ -80,8 +91,14 @@ def test_stimulus_pass_does_not_touch_batchnorm_statistics(mode):
     step = tc.StepData(torch.as_tensor(data.train_images)[:, None].float() / 255, torch.as_tensor(data.train_labels),
                        torch.as_tensor(target.images)[:, None], torch.as_tensor(target.matrix))
     idx, stim = torch.arange(32), torch.arange(8)
-    tc.train_step(net, lw, tc.make_optimizer(net, lw, cfg), step, idx, stim, cfg, None)
+    mean = tc.rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
+    mean.reset(tc.stimulus_feature_mean(net, step.stim_x, cfg["layers"], cfg))
+    before = {k: v.clone() for k, v in mean.center().items()}
+    with pytest.raises(ValueError, match="feature mean"):
+        tc.train_step(copy.deepcopy(net), lw, tc.make_optimizer(net, lw, cfg), step, idx, stim, cfg, None)
+    tc.train_step(net, lw, tc.make_optimizer(net, lw, cfg), step, idx, stim, cfg, None, mean)
     tc.train_step(twin, None, tc.make_optimizer(twin, None, cfg), step, idx, None, cfg, None)
+    assert all(not torch.equal(before[k], mean.center()[k]) for k in cfg["layers"])     # updated after the step
     for (name, a), b in zip(net.named_buffers(), twin.buffers()):
         if "running" in name:
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -105,6 +122,50 @@ class _Memory:
             raise RuntimeError("worker killed")
 
 
+@pytest.mark.parametrize("mode", ["batch", "eval"])
+def test_exact_feature_mean_and_heldout_centre(mode):
+    """The start of the running mean is the mean over ALL training stimuli of the features the stimulus
+    pass computes (BatchNorm per stimulus_bn, batches of stim_batch); the held-out loss is Eq. 8 with
+    the training's final mean as the centre, and the stored network carries that mean."""
+    torch.manual_seed(0)
+    cfg = tc.check_config(_cfg(stimulus_bn=mode, stim_batch=8))
+    net = tc.ClassifierNet("resnet18", 2, 4)
+    net.train()
+    x = torch.as_tensor(_target(n=20).images)[:, None]
+    got = tc.stimulus_feature_mean(net, x, cfg["layers"], cfg)
+    with torch.no_grad():
+        if mode == "eval":
+            with tc.batchnorm_eval(net):
+                _, f = net(x, cfg["layers"])
+            ref = {k: v.reshape(20, -1).mean(0) for k, v in f.items()}
+        else:   # chunks 0-7, 8-15, 16-19 (filled up with 0-3 for BatchNorm, those rows not counted)
+            parts = []
+            for rows, keep in ((torch.arange(8), 8), (torch.arange(8, 16), 8), (torch.cat([torch.arange(16, 20),
+                                                                                          torch.arange(4)]), 4)):
+                with tc.batchnorm_batch_stats(net):
+                    parts.append(net(x[rows], cfg["layers"])[1])
+                parts[-1] = {k: v[:keep].reshape(keep, -1) for k, v in parts[-1].items()}
+            ref = {k: torch.cat([p[k] for p in parts]).mean(0) for k in cfg["layers"]}
+    for k in cfg["layers"]:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-6)
+    assert all(m.training for m in net.modules())
+    # training: the stored network carries the final mean, and the held-out loss is centred by it
+    data, target = _data(), _target(n=48)
+    result = tc.train_classifier(data, target, {**cfg, "epochs": 1, "heldout_fraction": 0.25}, seed=0)
+    mean = tc.load_feature_mean(result.state)
+    assert sorted(mean) == cfg["layers"]
+    _, held = tc.heldout_split(48, 0.25, cfg["heldout_max"])
+    net = tc.load_classifier(result.state)
+    lw = tc.rsa_torch.LayerWeights(cfg["layers"])
+    with torch.no_grad():
+        lw.logits.copy_(torch.log(torch.as_tensor(result.gamma)))
+    loss = tc.heldout_similarity_loss(net, lw.gamma(), torch.as_tensor(target.images[held])[:, None],
+                                      torch.as_tensor(target.matrix[np.ix_(held, held)]), cfg["layers"], cfg["clip"],
+                                      cfg, mean)
+    assert loss == pytest.approx(result.heldout_loss, rel=1e-5)
+    assert tc.load_feature_mean(tc.train_classifier(data, None, {**cfg, "epochs": 1}, seed=0).state) is None
+
+
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
     data, target, cfg = _data(), _target(), _cfg(epochs=3)
     whole = tc.train_classifier(data, target, cfg, seed=3)
@@ -124,6 +185,9 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
     a, b = tc.load_classifier(whole.state), tc.load_classifier(resumed.state)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    mean_a, mean_b = tc.load_feature_mean(whole.state), tc.load_feature_mean(resumed.state)   # restored, not redone
+    for k in mean_a:
+        torch.testing.assert_close(mean_a[k], mean_b[k], rtol=0, atol=0)
     # a checkpoint of another seed is ignored, not resumed
     other = tc.train_classifier(data, target, cfg, seed=4, checkpoint=_memory_holding(memory.blob))
     assert other.resumed_from_epoch == 0

@@ -24,6 +24,17 @@ So every even-numbered layer-after-the-stem ends a block, and in ResNet18 layers
 the outputs of the four stages ("layer 5, the last layer of the first ResBlock group", paper
 Sec. 3); `stage_output_layers` lists them (ResNet18: 1, 5, 9, 13, 17; ResNet34: 1, 7, 15, 27, 33).
 
+Which layers enter the similarity loss: "K uniformly located convolutional layers" (paper Sec. 3)
+----------------------------------------------------------------------------------------------
+`uniform_layers(arch, k)` spaces K conv indices evenly from the first conv (1) to the last (n):
+round(1 + m (n - 1) / (K - 1)), m = 0..K-1. For ResNet18 (n = 17) and K = 5 that is 1, 5, 9, 13,
+17, exactly the paper's layers; for ResNet34 (n = 33) it is 1, 9, 17, 25, 33: the stem and the
+outputs of blocks layer2.0, layer3.0, layer3.4 and layer4.2 (after the stem, an odd index is a
+block's conv2, i.e. a block output; a spacing of (n - 1) / (K - 1) = 8 keeps every chosen index
+odd), one layer every 8 convolutions, two of them in the long third stage that holds 12 of the 33.
+The stage outputs (1/7/15/27/33, `stage_output_layers`) would be the other reading; the paper says
+"uniformly located", and for ResNet18 both readings agree.
+
 `model(x, feature_layers=(1, 5, 9, 13, 17))` returns `(logits, {k: feature})`; the features are the
 very tensors of the forward pass (collected explicitly, no hooks and no second pass), so gradients
 of a loss on them reach the network's parameters.
@@ -39,6 +50,7 @@ from ..runtime import as_nchw
 
 STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 PAPER_LAYERS = (1, 5, 9, 13, 17)         # the paper's K = 5 layers of ResNet18 (Sec. 3, supplement)
+PAPER_K = 5                              # the paper's number of similarity layers
 
 
 class BasicBlock(nn.Module):
@@ -157,6 +169,27 @@ def stage_output_layers(model: ResNet) -> tuple[int, ...]:
         k += 2 * n
         layers.append(k)
     return tuple(layers)
+
+
+def n_conv_layers(arch: str) -> int:
+    """Numbered convolutions of `arch` (shortcuts not counted): 17 for ResNet18, 33 for ResNet34."""
+    key = arch.lower()
+    if key not in STAGES:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(STAGES)}")
+    return 1 + 2 * sum(STAGES[key])
+
+
+def uniform_layers(arch: str | ResNet, k: int = PAPER_K) -> tuple[int, ...]:
+    """K uniformly located conv indices of `arch` (a name or a ResNet), first and last included:
+    round(1 + m (n - 1) / (K - 1)) for m = 0..K-1, halves rounded up (see the module docstring).
+    ResNet18: (1, 5, 9, 13, 17), the paper's; ResNet34: (1, 9, 17, 25, 33). K = 1 gives the last."""
+    n = arch.n_conv_layers if isinstance(arch, ResNet) else n_conv_layers(arch)
+    if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= n:
+        raise ValueError(f"k must be an integer in 1..{n}, got {k!r}")
+    k = int(k)
+    if k == 1:
+        return (n,)
+    return tuple(1 + (2 * m * (n - 1) + (k - 1)) // (2 * (k - 1)) for m in range(k))
 
 
 def build_resnet(arch: str = "resnet18", *, num_classes: int, in_channels: int = 1,
