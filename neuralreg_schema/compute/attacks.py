@@ -10,7 +10,22 @@ every hyperparameter setting of the attack's grid is run `repeats` times (differ
 sample, and per sample the adversarial with the smallest perturbation in the attack's own norm is
 kept (`run_attack`). Its size is recorded in all four norms (`distances`). The robustness score of
 the paper (Figs. 5 and 7) is, per norm and sample, the minimum over all attacks
-(`minimal_over_attacks`); the paper reports its median (mean in the supplement).
+(`minimal_over_attacks`); the paper reports its median (Fig. 5) and its mean (supplement Fig. 7):
+`distance_statistics` gives both, with the SEM over samples, with clean errors counted as 0 and
+with them left out; `robust_accuracy` the fraction not fooled within a budget (RobustBench's
+Linf 8/255 and L2 0.5: `ROBUSTBENCH_BUDGETS`).
+
+Query budget (Fig. 5's curve): every run records, per sample, the iterations it used (its `steps`;
+the early-stopping sparse attacks report each sample's own count). `AttackOutcome.budget_distances`
+holds, at each budget of `budget_points` (the grid's `steps` values and 1, 2, 5, 10, 20, ... up to
+the largest), the adversarial kept among the runs that used at most that many iterations
+(`reduce_runs`); `budget_curve` takes the minimum over attacks at every budget (an attack counts
+from its smallest budget on). At the largest budget it equals the final result.
+
+JSMA ("jsma-l0", L0) and SparseFool ("sparsefool-l1", L1), both L0/L1 attacks in the supplement's
+list and absent from foolbox 3, are compute/sparse_attacks.py (why not a library: its docstring);
+they keep, per sample, the smallest adversarial over runs in L0 and in L1 separately
+(`AttackSpec.select`), and go through the same re-check.
 
 Rules
 -----
@@ -249,11 +264,14 @@ class AttackSpec:
     name: str
     norm: str
     kind: str
-    foolbox_class: str                # the foolbox 3.3.4 class it runs
+    foolbox_class: str                # the foolbox 3.3.4 class it runs ("" for compute/sparse_attacks.py)
     defaults: dict                    # constructor params (+ "eps_hi" for eps attacks, "init"/"init_steps" for BB, FMN)
     grid: dict                        # default hyperparameter grid: param -> list of values
     stochastic: bool                  # random start: repeats give different adversarials
     build_fn: Callable[[dict], Any] = field(repr=False, compare=False, default=None)
+    # norms besides `norm` in which the smallest adversarial over runs is kept on its own (an L0/L1
+    # attack: the fewest changed pixels and the smallest L1 may come from different runs)
+    select: tuple = ()
 
     def params(self, overrides: Optional[dict] = None) -> dict:
         """defaults completed by overrides; unknown keys raise ValueError."""
@@ -287,8 +305,9 @@ def _pgd_builder(name: str):
 def _specs() -> dict[str, AttackSpec]:
     s: dict[str, AttackSpec] = {}
 
-    def add(name, norm, kind, cls, defaults, grid, stochastic=False, build=None):
-        s[name] = AttackSpec(name, norm, kind, cls, defaults, grid, stochastic, build or _fb_builder(cls))
+    def add(name, norm, kind, cls, defaults, grid, stochastic=False, build=None, select=()):
+        s[name] = AttackSpec(name, norm, kind, cls, defaults, grid, stochastic, build or _fb_builder(cls),
+                             tuple(select))
 
     bb = dict(steps=1000, lr=1e-3, lr_decay=0.5, lr_num_decay=20, momentum=0.8, overshoot=1.1,
               binary_search_steps=10, init="ddn-l2", init_steps=100)
@@ -306,8 +325,9 @@ def _specs() -> dict[str, AttackSpec]:
     for norm, cls in (("l0", "L0FMNAttack"), ("l1", "L1FMNAttack"), ("l2", "L2FMNAttack"),
                       ("linf", "LInfFMNAttack")):
         add(f"fmn-{norm}", norm, "min", cls, dict(fmn), {"max_stepsize": [1.0, 0.1], "gamma": [0.05, 0.2]})
-    pgd_linf = dict(rel_stepsize=0.01 / 0.3, steps=40, random_start=True, eps_hi=0.3)
-    pgd_l2 = dict(rel_stepsize=0.025, steps=50, random_start=True, eps_hi=6.0)
+    # abs_stepsize (None: rel_stepsize x epsilon) is foolbox's absolute step, the paper's PGD grid
+    pgd_linf = dict(rel_stepsize=0.01 / 0.3, abs_stepsize=None, steps=40, random_start=True, eps_hi=0.3)
+    pgd_l2 = dict(rel_stepsize=0.025, abs_stepsize=None, steps=50, random_start=True, eps_hi=6.0)
     adam = dict(adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
     add("pgd-linf", "linf", "eps", "LinfProjectedGradientDescentAttack", dict(pgd_linf),
         {"rel_stepsize": [0.01 / 0.3, 0.1]}, True, _pgd_builder("pgd-linf"))
@@ -317,7 +337,27 @@ def _specs() -> dict[str, AttackSpec]:
         {"rel_stepsize": [0.01 / 0.3, 0.1]}, True, _pgd_builder("adampgd-linf"))
     add("adampgd-l2", "l2", "eps", "L2AdamProjectedGradientDescentAttack", {**pgd_l2, **adam},
         {"rel_stepsize": [0.025, 0.1]}, True, _pgd_builder("adampgd-l2"))
+    # written after their papers (compute/sparse_attacks.py): deterministic, early-stopping
+    add("jsma-l0", "l0", "min", "", dict(theta=1.0, gamma=0.1, steps=100, targets=1),
+        {"theta": [1.0, 0.3]}, build=_sparse_builder("jsma"), select=("l1",))
+    add("sparsefool-l1", "l1", "min", "", dict(lambda_=3.0, steps=20, df_steps=50, candidates=10),
+        {"lambda_": [1.0, 3.0]}, build=_sparse_builder("sparsefool"), select=("l0",))
     return s
+
+
+class _SparseAttack:
+    """An attack of compute/sparse_attacks.py with its params: run(net, x, y) -> (adv, success, iterations)."""
+
+    def __init__(self, fn_name: str, params: dict):
+        self.fn_name, self.params = fn_name, dict(params)
+
+    def run(self, net, x, y):
+        from . import sparse_attacks
+        return getattr(sparse_attacks, self.fn_name)(net, x, y, **self.params)
+
+
+def _sparse_builder(fn_name: str):
+    return lambda p: _SparseAttack(fn_name, p)
 
 
 ATTACKS: dict[str, AttackSpec] = _specs()
@@ -352,28 +392,38 @@ def _recipe(attacks: dict, n_samples: int, batch_size: int, repeats: int, search
             "search_steps": search_steps, "note": note}
 
 
+# The paper's grids (main text Sec. 4.2): PGD step sizes 1e-6 ... 1 x iterations 10, 30, 50, 100, 200;
+# the gradient-based boundary attack (Brendel-Bethge) step sizes 0.0003 ... 0.3 (the text lists
+# "0.03" twice; the second is read as 0.3, continuing the series). The supplement: every attack with
+# "a range of hyperparameters", 5 repeats (here: of the randomized attacks only), 1000 samples.
+# Every iterative attack runs at the five iteration counts, which also give the Fig. 5 curve
+# (minimal perturbation vs the attack's query budget); the minimization attacks also at 1000.
+PAPER_STEPS = [10, 30, 50, 100, 200]
+PAPER_PGD_STEPSIZES = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+PAPER_BB_STEPSIZES = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+
 RECIPES: dict[str, dict] = {
-    # the supplement: every attack foolbox offers for the four norms, a grid per attack, 5 repeats
-    # (of the randomized attacks; the others are deterministic), 1000 test samples, the smallest
-    # adversarial per sample over settings and repeats; for a GPU
+    # the supplement: every attack of its list for the four norms (JSMA and SparseFool from
+    # compute/sparse_attacks.py), the paper's grids, 5 repeats of the randomized attacks, 1000 test
+    # samples, the smallest adversarial per sample over settings and repeats; for a GPU (cost:
+    # benchmarks/attacks.py and the README)
     "paper": _recipe({
-        "bb-l0": {"lr": [1e-3, 1e-2], "steps": [1000]},
-        "bb-l1": {"lr": [1e-3, 1e-2], "steps": [1000]},
-        "bb-l2": {"lr": [1e-3, 1e-2], "steps": [1000]},
-        "bb-linf": {"lr": [1e-3, 1e-2], "steps": [1000]},
-        "cw-l2": {"steps": [1000], "binary_search_steps": [9], "stepsize": [1e-2, 5e-2],
-                  "initial_const": [1e-2, 1.0]},
-        "ddn-l2": {"steps": [1000], "init_epsilon": [1.0, 0.1], "gamma": [0.05, 0.02]},
-        "fmn-l0": {"steps": [1000], "max_stepsize": [1.0, 0.1], "gamma": [0.05, 0.2]},
-        "fmn-l1": {"steps": [1000], "max_stepsize": [1.0, 0.1], "gamma": [0.05, 0.2]},
-        "fmn-l2": {"steps": [1000], "max_stepsize": [1.0, 0.1], "gamma": [0.05, 0.2]},
-        "fmn-linf": {"steps": [1000], "max_stepsize": [1.0, 0.1], "gamma": [0.05, 0.2]},
-        "pgd-linf": {"steps": [100], "rel_stepsize": [0.01 / 0.3, 0.1], "eps_hi": [0.3]},
-        "pgd-l2": {"steps": [100], "rel_stepsize": [0.025, 0.1], "eps_hi": [6.0]},
-        "adampgd-linf": {"steps": [100], "rel_stepsize": [0.01 / 0.3, 0.1], "eps_hi": [0.3]},
-        "adampgd-l2": {"steps": [100], "rel_stepsize": [0.025, 0.1], "eps_hi": [6.0]},
+        **{f"bb-{norm}": {"lr": PAPER_BB_STEPSIZES, "steps": PAPER_STEPS + [1000]}
+           for norm in ("l0", "l1", "l2", "linf")},
+        "cw-l2": {"steps": PAPER_STEPS, "binary_search_steps": [9], "stepsize": [1e-3, 1e-2, 1e-1],
+                  "initial_const": [1e-2]},
+        "ddn-l2": {"steps": PAPER_STEPS + [1000], "init_epsilon": [1.0, 0.1], "gamma": [0.05, 0.02]},
+        **{f"fmn-{norm}": {"steps": PAPER_STEPS + [1000], "max_stepsize": [1.0, 0.1], "gamma": [0.05, 0.2]}
+           for norm in ("l0", "l1", "l2", "linf")},
+        "pgd-linf": {"steps": PAPER_STEPS, "abs_stepsize": PAPER_PGD_STEPSIZES, "eps_hi": [0.3]},
+        "adampgd-linf": {"steps": PAPER_STEPS, "abs_stepsize": [1e-4, 1e-3, 1e-2], "eps_hi": [0.3]},
+        "pgd-l2": {"steps": PAPER_STEPS, "abs_stepsize": [1e-3, 1e-2, 1e-1], "eps_hi": [6.0]},
+        "adampgd-l2": {"steps": PAPER_STEPS, "abs_stepsize": [1e-3, 1e-2, 1e-1], "eps_hi": [6.0]},
+        "jsma-l0": {"theta": [1.0, 0.3, 0.1], "gamma": [0.2], "steps": [200], "targets": [3]},
+        "sparsefool-l1": {"lambda_": [1.0, 2.0, 3.0], "steps": [50], "df_steps": [50], "candidates": [10]},
     }, n_samples=1000, batch_size=250, repeats=5, search_steps=12,
-        note="Li et al. 2019 supplement / Schott et al. 2019: all attacks, grids, 5 repeats, 1000 samples"),
+        note="Li et al. 2019 supplement / Schott et al. 2019: all attacks incl. JSMA, SparseFool; paper grids; "
+             "5 repeats (randomized); 1000 samples"),
     # two CPU cores, one ResNet18 width 16 in well under a minute: one cheap attack per norm (+ the
     # batched PGD search); short runs, no grid, no repeats; no BB (numba JIT 30-50 s) and no CW
     "demo": _recipe({
@@ -384,9 +434,12 @@ RECIPES: dict[str, dict] = {
         "pgd-linf": {"steps": [3], "rel_stepsize": [0.5], "eps_hi": [0.0625]},
     }, n_samples=64, batch_size=64, repeats=1, search_steps=3,
         note="2 CPU cores: one short attack per norm + the Linf PGD search, 64 samples"),
-    # tests: seconds on a tiny CNN; every attack kind except BB (numba JIT) once, a 2-point grid
+    # tests: seconds on a tiny CNN; every attack kind except BB (numba JIT) once, a 2-point grid;
+    # DDN at two iteration counts and the early-stopping sparse attacks give the budget curve points
     "tiny": _recipe({
-        "ddn-l2": {"steps": [10]},
+        "ddn-l2": {"steps": [3, 10]},
+        "jsma-l0": {"steps": [10], "theta": [1.0], "gamma": [0.2]},
+        "sparsefool-l1": {"steps": [5], "lambda_": [3.0], "df_steps": [10]},
         "fmn-l0": {"steps": [10], "init": ["ddn-l2"], "init_steps": [5]},
         "fmn-l1": {"steps": [10]},
         "fmn-l2": {"steps": [10]},
@@ -485,6 +538,9 @@ class AttackOutcome:
     rejected: int = 0                  # claimed successes that failed the re-check, over all runs
     best_run: Optional[np.ndarray] = None   # int (N,): index into params_tried of the kept adversarial (-1: none)
     device: str = "cpu"
+    budgets: list = field(default_factory=list)        # query budgets (iterations per run), ascending
+    budget_distances: Optional[np.ndarray] = None      # (len(budgets), N, 4): the kept adversarial among the runs
+                                                       # that used <= budget iterations (NORMS order; 0 / inf as above)
 
     def summary(self) -> dict:
         """median and mean per norm (inf when a failure dominates), success rate, counts."""
@@ -503,8 +559,22 @@ def _run_seed(seed: int, k: int, repeat: int, batch: int) -> int:
 
 
 def _attack_batch(spec: AttackSpec, params: dict, fmodel, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  seed: int, dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """(adversarials, claimed success) of one run of `spec` on one batch (all clean-correct)."""
+                  seed: int, dev: torch.device) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """(adversarials, claimed success, iterations used per sample) of one run of `spec` on one batch
+    (all clean-correct). Iterations: the early-stopping attacks of compute/sparse_attacks.py report
+    each sample's; every other attack counts its `steps` for every sample."""
+    steps = np.full(len(x), int(params.get("steps", 0)), np.int64)
+    if not spec.foolbox_class:
+        with _seeded(seed, dev):
+            adv, ok, its = spec.build(params).run(net, x, y)
+        return adv, _np(ok).astype(bool), _np(its).astype(np.int64)
+    adv, claimed = _foolbox_batch(spec, params, fmodel, net, x, y, seed, dev)
+    return adv, claimed, steps
+
+
+def _foolbox_batch(spec: AttackSpec, params: dict, fmodel, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   seed: int, dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """(adversarials, claimed success) of one run of a foolbox attack on one batch."""
     import eagerpy as ep
     import foolbox as fb
     crit = fb.Misclassification(y)
@@ -521,10 +591,10 @@ def _attack_batch(spec: AttackSpec, params: dict, fmodel, net: nn.Module, x: tor
             return adv, np.isfinite(eps)
         if spec.name.startswith("bb-") or (spec.name.startswith("fmn-") and params.get("init")):
             init = ATTACKS[params.get("init") or "ddn-l2"]
-            if init.name.startswith(("bb-", "fmn-")):
-                raise ValueError(f"{spec.name}: init must not be a Brendel-Bethge or FMN attack")
+            if init.name.startswith(("bb-", "fmn-")) or not init.foolbox_class:
+                raise ValueError(f"{spec.name}: init must be a foolbox attack other than Brendel-Bethge or FMN")
             init_params = init.params({"steps": int(params["init_steps"])} if "steps" in init.defaults else {})
-            start, claimed = _attack_batch(init, init_params, fmodel, net, x, y, seed + 1, dev)
+            start, claimed = _foolbox_batch(init, init_params, fmodel, net, x, y, seed + 1, dev)
             ok = recheck(net, x, y, start, claimed)
             adv = x.clone()
             attack = spec.build(params)
@@ -577,15 +647,13 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
     original_device = _model_device(net)
     rejected = 0
     tried: list[dict] = []
-    best = {k: np.full(n, np.inf) for k in NORMS}
-    best_run = np.full(n, -1, np.int64)
+    run_d: list[np.ndarray] = []       # per run: (n, 4) distances of its re-checked adversarials, inf elsewhere
+    run_used: list[np.ndarray] = []    # per run: (n,) iterations each sample used
     with torch_threads(dev), _eval_mode(net):
         net.to(dev)
         try:
             fmodel = fb.PyTorchModel(net, bounds=(0, 1), device=dev)
             clean_correct = predict(net, x_np) == y_np
-            for k in NORMS:
-                best[k][~clean_correct] = 0.0
             targets = np.flatnonzero(clean_correct)
             say(f"{name}: {len(settings)} setting(s) x {n_rep} repeat(s) on {len(targets)} of {n} samples "
                 f"({n - len(targets)} misclassified without attack) on {dev}")
@@ -593,39 +661,91 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
                 for rep in range(n_rep):
                     t_run = time.perf_counter()
                     run_success = run_rejected = 0
+                    d_run = np.full((n, len(NORMS)), np.inf)
+                    used = np.zeros(n, np.int64)
                     for b, start in enumerate(range(0, len(targets), batch_size)):
                         idx = targets[start:start + batch_size]
                         xb = torch.as_tensor(x_np[idx], device=dev)
                         yb = torch.as_tensor(y_np[idx], device=dev)
-                        adv, claimed = _attack_batch(spec, params, fmodel, net, xb, yb,
-                                                     _run_seed(seed, k_set, rep, b), dev)
+                        adv, claimed, its = _attack_batch(spec, params, fmodel, net, xb, yb,
+                                                          _run_seed(seed, k_set, rep, b), dev)
                         adv_np = _np(adv).astype(np.float32)
                         ok = recheck(net, x_np[idx], y_np[idx], adv_np, claimed)
                         run_rejected += int((claimed & ~ok).sum())
                         run_success += int(ok.sum())
+                        used[idx] = its
                         if ok.any():
                             d = distances(x_np[idx][ok], adv_np[ok])
-                            rows = idx[ok]
-                            better = d[spec.norm] < best[spec.norm][rows]
-                            for norm in NORMS:
-                                best[norm][rows[better]] = d[norm][better]
-                            best_run[rows[better]] = len(tried)
+                            d_run[idx[ok]] = np.stack([d[k] for k in NORMS], axis=1)
                     rejected += run_rejected
+                    run_d.append(d_run)
+                    run_used.append(used)
                     tried.append({"params": dict(params), "repeat": rep, "seed": _run_seed(seed, k_set, rep, 0),
                                   "successes": run_success, "rejected": run_rejected,
+                                  "iterations": int(used[targets].sum()),
                                   "seconds": time.perf_counter() - t_run})
                     say(f"{name} {params} repeat {rep + 1}/{n_rep}: {run_success}/{len(targets)} fooled"
                         + (f", {run_rejected} claims rejected by the re-check" if run_rejected else "")
                         + f" ({tried[-1]['seconds']:.1f} s)")
         finally:
             net.to(original_device)
-    for k in NORMS:
-        if np.isnan(best[k]).any():
-            raise AttackError(f"{name}: NaN {k} distances")
+    runs_d = np.stack(run_d) if run_d else np.full((0, n, len(NORMS)), np.inf)
+    runs_used = np.stack(run_used) if run_used else np.zeros((0, n), np.int64)
+    if np.isnan(runs_d).any():
+        raise AttackError(f"{name}: NaN distances")
+    select = (spec.norm,) + tuple(spec.select)
+    final, best_run = reduce_runs(runs_d, runs_used, spec.norm, select)
+    final[~clean_correct] = 0.0
+    best = {k: final[:, i] for i, k in enumerate(NORMS)}
+    steps_values = [int(p.get("steps", 0)) for p in settings]
+    budgets = budget_points(steps_values)
+    per_budget = np.stack([reduce_runs(runs_d, runs_used, spec.norm, select, budget=b)[0] for b in budgets]) \
+        if budgets else np.zeros((0, n, len(NORMS)))
+    per_budget[:, ~clean_correct] = 0.0
     success = np.isfinite(best[spec.norm])
     return AttackOutcome(name=name, norm=spec.norm, kind=spec.kind, distances=best, success=success,
                          clean_correct=clean_correct, params_tried=tried, seconds=time.perf_counter() - t0,
-                         rejected=rejected, best_run=best_run, device=str(dev))
+                         rejected=rejected, best_run=best_run, device=str(dev), budgets=budgets,
+                         budget_distances=per_budget)
+
+
+BUDGET_SERIES = (1, 2, 5)
+
+
+def budget_points(steps_values: Sequence[int]) -> list[int]:
+    """The query budgets (attack iterations per run) at which a run_attack outcome is recorded: the
+    grid's `steps` values and the 1-2-5 series (1, 2, 5, 10, 20, ...) up to the largest of them."""
+    top = max([int(v) for v in steps_values if int(v) > 0], default=0)
+    points = {int(v) for v in steps_values if int(v) > 0}
+    scale = 1
+    while scale <= top:
+        points.update(b * scale for b in BUDGET_SERIES if b * scale <= top)
+        scale *= 10
+    return sorted(points)
+
+
+def reduce_runs(runs_d: np.ndarray, runs_used: np.ndarray, own: str, select: Sequence[str] = (),
+                budget: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample the kept adversarial over runs: runs_d (R, n, 4) distances in NORMS order (inf: the
+    run found none), runs_used (R, n) iterations each run used per sample. Only runs that used at most
+    `budget` iterations on a sample count for it (None: all). The adversarial smallest in the `own`
+    norm gives every norm (first run on ties); in each norm of `select` the smallest over runs is
+    kept on its own. Returns ((n, 4) float64, inf where none; best run index (n,), -1 where none)."""
+    runs_d = np.asarray(runs_d, np.float64)
+    r, n = runs_d.shape[:2]
+    if r == 0:
+        return np.full((n, len(NORMS)), np.inf), np.full(n, -1, np.int64)
+    eligible = np.ones((r, n), bool) if budget is None else np.asarray(runs_used) <= int(budget)
+    d = np.where(eligible[..., None], runs_d, np.inf)
+    k_own = NORMS.index(own)
+    best_run = np.argmin(d[..., k_own], axis=0)
+    out = d[best_run, np.arange(n)].copy()
+    found = np.isfinite(out[:, k_own])
+    out[~found] = np.inf
+    for norm in select:
+        k = NORMS.index(norm)
+        out[:, k] = d[..., k].min(axis=0)
+    return out, np.where(found, best_run, -1).astype(np.int64)
 
 
 def run_recipe(model: nn.Module, images: Array, labels: Array, name: str = "demo", *, seed: int = 0,
@@ -662,3 +782,78 @@ def minimal_over_attacks(outcomes: Sequence[AttackOutcome]) -> dict[str, np.ndar
             stack.append(d)
         result[k] = np.min(np.stack(stack), axis=0)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics of per-sample minimal distances (the robustness scores of Figs. 5 and 7)
+
+ROBUSTBENCH_BUDGETS = {"linf": 8 / 255, "l2": 0.5}   # RobustBench's standard CIFAR-10 threat models
+
+
+def distance_statistics(d: Array, clean_correct: Array) -> dict:
+    """Scores of per-sample minimal distances d (float (n,), 0 = misclassified clean, inf = never
+    fooled) with clean_correct (bool (n,)):
+
+    median, mean, sem           over all n samples, clean errors counted as distance 0 (the paper's
+                                scores: Fig. 5 the median, supplement Fig. 7 the mean)
+    median_correct, mean_correct, sem_correct
+                                over the clean-correct samples only (clean errors left out)
+    sem = std(ddof=1) / sqrt(n) over samples; the mean and SEM are inf when any distance is inf, the
+    median only when at least half are; nan for no samples (SEM: fewer than two). success_rate: the
+    fraction of samples with a finite distance; n, n_correct: the counts."""
+    d = np.asarray(_np(d), np.float64).ravel()
+    ok = np.asarray(_np(clean_correct), bool).ravel()
+    if d.shape != ok.shape:
+        raise ValueError(f"distance_statistics: {d.shape} distances, {ok.shape} clean_correct")
+    if np.isnan(d).any():
+        raise ValueError("distance_statistics: NaN distances")
+
+    def stats(v):
+        if not len(v):
+            return float("nan"), float("nan"), float("nan")
+        finite = np.isfinite(v).all()
+        mean = float(v.mean()) if finite else float("inf")
+        sem = (float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")) if finite else float("inf")
+        return float(np.median(v)), mean, sem
+
+    out = dict(zip(("median", "mean", "sem"), stats(d)))
+    out.update(zip(("median_correct", "mean_correct", "sem_correct"), stats(d[ok])))
+    out.update(success_rate=float(np.isfinite(d).mean()) if len(d) else float("nan"), n=int(len(d)),
+               n_correct=int(ok.sum()))
+    return out
+
+
+def robust_accuracy(d: Array, epsilon: float) -> float:
+    """The fraction of samples no attack fooled at or below epsilon: mean(d > epsilon) over all samples
+    of per-sample minimal distances d (clean errors, distance 0, are never robust; never fooled, inf,
+    always). nan for no samples."""
+    d = np.asarray(_np(d), np.float64).ravel()
+    if np.isnan(d).any():
+        raise ValueError("robust_accuracy: NaN distances")
+    return float((d > float(epsilon)).mean()) if len(d) else float("nan")
+
+
+def budget_curve(per_attack: Sequence[tuple[Sequence[int], Array]]) -> tuple[list[int], np.ndarray]:
+    """The minimal perturbation as a function of the query budget, over attacks: per_attack holds, per
+    attack, (its budgets ascending, distances (len(budgets), n, ...) at them). At budget B an attack
+    contributes its distances at its largest budget <= B (none below its smallest: inf). Returns (the
+    union of the budgets, (len(union), n, ...) the per-sample minimum over attacks at each)."""
+    per_attack = [(list(map(int, b)), np.asarray(_np(d), np.float64)) for b, d in per_attack]
+    if not per_attack:
+        raise ValueError("budget_curve: no attacks")
+    shape = next((d.shape[1:] for _, d in per_attack if d.ndim >= 2), None)
+    for b, d in per_attack:
+        if len(b) != len(d) or list(b) != sorted(b) or (len(b) and d.shape[1:] != shape):
+            raise ValueError("budget_curve: budgets must be ascending, one distance array per budget, same samples")
+        if np.isnan(d).any():
+            raise ValueError("budget_curve: NaN distances")
+    union = sorted({x for b, _ in per_attack for x in b})
+    if shape is None:
+        return union, np.zeros((0,))
+    out = np.full((len(union),) + tuple(shape), np.inf)
+    for b, d in per_attack:
+        for i, budget in enumerate(union):
+            j = np.searchsorted(b, budget, side="right") - 1
+            if j >= 0:
+                out[i] = np.minimum(out[i], d[j])
+    return union, out

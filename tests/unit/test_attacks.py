@@ -174,7 +174,7 @@ def test_rejected_claims_become_failures(monkeypatch):
         adv = xb.clone()
         adv[0] = float("nan")
         adv[1] = adv[1] + 2.0
-        return adv, np.ones(len(xb), bool)
+        return adv, np.ones(len(xb), bool), np.ones(len(xb), np.int64)
 
     monkeypatch.setattr(A, "_attack_batch", lying)
     out = A.run_attack(net, x, y, "ddn-l2", grid={"steps": 1}, device="cpu")
@@ -210,6 +210,13 @@ def test_minimal_over_attacks():
 
 
 def test_specs_and_recipes():
+    assert A.ATTACKS["jsma-l0"].norm == "l0" and A.ATTACKS["sparsefool-l1"].norm == "l1"
+    assert not A.ATTACKS["jsma-l0"].foolbox_class and not A.ATTACKS["jsma-l0"].stochastic
+    paper = A.RECIPES["paper"]["grids"]
+    assert len(A.expand_grid(paper["pgd-linf"])) == 35        # the paper's 7 step sizes x 5 iteration counts
+    assert sorted({g["steps"] for g in A.expand_grid(paper["pgd-linf"])}) == [10, 30, 50, 100, 200]
+    assert len(A.expand_grid(paper["bb-l2"])) == 7 * 6
+    assert A.RECIPES["demo"]["attacks"] == ["ddn-l2", "fmn-l0", "fmn-l1", "fmn-linf", "pgd-linf"]   # its budget
     for name in ("bb-l0", "bb-l1", "bb-l2", "bb-linf", "cw-l2", "ddn-l2", "fmn-l0", "fmn-l1", "fmn-l2",
                  "fmn-linf", "pgd-linf", "pgd-l2", "adampgd-linf", "adampgd-l2"):
         spec = A.ATTACKS[name]
@@ -248,7 +255,15 @@ def test_tiny_recipe_every_attack_runs_and_is_deterministic():
         assert o.rejected == 0
         assert o.seconds > 0 and o.params_tried
     # 2 settings x 2 repeats for the randomized pgd-linf; deterministic attacks run once per setting
-    assert len(outs["pgd-linf"].params_tried) == 4 and len(outs["ddn-l2"].params_tried) == 1
+    assert len(outs["pgd-linf"].params_tried) == 4 and len(outs["ddn-l2"].params_tried) == 2
+    for name, o in outs.items():                # at the largest budget the curve is the final result
+        assert o.budgets == A.budget_points([p["params"]["steps"] for p in o.params_tried]), name
+        final = np.stack([o.distances[k] for k in A.NORMS], axis=1)
+        np.testing.assert_array_equal(o.budget_distances[-1], final)
+        for norm in (o.norm,) + A.ATTACKS[name].select:       # in the norms it selects by, more budget never hurts
+            k = A.NORMS.index(norm)
+            assert (o.budget_distances[1:, :, k] <= o.budget_distances[:-1, :, k]).all(), name
+    assert outs["ddn-l2"].budgets == [1, 2, 3, 5, 10] and np.isinf(outs["ddn-l2"].budget_distances[:2]).all()
     again = A.run_attack(net, x, y, "pgd-linf", grid=A.RECIPES["tiny"]["grids"]["pgd-linf"],
                          repeats=2, seed=3, batch_size=8, device="cpu")
     for k in A.NORMS:
