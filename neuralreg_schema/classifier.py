@@ -355,8 +355,19 @@ class RegularizedClassifier(dj.Computed):
         if result.gamma is not None:
             self.LayerWeight.insert([{**key, "layer": int(k), "gamma": float(g)}
                                      for k, g in zip(result.layers, result.gamma)])
+        if alpha > 0:
+            reg = (Regularizer & key).fetch1()
+            self.Target.insert1({**key, "scan_group": reg["scan_group"], "sim_hash": reg["sim_hash"]})
         # the row is in (its transaction commits next); a lost checkpoint now only costs a re-run
         StoreCheckpoint(self, key).remove()
+
+    class Target(dj.Part):
+        definition = """
+        # the averaged similarity matrix a regularized classifier was trained towards: deleting or
+        # recomputing the target deletes the classifier (delete(part_integrity="cascade"))
+        -> master
+        -> AveragedSimilarity
+        """
 
     def network(self, key=None, device="cpu"):
         """The trained network of one row, in eval mode (inputs: (B, 1, H, W) in [0, 1])."""

@@ -175,6 +175,15 @@ class SimilarityMatrix(dj.Computed):
     std_offdiag : float64                # standard deviation of the off-diagonal values
     details = '' : varchar(255)          # provenance, e.g. the VGG weights file and its checksum
     """
+
+    class Source(dj.Part):
+        definition = """
+        # the predictive model whose predictions a model or shuffle matrix was computed from: deleting
+        # the model deletes the matrix (delete(part_integrity="cascade")), so no matrix outlives its source
+        -> master
+        -> PredictiveModel
+        """
+
     reserve_timeout = 3600   # s a job may stay reserved before populate.jobs reclaims it (VGG features of 5000 images take minutes on a CPU)
 
     @property
@@ -200,6 +209,9 @@ class SimilarityMatrix(dj.Computed):
                       "matrix": np.ascontiguousarray(matrix, dtype=np.float32), "n_dims": int(n_dims),
                       "mean_offdiag": float(off.mean()), "std_offdiag": float(off.std()),
                       "details": details[:255]})
+        model_hash = (SimilarityConfig & key).fetch1("model_hash")
+        if model_hash:
+            self.Source.insert1({**key, "model_hash": model_hash})
 
 
 @schema
@@ -218,6 +230,14 @@ class AveragedSimilarity(dj.Computed):
     """
     reserve_timeout = 1800   # s a job may stay reserved before populate.jobs reclaims it (reads and writes a few 5000 x 5000 matrices)
 
+    class Member(dj.Part):
+        definition = """
+        # the per-scan matrices averaged: deleting or recomputing one deletes the average
+        # (delete(part_integrity="cascade")), so no average outlives its inputs
+        -> master
+        -> SimilarityMatrix
+        """
+
     @property
     def key_source(self):
         # groups whose every member has the matrix
@@ -225,8 +245,9 @@ class AveragedSimilarity(dj.Computed):
         return (ScanGroup.proj() * SimilarityConfig.proj()) - missing.proj()
 
     def make_fetch(self, key):
+        # the members' scans and their matrices' content (a matrix recomputed meanwhile changes this)
         return tuple((SimilarityMatrix & (ScanGroup.Member & key) & key).to_arrays(
-            "animal_id", "session", "scan_idx", order_by="animal_id, session, scan_idx"))
+            "animal_id", "session", "scan_idx", "mean_offdiag", order_by="animal_id, session, scan_idx"))
 
     def make_compute(self, key, *members):
         rows = (SimilarityMatrix & (ScanGroup.Member & key) & key).to_dicts(order_by="animal_id, session, scan_idx")
@@ -236,14 +257,16 @@ class AveragedSimilarity(dj.Computed):
             raise ValueError(f"scan group {key['scan_group']!r}: the shuffle control is averaged only over scans "
                              "that saw the same images (a relabelling restricted to common images is not one)")
         matrix, common = rsa.common_average([np.asarray(r["matrix"].load()) for r in rows], ids)
-        return matrix, common, len(rows)
+        scans = [{k: r[k] for k in ("animal_id", "session", "scan_idx")} for r in rows]
+        return matrix, common, scans
 
-    def make_insert(self, key, matrix, image_ids, n_scans):
+    def make_insert(self, key, matrix, image_ids, scans):
         off = rsa.upper(matrix)
-        self.insert1({**key, "n_scans": n_scans, "n_images": len(image_ids),
+        self.insert1({**key, "n_scans": len(scans), "n_images": len(image_ids),
                       "image_ids": np.asarray(image_ids, dtype=np.int64),
                       "matrix": np.ascontiguousarray(matrix, dtype=np.float32),
                       "mean_offdiag": float(off.mean()), "std_offdiag": float(off.std())})
+        self.Member.insert({**key, **scan} for scan in scans)
 
 
 @schema
@@ -266,9 +289,11 @@ class SimilarityStability(dj.Computed):
 
     class Member(dj.Part):
         definition = """
-        # the Fig. 1D correlations of one scan
+        # the Fig. 1D correlations of one scan (its predictive model a dependency: recomputing the model
+        # deletes this, delete(part_integrity="cascade"))
         -> master
         -> ScanGroup.Member
+        -> PredictiveModel
         ---
         r_model_oracle : float64         # Pearson r of S_model vs S_oracle over image pairs i<j
         r_data_oracle : float64          # Pearson r of single-trial S_data(i_t, j_t') vs S_oracle_ij

@@ -66,6 +66,7 @@ def test_every_regularizer_trains(modules, study):
         gammas = (clf.RegularizedClassifier.LayerWeight & key).to_arrays("layer", "gamma", order_by="layer")
         if label == "None":
             assert row["alpha"] == 0 and row["pairs_per_step"] == 0 and row["heldout_loss"] is None
+            assert not (clf.RegularizedClassifier.Target & key)
             assert len(gammas[0]) == 0 and all(h["similarity_loss"] is None for h in history)
         else:
             assert row["alpha"] == cfg["alpha"] and row["pairs_per_step"] == cfg["stim_batch"] * (cfg["stim_batch"] - 1) // 2
@@ -74,6 +75,10 @@ def test_every_regularizer_trains(modules, study):
             np.testing.assert_allclose(history[-1]["gamma"], gammas[1])
             assert row["n_stimuli_train"] + row["n_stimuli_heldout"] == \
                 len(clf.load_target(key).image_ids) and row["n_stimuli_heldout"] > 1
+            # the target it was trained towards is a dependency: deleting it would delete the classifier
+            target = (clf.RegularizedClassifier.Target & key).fetch1()
+            assert (target["scan_group"], target["sim_hash"]) == \
+                tuple((clf.Regularizer & reg).fetch1("scan_group", "sim_hash"))
         # the stored network reproduces the stored clean accuracy
         data = clf.ClassificationDataset.load(study["dataset"])
         net = clf.RegularizedClassifier().network(key)

@@ -235,3 +235,36 @@ def test_model_matrices_wait_for_their_predictive_model(modules, study):
     assert not (sim.SimilarityStability().key_source & untrained)
     (pred.PredictiveModelConfig & untrained).delete(prompt=False)
     assert not (sim.SimilarityConfig & model_cfg)          # the model-based config went with it
+
+
+def test_derived_rows_depend_on_what_they_were_computed_from(modules, study):
+    """Deleting a scan's predictive model takes its model and shuffle matrices, the averages built from
+    them and the Fig. 1 checks with it (data matrices stay); repopulating rebuilds them from the new
+    model, and no average is left over from the old matrices."""
+    pred, sim = modules["predictive"], modules["similarity"]
+    scan = _scan_key(study["experiment"].scans[0])
+    model_key = {**scan, **study["model"]}
+    by_model = sim.SimilarityConfig & "method in ('model', 'shuffle')"
+    assert len(sim.SimilarityMatrix.Source & model_key) == len(by_model)
+    group = study["group"]
+    members = len(sim.ScanGroup.Member & group)
+    assert len(sim.AveragedSimilarity.Member & group) == members * len(sim.AveragedSimilarity & group)
+    data_avg = sim.AveragedSimilarity & group & (sim.SimilarityConfig & "method = 'data'").proj()
+    assert len(data_avg) == 1
+    before = {h: m for h, m in zip(*(sim.AveragedSimilarity & group & by_model.proj()).to_arrays("sim_hash",
+                                                                                                  "mean_offdiag"))}
+    assert before
+    (pred.PredictiveModel & model_key).delete(prompt=False, part_integrity="cascade")
+    assert not (sim.SimilarityMatrix & scan & by_model.proj())
+    assert not (sim.AveragedSimilarity & group & by_model.proj())            # no stale average
+    assert not (sim.SimilarityStability & group & study["model"])
+    assert len(sim.SimilarityMatrix & scan & (sim.SimilarityConfig & "method = 'data'").proj()) == 1
+    assert len(data_avg) == 1                                                 # untouched
+    for table, restrictions in ((pred.PredictiveModel, [study["scans"]]),
+                                (sim.SimilarityMatrix, [study["scans"], by_model.proj()]),
+                                (sim.AveragedSimilarity, [group, by_model.proj()]), (sim.SimilarityStability, [group])):
+        result = table.populate(*restrictions, reserve_jobs=True, suppress_errors=True)
+        assert not result["error_list"], (table.__name__, result["error_list"])
+    after = dict(zip(*(sim.AveragedSimilarity & group & by_model.proj()).to_arrays("sim_hash", "mean_offdiag")))
+    assert set(after) == set(before)
+    assert len(sim.SimilarityStability & group & study["model"]) == 1
