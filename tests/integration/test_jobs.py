@@ -252,3 +252,37 @@ def test_the_worker_computes_jobs_that_failed_on_a_lost_connection(modules, pref
         args=(platform.node(),))
     assert worker.main(["--prefix", prefix, "--tables", "Neuron"]) == 0
     assert len(exp.Neuron & key) == 1 and not (table.jobs.errors & key)
+
+
+OTHER_WORKER = """
+import sys
+from neuralreg_schema import pipeline
+neuron = pipeline.activate(sys.argv[1])["experiment"].Neuron
+key = {"animal_id": int(sys.argv[2]), "session": 1, "scan_idx": 1}
+(neuron.jobs & key).delete_quick()            # it reclaimed our job ...
+neuron.populate(key)                          # ... computed it and inserted first
+"""
+
+
+def test_a_job_computed_elsewhere_first_is_discarded_not_a_crash(modules, prefix, monkeypatch, caplog):
+    """Our job was reclaimed and another worker inserted the key while we computed: our insert fails,
+    DataJoint cannot record the error on the vanished job row, and the worker logs and goes on."""
+    exp = modules["experiment"]
+    key = _scan(exp, 514)
+    real = exp.Neuron.make
+
+    def raced(self, k):
+        if k["animal_id"] != 514:
+            return real(self, k)
+        out = subprocess.run([sys.executable, "-c", OTHER_WORKER, prefix, "514"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return real(self, k)
+    monkeypatch.setattr(exp.Neuron, "make", raced)
+    try:
+        worker.run_once([exp.Neuron], display_progress=False)          # no exception: the worker goes on
+        assert "computed by another worker first" in caplog.text
+        assert len(exp.Neuron & key) == 1 and not (exp.Neuron.jobs & key & "status = 'reserved'")
+    finally:
+        monkeypatch.undo()
+        (exp.Neuron.jobs & key).delete_quick()
