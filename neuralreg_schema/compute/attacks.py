@@ -338,7 +338,7 @@ def _specs() -> dict[str, AttackSpec]:
     add("adampgd-l2", "l2", "eps", "L2AdamProjectedGradientDescentAttack", {**pgd_l2, **adam},
         {"rel_stepsize": [0.025, 0.1]}, True, _pgd_builder("adampgd-l2"))
     # written after their papers (compute/sparse_attacks.py): deterministic, early-stopping
-    add("jsma-l0", "l0", "min", "", dict(theta=1.0, gamma=0.1, steps=100, targets=1),
+    add("jsma-l0", "l0", "min", "", dict(theta=1.0, gamma=0.1, steps=100, targets=1, pool=64),
         {"theta": [1.0, 0.3]}, build=_sparse_builder("jsma"), select=("l1",))
     add("sparsefool-l1", "l1", "min", "", dict(lambda_=3.0, steps=20, df_steps=50, candidates=10),
         {"lambda_": [1.0, 3.0]}, build=_sparse_builder("sparsefool"), select=("l0",))
