@@ -6,8 +6,14 @@
       .Member              one AttackConfig of the suite
     AttackConfig           one attack with its hyperparameter grid and repeats (compute/attacks.py)
     AttackResult           per classifier and attack: minimal adversarial distance per sample and norm
+      .Budget              the same when every run may use at most `budget` iterations (Fig. 5's curve)
     MinimalPerturbation    per classifier and suite: the minimum over the suite's attacks (+ .Norm);
-                           its median is the paper's robustness score
+                           its median (Fig. 5) and mean (supplement Fig. 7) are the paper's robustness
+                           scores, each also without the clean errors
+      .Budget              per norm and query budget: the minimum over attacks limited to that budget
+
+Schemas declared before the sparse attacks and the budget curve (issue 14) lack columns and parts:
+drop their MinimalPerturbation and AttackResult tables (in that order) and populate them again.
 
 The numbers come from compute/noise.py and compute/attacks.py; this module fetches and inserts.
 Every row records the device, torch version, code version and host that computed it.
@@ -211,25 +217,39 @@ class AttackResult(dj.Computed):
     -> RegularizedClassifier
     -> AttackSuite.Member
     ---
-    n_samples : int32
+    n_samples : int32                    # test samples attacked
     clean_accuracy : float64             # on the attacked samples (misclassified ones count as distance 0)
     success_rate : float64               # fraction with a re-checked adversarial (or misclassified clean)
     rejected : int32                     # claimed adversarials that failed the re-check (not counted)
     median_own = null : float64          # median distance in the attack's own norm (null: infinite, most samples never fooled)
     median_l0 = null : float64           # median over samples of the best adversarial's L0 size (null: infinite)
-    median_l1 = null : float64
-    median_l2 = null : float64
-    median_linf = null : float64
+    median_l1 = null : float64           # as median_l0, L1 (sum of absolute pixel changes, images in [0, 1])
+    median_l2 = null : float64           # as median_l0, L2 (Euclidean norm of the change)
+    median_linf = null : float64         # as median_l0, Linf (largest absolute pixel change)
+    mean_own = null : float64            # mean own-norm distance over all samples, clean errors 0 (null: infinite, a sample never fooled)
+    sem_own = null : float64             # its standard error over samples, std(ddof=1)/sqrt(n) (null: infinite or n < 2)
     mean_own_success = null : float64    # mean own-norm distance over the successful samples
     sample_index : <blob>                # int64 (n_samples,): indices into the test set
+    clean_correct : <blob>               # bool (n_samples,): classified correctly without attack
     distances : <npy@main>               # float64 (n_samples, 4): columns l0, l1, l2, linf; 0 = misclassified clean, inf = failed
     success : <blob>                     # bool (n_samples,)
-    runs : json                          # per setting and repeat: params, seed, successes, rejected, seconds
-    seconds : float64
+    runs : json                          # per setting and repeat: params, seed, successes, rejected, iterations (summed over samples), seconds
+    seconds : float64                    # wall time of the whole attack (s)
     """ + settings.PROVENANCE + """
     evaluated_at = CURRENT_TIMESTAMP : datetime
     """
     reserve_timeout = 86400   # s: a paper-size grid on 1000 samples takes hours on a CPU
+
+    class Budget(dj.Part):
+        definition = """
+        # the attack limited to `budget` iterations per run: per sample the adversarial kept among the runs that used at most that many (Fig. 5's curve)
+        -> master
+        budget : int32                   # iterations per run (the query budget): the grid's steps values and 1, 2, 5, 10, 20, ...
+        ---
+        success_rate : float64           # fraction of samples with an adversarial within the budget (or misclassified clean)
+        median_own = null : float64      # median own-norm distance over all samples (null: infinite)
+        distances : <blob>               # float64 (n_samples, 4): l0, l1, l2, linf; 0 = misclassified clean, inf = none within the budget
+        """
 
     def make_fetch(self, key):
         return (AttackConfig & key).fetch1("attack"), (AttackSuite & key).fetch1("n_samples")
@@ -258,16 +278,27 @@ class AttackResult(dj.Computed):
         dist = np.stack([np.asarray(outcome.distances[k], np.float64) for k in attacks.NORMS], axis=1)
         if np.isnan(dist).any():
             raise ValueError(f"attack {outcome.name}: NaN distances")
-        own = dist[:, attacks.NORMS.index(outcome.norm)]
+        k_own = attacks.NORMS.index(outcome.norm)
+        own = dist[:, k_own]
         success = np.asarray(outcome.success, bool)
+        clean_correct = np.asarray(outcome.clean_correct, bool)
+        stats = attacks.distance_statistics(own, clean_correct)
+        per_budget = np.asarray(outcome.budget_distances, np.float64)
+        if np.isnan(per_budget).any() or per_budget.shape != (len(outcome.budgets),) + dist.shape:
+            raise ValueError(f"attack {outcome.name}: budget distances of shape {per_budget.shape} or NaN")
         self.insert1({
-            **key, "n_samples": len(index), "clean_accuracy": float(np.mean(outcome.clean_correct)),
+            **key, "n_samples": len(index), "clean_accuracy": float(np.mean(clean_correct)),
             "success_rate": float(np.mean(success)), "rejected": int(outcome.rejected),
             "median_own": _finite(np.median(own)),
             **{f"median_{k}": _finite(np.median(dist[:, i])) for i, k in enumerate(attacks.NORMS)},
+            "mean_own": _finite(stats["mean"]), "sem_own": _finite(stats["sem"]),
             "mean_own_success": _finite(own[success].mean()) if success.any() else None,
-            "sample_index": np.asarray(index, np.int64), "distances": dist, "success": success,
-            "runs": _jsonable(outcome.params_tried), "seconds": float(outcome.seconds), **settings.provenance(described)})
+            "sample_index": np.asarray(index, np.int64), "clean_correct": clean_correct, "distances": dist,
+            "success": success, "runs": _jsonable(outcome.params_tried), "seconds": float(outcome.seconds),
+            **settings.provenance(described)})
+        self.Budget.insert([{**key, "budget": int(b), "success_rate": float(np.isfinite(d[:, k_own]).mean()),
+                             "median_own": _finite(np.median(d[:, k_own])), "distances": d}
+                            for b, d in zip(outcome.budgets, per_budget)])
 
 
 @schema
@@ -277,21 +308,44 @@ class MinimalPerturbation(dj.Computed):
     -> RegularizedClassifier
     -> AttackSuite
     ---
-    n_samples : int32
+    n_samples : int32                    # test samples attacked
+    n_correct : int32                    # of them, classified correctly without attack
     n_attacks : int32                    # attacks whose results were combined
     sample_index : <blob>                # int64 (n_samples,): indices into the test set
+    clean_correct : <blob>               # bool (n_samples,): classified correctly without attack
     """
 
     class Norm(dj.Part):
         definition = """
-        # the minimal perturbation in one norm (Figs. 5 and 7: its median is the robustness score)
+        # the minimal perturbation in one norm (Fig. 5: its median; supplement Fig. 7: its mean); distances on [0, 1] images
         -> master
-        norm : enum('l0', 'l1', 'l2', 'linf')
+        norm : enum('l0', 'l1', 'l2', 'linf')   # L0: pixels changed; L1, L2, Linf: norms of the change
         ---
-        median = null : float64          # median over samples (null: infinite, most samples never fooled)
+        median = null : float64          # median over all samples, clean errors 0 (null: infinite, most samples never fooled)
+        mean = null : float64            # mean over all samples, clean errors 0 (null: infinite, some sample never fooled)
+        sem = null : float64             # its standard error over samples, std(ddof=1)/sqrt(n) (null: infinite or n < 2)
+        median_correct = null : float64  # median over the clean-correct samples only (null: infinite or none)
+        mean_correct = null : float64    # mean over the clean-correct samples only (null: infinite or none)
+        sem_correct = null : float64     # its standard error over those samples (null: infinite or fewer than 2)
         mean_success = null : float64    # mean over the samples some attack fooled
         success_rate : float64           # fraction of samples with a finite distance
         distances : <blob>               # float64 (n_samples,): min over attacks; 0 = misclassified clean, inf = never fooled
+        """
+
+    class Budget(dj.Part):
+        definition = """
+        # the minimal perturbation when every attack may use at most `budget` iterations per run (Fig. 5's curve)
+        -> master
+        norm : enum('l0', 'l1', 'l2', 'linf')   # as in Norm
+        budget : int32                   # iterations per run of every attack (the union of the attacks' budgets)
+        ---
+        median = null : float64          # over all samples, clean errors 0 (null: infinite)
+        mean = null : float64            # over all samples, clean errors 0 (null: infinite)
+        sem = null : float64             # standard error of the mean over samples (null: infinite or n < 2)
+        median_correct = null : float64  # over the clean-correct samples (null: infinite or none)
+        mean_correct = null : float64    # over the clean-correct samples (null: infinite or none)
+        success_rate : float64           # fraction of samples fooled within the budget (or misclassified clean)
+        distances : <blob>               # float64 (n_samples,): min over attacks within the budget; inf = none
         """
 
     reserve_timeout = 600    # s: reads a few stored arrays
@@ -315,15 +369,36 @@ class MinimalPerturbation(dj.Computed):
             outcomes.append(SimpleNamespace(name=r["attack_hash"], success=np.asarray(r["success"]),
                                             distances={k: d[:, i] for i, k in enumerate(attacks.NORMS)}))
         best = attacks.minimal_over_attacks(outcomes)
-        self.insert1({**key, "n_samples": len(index), "n_attacks": len(rows), "sample_index": index})
-        parts = []
-        for norm in attacks.NORMS:
+        correct = np.asarray(rows[0]["clean_correct"], bool)
+        if any(not np.array_equal(np.asarray(r["clean_correct"], bool), correct) for r in rows):
+            raise ValueError(f"attack results of suite {key['suite']!r} disagree on the clean errors")
+        curves = []
+        for r in rows:
+            parts = (AttackResult.Budget & key & {"attack_hash": r["attack_hash"]}).to_dicts(order_by="budget")
+            curves.append(([p["budget"] for p in parts],
+                           np.stack([np.asarray(p["distances"], np.float64) for p in parts]) if parts
+                           else np.zeros((0, len(index), len(attacks.NORMS)))))
+        budgets, curve = attacks.budget_curve(curves)
+        self.insert1({**key, "n_samples": len(index), "n_correct": int(correct.sum()), "n_attacks": len(rows),
+                      "sample_index": index, "clean_correct": correct})
+        norm_rows, budget_rows = [], []
+        for i, norm in enumerate(attacks.NORMS):
             d = best[norm]
             finite = np.isfinite(d)
-            parts.append({**key, "norm": norm, "median": _finite(np.median(d)),
-                          "mean_success": _finite(d[finite].mean()) if finite.any() else None,
-                          "success_rate": float(finite.mean()), "distances": d})
-        self.Norm.insert(parts)
+            st = attacks.distance_statistics(d, correct)
+            norm_rows.append({**key, "norm": norm, **{k: _finite(st[k]) for k in STATISTICS},
+                              "mean_success": _finite(d[finite].mean()) if finite.any() else None,
+                              "success_rate": float(finite.mean()), "distances": d})
+            for b, db in zip(budgets, curve):
+                st = attacks.distance_statistics(db[:, i], correct)
+                budget_rows.append({**key, "norm": norm, "budget": int(b),
+                                    **{k: _finite(st[k]) for k in STATISTICS if k != "sem_correct"},
+                                    "success_rate": st["success_rate"], "distances": db[:, i].copy()})
+        self.Norm.insert(norm_rows)
+        self.Budget.insert(budget_rows)
+
+
+STATISTICS = ("median", "mean", "sem", "median_correct", "mean_correct", "sem_correct")
 
 
 def _jsonable(value):

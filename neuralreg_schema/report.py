@@ -10,9 +10,19 @@ PNG its picture). What is drawn when the tables hold it:
     fig1_checks.csv               the Fig. 1C/D numbers per scan group and predictive model config
     fig4_noise_<dataset>_<config>.png / fig4_noise.csv
                                   Fig. 4: accuracy vs noise sd per regularizer, mean +- SEM over seeds
-    fig5_minimal_perturbation_<dataset>_<config>.png / fig5_minimal_perturbation.csv
-                                  Figs. 5 and 7: median minimal adversarial distance per regularizer and
-                                  norm (mean +- SEM over seeds of the per-model median)
+    fig5_minimal_perturbation_<dataset>_<config>_<suite>.png / fig5_minimal_perturbation.csv
+                                  Fig. 5: the median minimal adversarial distance (minimum over the
+                                  suite's attacks) against the query budget, every attack limited to that
+                                  many iterations per run (MinimalPerturbation.Budget), per regularizer
+                                  and norm, mean +- SEM over seeds of the per-model median; dashed: the
+                                  median without the clean errors. At the largest budget it is the
+                                  final score.
+    fig7_mean_perturbation_<dataset>_<config>_<suite>.png / fig7_mean_perturbation.csv
+                                  supplement Fig. 7: the mean minimal distance per regularizer and norm
+                                  (bars: mean over seeds of the per-model mean; error bars: SEM over
+                                  seeds, or over samples for one seed); the CSV has the median and the
+                                  mean, each with and without the clean errors (`_correct`), and the
+                                  SEM over samples
     fig6_alpha_<dataset>.png / fig6_alpha.csv
                                   supplement Fig. 6: accuracy vs noise per alpha (Neural (model); alpha 0
                                   = None), when more than one alpha was trained
@@ -26,7 +36,11 @@ PNG its picture). What is drawn when the tables hold it:
                                   test image the seed-averaged difference of correctness, with a
                                   two-sided Wilcoxon signed-rank test over images (scipy.stats.wilcoxon,
                                   images whose difference is 0 left out)
-    classifiers.csv               every classifier: clean accuracy, held-out loss, device, ...
+    classifiers.csv               every classifier: clean accuracy, held-out loss, device, ...; per attack
+                                  suite: the clean accuracy on the attacked samples and the robust
+                                  accuracy at RobustBench's budgets (Linf 8/255, L2 0.5) from the stored
+                                  per-sample minimal distances (robust: no attack found an adversarial
+                                  at or below the budget; clean errors are not robust)
 
 The data set's display name goes into every figure title, so the offline stand-in is never
 mistaken for CIFAR.
@@ -125,19 +139,80 @@ def noise_summary(modules) -> pd.DataFrame:
                        "accuracy", "accuracy")
 
 
-def perturbation_table(modules) -> pd.DataFrame:
-    """Figs. 5/7: per classifier, suite and norm the median minimal perturbation (a null median, i.e.
-    most samples never fooled, is infinite: it raises the mean over seeds instead of vanishing from it)."""
-    df = _labelled(modules["evaluation"].MinimalPerturbation.Norm.proj("median", "success_rate"), modules)
-    if not df.empty:
-        df["median"] = df["median"].astype(float).fillna(np.inf)
+SCORES = ("median", "mean", "median_correct", "mean_correct")   # null in the database: infinite
+PERTURBATION_GROUP = ["display_name", "config_name", "suite", "label", "norm"]
+
+
+def _infinite_nulls(df: pd.DataFrame, columns) -> pd.DataFrame:
+    for c in columns:
+        if c in df:
+            df[c] = df[c].astype(float).fillna(np.inf)
     return df
 
 
+def perturbation_table(modules) -> pd.DataFrame:
+    """Figs. 5/7: per classifier, suite and norm the median and mean minimal perturbation, each also
+    over the clean-correct samples only (`_correct`), and the mean's SEM over samples (a null score,
+    i.e. too many samples never fooled, is infinite: it raises the mean over seeds instead of
+    vanishing from it)."""
+    rel = modules["evaluation"].MinimalPerturbation.Norm.proj(*SCORES, "sem", "sem_correct", "success_rate")
+    df = _labelled(rel, modules)
+    return df if df.empty else _infinite_nulls(df, SCORES)
+
+
+def _score_summary(df: pd.DataFrame, groups: list, scores) -> pd.DataFrame:
+    """mean_<s> and sem_<s> over seeds of every score s within `groups`, with the number of seeds."""
+    if df.empty:
+        return df
+    aggs = {}
+    for sc in scores:
+        aggs[f"mean_{sc}"] = (sc, "mean")
+        aggs[f"sem_{sc}"] = (sc, _sem)
+    return df.groupby(groups, as_index=False).agg(**aggs, seeds=("seed", "nunique"))
+
+
 def perturbation_summary(modules) -> pd.DataFrame:
-    """Figs. 5/7: mean and SEM over seeds of the per-model median, per regularizer and norm."""
-    return _over_seeds(perturbation_table(modules), ["display_name", "config_name", "suite", "label", "norm"],
-                       "median", "median")
+    """Figs. 5/7: mean and SEM over seeds of the per-model median and mean (with and without the
+    clean errors), and the mean over seeds of the per-model SEM over samples, per regularizer and norm."""
+    df = perturbation_table(modules)
+    out = _score_summary(df, PERTURBATION_GROUP, [s for s in SCORES if s in df])
+    if not df.empty and "sem" in df:
+        samples = df.groupby(PERTURBATION_GROUP, as_index=False)["sem"].mean().rename(columns={"sem": "sem_samples"})
+        out = out.merge(samples, on=PERTURBATION_GROUP)
+    return out
+
+
+def budget_table(modules) -> pd.DataFrame:
+    """Fig. 5's curve: per classifier, suite, norm and query budget the median and mean minimal
+    perturbation when every attack may use at most `budget` iterations per run."""
+    rel = modules["evaluation"].MinimalPerturbation.Budget.proj(*SCORES, "success_rate")
+    df = _labelled(rel, modules)
+    return df if df.empty else _infinite_nulls(df, SCORES)
+
+
+def budget_summary(modules) -> pd.DataFrame:
+    """Fig. 5: mean and SEM over seeds of the per-model median (and the other scores) per budget."""
+    return _score_summary(budget_table(modules), PERTURBATION_GROUP + ["budget"], SCORES)
+
+
+def robust_accuracy_table(modules) -> pd.DataFrame:
+    """Per classifier and attack suite: the clean accuracy on the attacked samples and the robust
+    accuracy at RobustBench's budgets (compute.attacks.ROBUSTBENCH_BUDGETS: Linf 8/255, L2 0.5) from
+    the stored per-sample minimal distances, one column per suite (wide, keyed by CLASSIFIER_KEY)."""
+    from .compute.attacks import ROBUSTBENCH_BUDGETS, robust_accuracy
+    ev = modules["evaluation"]
+    rel = ev.MinimalPerturbation.Norm & [{"norm": n} for n in ROBUSTBENCH_BUDGETS]
+    rows = {}
+    for r in (rel * ev.MinimalPerturbation.proj("n_correct", "n_samples")).to_dicts():
+        key = tuple(r[k] for k in CLASSIFIER_KEY)
+        row = rows.setdefault(key, dict(zip(CLASSIFIER_KEY, key)))
+        row[f"attacked_clean_acc_{r['suite']}"] = r["n_correct"] / r["n_samples"] if r["n_samples"] else np.nan
+        row[f"robust_acc_{r['norm']}_{ROBUSTNESS_LABELS[r['norm']]}_{r['suite']}"] = \
+            robust_accuracy(np.asarray(r["distances"], float), ROBUSTBENCH_BUDGETS[r["norm"]])
+    return pd.DataFrame(list(rows.values()))
+
+
+ROBUSTNESS_LABELS = {"linf": "8_255", "l2": "0.5"}     # column names of ROBUSTBENCH_BUDGETS
 
 
 def gamma_table(modules) -> pd.DataFrame:
@@ -331,8 +406,13 @@ def figure6(modules, out: Path) -> list[Path]:
                                  curve_name=lambda a: f"alpha = {a:g}")
 
 
-def figure5(modules, out: Path) -> list[Path]:
-    summary = perturbation_summary(modules)
+def _reg_color(label) -> str:
+    return f"C{REG_ORDER.index(label) if label in REG_ORDER else 9}"
+
+
+def figure5(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
+    """Fig. 5: median minimal perturbation vs query budget per regularizer, one panel per norm."""
+    summary = budget_summary(modules) if summary is None else summary
     if summary.empty:
         return []
     plt = _plt()
@@ -341,21 +421,60 @@ def figure5(modules, out: Path) -> list[Path]:
     written = [path]
     for keys, part in summary.groupby(["display_name", "config_name", "suite"]):
         norms = [n for n in NORMS if n in set(part["norm"])]
-        fig, axes = plt.subplots(1, len(norms), figsize=(3.2 * len(norms), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(norms), figsize=(3.6 * len(norms), 3.8), squeeze=False)
         for ax, norm in zip(axes[0], norms):
-            p = part[part["norm"] == norm].set_index("label").reindex(_reg_sort(part["label"].unique())).dropna()
-            heights = p["mean_median"].replace(np.inf, np.nan)
-            ax.bar(range(len(p)), heights, yerr=p["sem_median"], capsize=3,
-                   color=[f"C{REG_ORDER.index(l) if l in REG_ORDER else 9}" for l in p.index])
-            for i, value in enumerate(p["mean_median"]):
-                if np.isinf(value):          # most samples of some seed never fooled
+            p_norm = part[part["norm"] == norm]
+            missing = False
+            for label in _reg_sort(p_norm["label"].unique()):
+                p = p_norm[p_norm["label"] == label].sort_values("budget")
+                y = p["mean_median"].replace(np.inf, np.nan)
+                missing |= bool(y.isna().any())
+                ax.errorbar(p["budget"], y, yerr=p["sem_median"].replace(np.inf, np.nan), marker="o", ms=3,
+                            capsize=2, color=_reg_color(label), label=f"{label} (n={int(p['seeds'].max())})")
+                ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.8,
+                        color=_reg_color(label))
+            ax.set_xscale("log")
+            ax.set_xlabel("attack iterations per run (query budget)")
+            ax.set_title(f"{norm.upper()} (median over samples)" + ("\nmissing points: infinite median" if missing else ""),
+                         fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("minimal adversarial distance")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle("Fig. 5: minimal perturbation over all attacks vs query budget, mean +- SEM over seeds; "
+                     f"dashed: clean errors left out\n{' / '.join(keys)}", fontsize=9)
+        written.append(_save(fig, out, "fig5_minimal_perturbation", keys))
+    return written
+
+
+def figure7(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
+    """Supplement Fig. 7: mean minimal perturbation per regularizer and norm (bars), with the CSV of
+    both statistics, with and without the clean errors."""
+    summary = perturbation_summary(modules) if summary is None else summary
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "fig7_mean_perturbation.csv"
+    summary.to_csv(path, index=False)
+    written = [path]
+    for keys, part in summary.groupby(["display_name", "config_name", "suite"]):
+        norms = [n for n in NORMS if n in set(part["norm"])]
+        fig, axes = plt.subplots(1, len(norms), figsize=(3.2 * len(norms), 3.8), squeeze=False)
+        over_seeds = bool((part["seeds"] > 1).all())
+        for ax, norm in zip(axes[0], norms):
+            p = part[part["norm"] == norm].set_index("label").reindex(_reg_sort(part["label"].unique())).dropna(
+                subset=["mean_mean"])
+            err = p["sem_mean"] if over_seeds else p.get("sem_samples", p["sem_mean"])
+            ax.bar(range(len(p)), p["mean_mean"].replace(np.inf, np.nan), yerr=err.replace(np.inf, np.nan), capsize=3,
+                   color=[_reg_color(lab) for lab in p.index])
+            for i, value in enumerate(p["mean_mean"]):
+                if np.isinf(value):          # some sample never fooled
                     ax.text(i, 0, "inf", ha="center", va="bottom", fontsize=8)
             ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
-            ax.set_title(f"{norm.upper()} (median over samples)", fontsize=9)
+            ax.set_title(f"{norm.upper()} (mean over samples)", fontsize=9)
         axes[0][0].set_ylabel("minimal adversarial distance")
-        fig.suptitle(f"Figs. 5/7: minimal perturbation over all attacks, mean +- SEM over seeds\n"
-                     f"{' / '.join(keys)}", fontsize=9)
-        written.append(_save(fig, out, "fig5_minimal_perturbation", keys))
+        fig.suptitle("Supplement Fig. 7: mean minimal perturbation over all attacks, clean errors as 0; error bars: "
+                     f"SEM over {'seeds' if over_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
+        written.append(_save(fig, out, "fig7_mean_perturbation", keys))
     return written
 
 
@@ -407,6 +526,9 @@ def write_report(prefix: str, out_dir) -> list[Path]:
     written = []
     table = classifier_table(modules)
     if not table.empty:
+        robust = robust_accuracy_table(modules)
+        if not robust.empty:
+            table = table.merge(robust, on=CLASSIFIER_KEY, how="left")
         path = out / "classifiers.csv"
         table.to_csv(path, index=False)
         written.append(path)
@@ -415,6 +537,6 @@ def write_report(prefix: str, out_dir) -> list[Path]:
         path = out / "table1_gamma.csv"
         gamma.to_csv(path, index=False)
         written.append(path)
-    for make in (figure1, figure4, figure5, figure6, figure_controls):
+    for make in (figure1, figure4, figure5, figure7, figure6, figure_controls):
         written += make(modules, out)
     return written

@@ -244,9 +244,48 @@ def test_attacks_and_minimal_perturbation(modules, prefix, study, tmp_path):
             d = np.asarray(r["distances"].load())
             assert np.all((d[~r["success"]] == np.inf)) and np.all(np.isfinite(d[r["success"]]))
             assert r["device"] == "cpu" and r["runs"]
+            # the budget curve of each attack ends at its final result
+            budgets = (ev.AttackResult.Budget & key & {"attack_hash": r["attack_hash"]}).to_dicts(order_by="budget")
+            assert len(budgets) >= 2 and budgets[-1]["budget"] == max(p["params"]["steps"] for p in r["runs"])
+            np.testing.assert_array_equal(budgets[-1]["distances"], d)
+        master = (ev.MinimalPerturbation & key & suite).fetch1()
+        correct = np.asarray(master["clean_correct"], bool)
+        assert master["n_correct"] == correct.sum() and master["n_attacks"] == n_attacks
+        for norm_row in (ev.MinimalPerturbation.Norm & key & suite).to_dicts():
+            d = np.asarray(norm_row["distances"], float)
+            assert (d[~correct] == 0).all()                       # clean errors count as distance 0
+            for name, values in (("", d), ("_correct", d[correct])):
+                stored_median, stored_mean = norm_row[f"median{name}"], norm_row[f"mean{name}"]
+                if np.isfinite(values).all() and len(values):
+                    assert stored_mean == pytest.approx(values.mean())
+                    if len(values) > 1:
+                        assert norm_row[f"sem{name}"] == pytest.approx(values.std(ddof=1) / np.sqrt(len(values)))
+                    else:
+                        assert norm_row[f"sem{name}"] is None       # undefined for one sample
+                else:
+                    assert stored_mean is None
+                expected = np.median(values) if len(values) else np.nan
+                assert (stored_median is None and not np.isfinite(expected)) or stored_median == pytest.approx(expected)
+            curve = (ev.MinimalPerturbation.Budget & key & suite & {"norm": norm_row["norm"]}).to_dicts(order_by="budget")
+            assert len(curve) >= 3                               # the tiny suite's budgets: 1, 2, 3, 4, 5, 10
+            np.testing.assert_array_equal(curve[-1]["distances"], d)       # the largest budget: the final score
+            first = np.asarray(curve[0]["distances"])
+            assert np.isinf(first[correct]).sum() >= np.isinf(d[correct]).sum()
     written = {p.name for p in report.write_report(prefix, tmp_path)}
-    assert "fig5_minimal_perturbation.csv" in written
+    assert {"fig5_minimal_perturbation.csv", "fig7_mean_perturbation.csv", "classifiers.csv"} <= written
     assert any(n.startswith("fig5_minimal_perturbation_") and n.endswith(".png") for n in written)
+    assert any(n.startswith("fig7_mean_perturbation_") and n.endswith(".png") for n in written)
+    fig5 = pd.read_csv(tmp_path / "fig5_minimal_perturbation.csv", keep_default_na=False)
+    assert fig5.query("suite == 'tiny'")["budget"].nunique() >= 3
+    # robust accuracy at RobustBench's budgets, from the stored per-sample distances
+    table = pd.read_csv(tmp_path / "classifiers.csv", keep_default_na=False)
+    for key in keys:
+        row = table.set_index(["clf_hash", "reg_hash", "seed"]).loc[(key["clf_hash"], key["reg_hash"], 0)]
+        for norm, eps, column in (("linf", 8 / 255, "robust_acc_linf_8_255_tiny"), ("l2", 0.5, "robust_acc_l2_0.5_tiny")):
+            d = np.asarray((ev.MinimalPerturbation.Norm & key & suite & {"norm": norm}).fetch1("distances"))
+            assert float(row[column]) == pytest.approx(np.mean(d > eps))
+        correct = np.asarray((ev.MinimalPerturbation & key & suite).fetch1("clean_correct"), bool)
+        assert float(row["attacked_clean_acc_tiny"]) == pytest.approx(correct.mean())
     (ev.AttackSuite & suite).delete(prompt=False)
 
 

@@ -42,10 +42,34 @@ def test_no_alpha_sweep_without_two_alphas(monkeypatch, tmp_path):
 
 def test_minimal_perturbation_figure_keeps_infinite_medians(monkeypatch, tmp_path):
     rows = [{"display_name": "toy data", "config_name": "demo", "suite": "demo", "label": label, "norm": norm,
-             "seed": seed, "median": med}
+             "seed": seed, "median": med, "mean": med * 1.5, "median_correct": med, "mean_correct": med * 2,
+             "sem": 0.01}
             for label, med in (("None", 0.5), ("Neural (model)", np.inf)) for norm in ("l2", "linf") for seed in (0, 1)]
     monkeypatch.setattr(report, "perturbation_table", lambda modules: pd.DataFrame(rows))
     summary = report.perturbation_summary(None)
     assert np.isinf(summary[summary["label"] == "Neural (model)"]["mean_median"]).all()
+    none = summary[summary["label"] == "None"].iloc[0]
+    assert none["mean_mean"] == pytest.approx(0.75) and none["mean_mean_correct"] == pytest.approx(1.0)
+    assert none["sem_samples"] == pytest.approx(0.01) and none["seeds"] == 2
+    written = report.figure7(None, tmp_path)
+    assert {p.name for p in written} >= {"fig7_mean_perturbation.csv"} and len(written) == 2
+
+
+def test_fig5_curves_over_the_query_budget(monkeypatch, tmp_path):
+    """Per budget the mean over seeds of the per-model median; an infinite median at a small budget
+    (no adversarial within it) stays infinite in the CSV."""
+    rows = [{"display_name": "toy data", "config_name": "demo", "suite": "tiny", "label": label, "norm": norm,
+             "seed": seed, "budget": budget, "median": (np.inf if budget == 1 else base / budget + 0.01 * seed),
+             "mean": base, "median_correct": base, "mean_correct": base, "success_rate": 1.0}
+            for label, base in (("None", 1.0), ("Neural (model)", 2.0)) for norm in ("l2", "linf")
+            for seed in (0, 1) for budget in (1, 10, 100)]
+    monkeypatch.setattr(report, "budget_table", lambda modules: pd.DataFrame(rows))
+    summary = report.budget_summary(None)
+    row = summary[(summary["label"] == "None") & (summary["norm"] == "l2") & (summary["budget"] == 10)].iloc[0]
+    assert row["mean_median"] == pytest.approx(np.mean([0.1, 0.11])) and row["seeds"] == 2
+    assert row["sem_median"] == pytest.approx(np.std([0.1, 0.11], ddof=1) / np.sqrt(2))
+    assert np.isinf(summary[summary["budget"] == 1]["mean_median"]).all()
     written = report.figure5(None, tmp_path)
-    assert {p.name for p in written} >= {"fig5_minimal_perturbation.csv"} and len(written) == 2
+    assert [p.name for p in written][0] == "fig5_minimal_perturbation.csv" and len(written) == 2
+    csv = pd.read_csv(tmp_path / "fig5_minimal_perturbation.csv", keep_default_na=False)
+    assert sorted(csv["budget"].unique()) == [1, 10, 100]
