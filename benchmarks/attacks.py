@@ -23,9 +23,18 @@ the model's own predictions, so every sample is attacked.
    bb-l2 alone (timed from DDN starting points), and that rate is used for all four BB norms; without --bb the BB rows are left out of
    the total and the line says so.
 
+3. JSMA and SparseFool (compute/sparse_attacks.py; they stop per sample at its first adversarial,
+   so their cost is per attack iteration, not per nominal step): at --demo-width on --sparse-samples
+   images, every paper setting once: wall time, samples/s and the mean iterations used. In the
+   paper estimate of step 2 their rate is seconds per sample-iteration on the width-64 probe
+   (iterations as the attacks report them: JSMA one forward and two backward passes plus the pair
+   search; SparseFool one DeepFool run plus the linear solver), times the iterations per sample of
+   each paper setting: the probe's mean (random-init networks fall quickly: a low estimate) and the
+   setting's maximum (steps x targets for JSMA, steps for SparseFool: the upper bound).
+
 On a GPU (--device cuda, default when available) the clock is read after torch.cuda.synchronize.
 
-    python benchmarks/attacks.py [--device cpu] [--samples 64] [--probe 8] [--bb]
+    python benchmarks/attacks.py [--device cpu] [--samples 64] [--probe 8] [--bb] [--sparse-samples 16]
 """
 from __future__ import annotations
 
@@ -67,7 +76,10 @@ PROBE = {   # short settings for the width-64 probe (same code path as the paper
     "pgd-linf": {"steps": 5, "search_steps": 2}, "pgd-l2": {"steps": 5, "search_steps": 2},
     "adampgd-linf": {"steps": 5, "search_steps": 2}, "adampgd-l2": {"steps": 5, "search_steps": 2},
     "bb-l2": {"steps": 10},
+    "jsma-l0": {"steps": 20, "theta": 1.0, "gamma": 0.2, "targets": 1},
+    "sparsefool-l1": {"steps": 10, "lambda_": 3.0},
 }
+SPARSE = ("jsma-l0", "sparsefool-l1")
 
 
 class Counting(torch.nn.Module):
@@ -114,6 +126,8 @@ def main(argv=None):
     p.add_argument("--probe", type=int, default=8, help="samples of the width-64 probe")
     p.add_argument("--bb", action="store_true", help="probe Brendel-Bethge too (numba JIT 30-50 s first)")
     p.add_argument("--skip-demo", action="store_true")
+    p.add_argument("--sparse-samples", type=int, default=16, help="samples of the JSMA / SparseFool timing (3.)")
+    p.add_argument("--skip-sparse", action="store_true", help="leave out 3. (the width-64 probe still runs them)")
     a = p.parse_args(argv)
     dev = A.resolve_device(a.device)
     desc = (f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda"
@@ -141,8 +155,24 @@ def main(argv=None):
                   f"{np.median(o.distances[o.norm]):>11.4g}")
         print(f"   total {total:.1f} s for {len(r['attacks'])} attacks ({n / total:.2f} samples/s for all together)")
 
-    # 2. width-64 probe and paper extrapolation
+    # 3. JSMA and SparseFool at the demo width, every paper setting
     paper = A.recipe("paper")
+    n = a.sparse_samples
+    net, x, y = _model_and_data(a.demo_width, n, dev, seed=2)
+    print(f"\n3. JSMA and SparseFool: ResNet18 width {a.demo_width} (random init), {n} samples 32x32, each paper "
+          f"setting once")
+    print(f"   {'attack':<14}{'setting':<48}{'seconds':>9}{'samples/s':>11}{'iter/sample':>12}{'fooled':>8}")
+    for name in () if a.skip_sparse else SPARSE:
+        for setting in A.expand_grid(paper["grids"][name]):
+            _sync(dev)
+            t0 = time.perf_counter()
+            o = A.run_attack(net, x, y, name, grid=[setting], batch_size=n, device=dev)
+            _sync(dev)
+            dt = time.perf_counter() - t0
+            its = o.params_tried[0]["iterations"] / max(int(o.clean_correct.sum()), 1)
+            print(f"   {name:<14}{str(setting):<48}{dt:>9.2f}{n / dt:>11.2f}{its:>12.1f}{int(o.success.sum()):>5}/{n}")
+
+    # 2. width-64 probe and paper extrapolation
     m = a.probe
     net, x, y = _model_and_data(a.paper_width, m, dev, seed=1)
     counted = Counting(net)
@@ -150,7 +180,7 @@ def main(argv=None):
     print(f"\n2. probe at width {a.paper_width} (random init), {m} samples, short settings: time per "
           f"sample-gradient (counted; forward-only passes of the attack included in the time)")
     print(f"   {'attack':<14}{'probe s':>9}{'grad evals':>12}{'ms/sample-grad':>16}")
-    rate = {}
+    rate, probe_iterations = {}, {}
     for name in probes:
         counted.grad = 0
         if name.startswith("bb-"):
@@ -158,9 +188,16 @@ def main(argv=None):
         else:
             _sync(dev)
             t0 = time.perf_counter()
-            A.run_attack(counted, x, y, name, grid=[PROBE[name]], repeats=1, batch_size=m, device=dev)
+            o = A.run_attack(counted, x, y, name, grid=[PROBE[name]], repeats=1, batch_size=m, device=dev)
             _sync(dev)
             dt = time.perf_counter() - t0
+        if name in SPARSE:          # per sample-iteration, as the attack reports its iterations
+            units = max(o.params_tried[0]["iterations"], 1)
+            probe_iterations[name] = units / max(int(o.clean_correct.sum()), 1)
+            rate[name] = dt / units
+            print(f"   {name:<14}{dt:>9.2f}{units:>12}{1e3 * rate[name]:>16.2f}  (per sample-iteration; "
+                  f"{probe_iterations[name]:.1f} iterations per sample)")
+            continue
         rate[name] = dt / max(counted.grad, 1)
         print(f"   {name:<14}{dt:>9.2f}{counted.grad:>12}{1e3 * rate[name]:>16.2f}")
 
@@ -182,6 +219,14 @@ def main(argv=None):
             init = sum(s["init_steps"] for s in settings) * reps
             sec = n_paper * (steps * rate["bb-l2"] + init * rate["ddn-l2"])
             steps += init
+        elif name in SPARSE:        # upper bound: every sample uses all iterations; low: the probe's mean
+            steps = sum(s["steps"] * s.get("targets", 1) for s in settings)
+            sec = n_paper * steps * rate[name]
+            low = n_paper * len(settings) * probe_iterations[name] * rate[name]
+            total_h += sec / 3600
+            print(f"   {name:<14}{len(settings):>6}{steps:>14}{sec / 3600:>9.2f}  (at the probe's "
+                  f"{probe_iterations[name]:.1f} iterations per sample: {low / 3600:.2f} h)")
+            continue
         else:
             steps = sum(_units(name, s) for s in settings) * reps
             sec = n_paper * steps * rate[name]
