@@ -1,20 +1,28 @@
-"""Database bring-up: `neuralreg db up` / `neuralreg db status` / `neuralreg db down`.
+"""Database bring-up: `neuralreg db up` / `neuralreg db status` / `neuralreg db down` / `db worker-user`.
 
-`up` is idempotent and tries, in order:
-1. the configured server (datajoint.json / DJ_HOST / DJ_PORT), if it answers;
-2. `docker compose up -d db` (docker-compose.yml), if a Docker engine answers;
-3. a private local MariaDB/MySQL server with its data under `.local/mariadb/` (Debian's
-   mariadb-server is installed first when the binary is missing and we run as root).
-It then makes sure the application user exists with the password in `.secrets/` (generated on
+Two backends, as DataJoint 2.3 has them: MySQL (8.4 LTS; MariaDB 10.11+ works, unofficially) and
+PostgreSQL 15+ (`DJ_BACKEND=postgresql`). `up` is idempotent and tries, in order:
+1. the configured server (datajoint.json / DJ_HOST / DJ_PORT / DJ_BACKEND), if it answers;
+2. `docker compose up -d db` (or the `postgres` profile's service), if a Docker engine answers;
+3. MySQL family only: a private local MariaDB/MySQL server with its data under `.local/mariadb/`
+   (Debian's mariadb-server is installed first when the binary is missing and we run as root).
+It then makes sure the application account exists with the password in `.secrets/` (generated on
 first use, never committed), that DataJoint-friendly settings are in force where we may set them,
-and that a DataJoint connection works. Administrative access, needed only to create that user,
-comes from DJ_ADMIN_USER / DJ_ADMIN_PASS, else root without password over TCP, else the server's
-unix socket as the current OS user (Debian's unix_socket authentication).
+and that a DataJoint connection works. Administrative access, needed only to create accounts,
+comes from DJ_ADMIN_USER / DJ_ADMIN_PASS, else the compose `.env`'s root password (local targets),
+else root (postgres on PostgreSQL) without password over TCP, else the server's unix socket as the
+current OS user (Debian's unix_socket / peer authentication).
+
+Accounts and grants go through one backend-aware helper, `accounts(admin)`: MySQLAccounts (statements
+valid on MySQL 8.4 and MariaDB 10.11+: CREATE USER IF NOT EXISTS ... IDENTIFIED BY, GRANT on the
+`neuralreg\\_%` schemas) or PostgresAccounts (CREATE ROLE ... LOGIN PASSWORD, the pipeline's own
+database, schema and default privileges).
 """
 from __future__ import annotations
 
 import getpass
 import os
+import re
 import secrets as _secrets
 import shutil
 import socket
@@ -26,8 +34,14 @@ from pathlib import Path
 from . import settings
 
 APP_USER = "neuralreg"
-# schemas the application user owns: the default prefix and every prefix that starts with it
-SCHEMA_PATTERN = "neuralreg%"
+WORKER_USER = "neuralreg_worker"
+# MySQL family: the schemas the accounts may use, as a GRANT pattern: every schema named
+# neuralreg_<...>, i.e. the default prefix's and every prefix of the form neuralreg_<name> (pipeline
+# schemas are <prefix>_<module>). `\_` is a literal underscore, `%` any rest. MySQL 8.4 still honours
+# wildcards in database-level grants (deprecated since 8.2; they become literals if partial_revokes is ON,
+# which the compose file leaves OFF, the default).
+SCHEMA_PATTERN = "neuralreg\\_%"
+MYSQL_HOSTS = ("localhost", "127.0.0.1", "%")      # MariaDB resolves 127.0.0.1 to localhost
 # DataJoint-friendly server settings (also in docker-compose.yml)
 SERVER_SETTINGS = {
     "max_allowed_packet": 268435456,       # 256 MiB: large <blob> rows
@@ -46,19 +60,30 @@ class DatabaseError(RuntimeError):
 class Target:
     host: str
     port: int
+    backend: str = "mysql"               # 'mysql' (MySQL 8.4, MariaDB) or 'postgresql'
+    database: str | None = None          # PostgreSQL: the database holding the pipeline's schemas
 
     @property
     def is_local(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1")
 
+    @property
+    def postgres(self) -> bool:
+        return self.backend == "postgresql"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}" + (f"/{self.database}" if self.postgres else "")
+
 
 def configured_target() -> Target:
     dj = settings.configure()
+    backend = settings.backend(dj)
     host = dj.config["database.host"] or "127.0.0.1"
     port = dj.config["database.port"]
     if ":" in host and port is None:
         host, port = host.rsplit(":", 1)
-    return Target(host=host, port=int(port or 3306))
+    database = (dj.config["database.name"] or settings.PG_DATABASE) if backend == "postgresql" else None
+    return Target(host=host, port=int(port or settings.DEFAULT_PORTS[backend]), backend=backend, database=database)
 
 
 def answers(target: Target, timeout: float = 1.0) -> bool:
@@ -75,13 +100,38 @@ def _pymysql():
     return pymysql
 
 
+def _psycopg2():
+    try:
+        import psycopg2
+    except ImportError as exc:
+        raise DatabaseError("the PostgreSQL backend needs psycopg2: pip install 'neuralreg[postgres]'") from exc
+    return psycopg2
+
+
 def _connect(target: Target, user: str, password: str | None = None, unix_socket: str | None = None,
-             timeout: int = 5):
+             timeout: int = 5, database: str | None = None):
+    """A plain DB-API connection (autocommit) to the target: PyMySQL or psycopg2 by its backend. On
+    PostgreSQL `unix_socket` is the socket's folder and `database` overrides the target's database.
+    MySQL 8.4 logs users in with caching_sha2_password: over a connection without TLS, PyMySQL sends
+    the password RSA-encrypted with the server's public key, for which it needs `cryptography`
+    (a dependency of this package)."""
+    if target.postgres:
+        psycopg2 = _psycopg2()
+        connection = psycopg2.connect(host=unix_socket or target.host, port=target.port, user=user,
+                                      password=password or None, dbname=database or target.database,
+                                      connect_timeout=timeout)
+        connection.autocommit = True
+        return connection
     pymysql = _pymysql()
     kwargs = dict(user=user, password=password or "", connect_timeout=timeout, autocommit=True)
     if unix_socket:
         return pymysql.connect(unix_socket=unix_socket, **kwargs)
     return pymysql.connect(host=target.host, port=target.port, **kwargs)
+
+
+def backend_of(connection) -> str:
+    """'postgresql' for a psycopg2 connection, else 'mysql'."""
+    return "postgresql" if type(connection).__module__.startswith("psycopg2") else "mysql"
 
 
 def app_credentials() -> tuple[str | None, str | None]:
@@ -99,9 +149,13 @@ def can_login(target: Target, user: str | None, password: str | None) -> bool:
         return False
 
 
-def candidate_sockets() -> list[str]:
+def candidate_sockets(backend: str = "mysql") -> list[str]:
     """Unix sockets an administrative login may use: our private server's, $DJ_ADMIN_SOCKET, and the
-    one the installed server's own option files name (`my_print_defaults`)."""
+    one the installed server's own option files name (`my_print_defaults`). PostgreSQL: the folders
+    that hold its sockets (Debian's /var/run/postgresql, /tmp)."""
+    if backend == "postgresql":
+        paths = [p for p in os.environ.get("DJ_ADMIN_SOCKET", "").split(os.pathsep) if p]
+        return [p for p in dict.fromkeys(paths + ["/var/run/postgresql", "/tmp"]) if Path(p).is_dir()]
     paths = [str(local_dir() / "mysqld.sock")]
     paths += [p for p in os.environ.get("DJ_ADMIN_SOCKET", "").split(os.pathsep) if p]
     if shutil.which("my_print_defaults"):
@@ -111,22 +165,38 @@ def candidate_sockets() -> list[str]:
     return [p for p in dict.fromkeys(paths) if Path(p).exists()]
 
 
+def _env_admin_password(backend: str) -> str | None:
+    """The compose `.env`'s administrative password (the database container's root / postgres)."""
+    path = settings.project_root() / ".env"
+    if not path.is_file():
+        return None
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines()
+                  if "=" in line and not line.lstrip().startswith("#"))
+    name = "POSTGRES_PASSWORD" if backend == "postgresql" else "MYSQL_ROOT_PASSWORD"
+    return values.get(name, "").strip() or None
+
+
 def admin_connection(target: Target):
-    """A connection with the right to create users, or None (tried: env, root over TCP, sockets)."""
+    """A connection with the right to create accounts, or None (tried: DJ_ADMIN_USER/DJ_ADMIN_PASS, the
+    compose .env's root password for a local target, root (postgres) without password, sockets). On
+    PostgreSQL it is a connection to the maintenance database `postgres`."""
+    superuser = "postgres" if target.postgres else "root"
     attempts = []
     if os.environ.get("DJ_ADMIN_USER"):
         attempts.append(dict(user=os.environ["DJ_ADMIN_USER"], password=os.environ.get("DJ_ADMIN_PASS", "")))
-    attempts.append(dict(user="root", password=""))
+    if target.is_local and _env_admin_password(target.backend):
+        attempts.append(dict(user=superuser, password=_env_admin_password(target.backend)))
+    attempts.append(dict(user=superuser, password=""))
     if target.is_local:
-        for path in candidate_sockets():
-            attempts += [dict(user=getpass.getuser(), unix_socket=path), dict(user="root", unix_socket=path)]
+        for path in candidate_sockets(target.backend):
+            attempts += [dict(user=getpass.getuser(), unix_socket=path), dict(user=superuser, unix_socket=path)]
     for attempt in attempts:
         try:
-            connection = _connect(target, **attempt)
+            connection = _connect(target, **attempt, **({"database": "postgres"} if target.postgres else {}))
         except Exception:
             continue
         # a socket may belong to another server on this machine: accept it only if it is the target
-        if attempt.get("unix_socket") and int(_query(connection, "SELECT @@port")[0][0]) != target.port:
+        if attempt.get("unix_socket") and accounts(connection).port() != target.port:
             connection.close()
             continue
         return connection
@@ -134,83 +204,261 @@ def admin_connection(target: Target):
 
 
 def _query(connection, sql: str, args=None):
+    """Run one statement; its rows (an empty tuple for a statement that returns none)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
-        return cursor.fetchall()
-
-
-def ensure_app_user(admin, user: str, password: str) -> None:
-    """Create (or reset the password of) the application user, granted on SCHEMA_PATTERN schemas."""
-    for host in ("localhost", "127.0.0.1", "%"):
-        _query(admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
-        _query(admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
-        _query(admin, "GRANT ALL PRIVILEGES ON `" + SCHEMA_PATTERN.replace('%', '%%') + "`.* TO %s@%s", (user, host))
-    _query(admin, "FLUSH PRIVILEGES")
+        return cursor.fetchall() if cursor.description is not None else ()
 
 
 # what a worker needs on the pipeline's schemas: read and write rows, create its job tables (CREATE,
 # INDEX, REFERENCES); no DROP, ALTER, GRANT or access to other databases
 WORKER_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "INDEX", "REFERENCES", "LOCK TABLES",
                      "CREATE TEMPORARY TABLES")
+# PostgreSQL: the same on the app account's schemas (USAGE + CREATE: job tables) and tables (rows)
+PG_WORKER_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "REFERENCES")
+
+_PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-def ensure_worker_user(admin, user: str, password: str) -> None:
-    """Create (or reset) a least-privilege worker account on SCHEMA_PATTERN schemas: it fills tables
-    and job queues that exist, but cannot drop or alter them. All workers of one study share one
-    account (jobs.reclaim sees only the connections of its own account)."""
-    if not user or user == app_credentials()[0]:
+class MySQLAccounts:
+    """Accounts and grants on MySQL 8.4 and MariaDB 10.11+ (one statement set valid on both)."""
+
+    backend = "mysql"
+
+    def __init__(self, admin):
+        self.admin = admin
+
+    def _grant(self, privileges: str, user: str, host: str) -> None:
+        # PyMySQL formats with %: the pattern's own % doubled
+        _query(self.admin, f"GRANT {privileges} ON `{SCHEMA_PATTERN.replace('%', '%%')}`.* TO %s@%s", (user, host))
+
+    def _ensure(self, user: str, password: str) -> None:
+        for host in MYSQL_HOSTS:
+            _query(self.admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
+            _query(self.admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
+
+    def ensure_app_user(self, user: str, password: str) -> None:
+        self._ensure(user, password)
+        for host in MYSQL_HOSTS:
+            self._grant("ALL PRIVILEGES", user, host)
+
+    def ensure_worker_user(self, user: str, password: str, app_user: str | None = None) -> None:
+        self._ensure(user, password)
+        for host in MYSQL_HOSTS:
+            self._grant(", ".join(WORKER_PRIVILEGES), user, host)
+
+    def drop_user(self, user: str) -> None:
+        for host in MYSQL_HOSTS:
+            _query(self.admin, "DROP USER IF EXISTS %s@%s", (user, host))
+
+    def user_exists(self, user: str) -> bool:
+        return bool(_query(self.admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
+
+    def port(self) -> int:
+        return int(_query(self.admin, "SELECT @@port")[0][0])
+
+    def apply_server_settings(self) -> list[str]:
+        """Raise the server's limits to SERVER_SETTINGS where it allows; return what could not be set."""
+        failed = []
+        for name, value in SERVER_SETTINGS.items():
+            try:
+                current = int(_query(self.admin, f"SELECT @@GLOBAL.{name}")[0][0])
+                if current < value:
+                    _query(self.admin, f"SET GLOBAL {name} = {int(value)}")
+            except Exception as exc:
+                failed.append(f"{name}: {exc}")
+        return failed
+
+    @staticmethod
+    def describe_worker_grants() -> str:
+        return f"{', '.join(WORKER_PRIVILEGES)} on `{SCHEMA_PATTERN}` schemas"
+
+
+class PostgresAccounts:
+    """Roles and grants on PostgreSQL 15+. The pipeline's schemas live in one database (PG_DATABASE or
+    `database.name`): the app role may CONNECT and CREATE schemas there, and owns what it creates. A
+    worker role may use (USAGE, CREATE: its job tables) every schema the app role creates and read and
+    write (no DROP, ALTER, TRUNCATE) its tables, through default privileges, plus the same on what
+    exists already; the app role may read and write the job tables the worker creates. Default
+    privileges are per database, so the statements run in the pipeline's database."""
+
+    backend = "postgresql"
+
+    def __init__(self, admin, database: str | None = None):
+        self.admin = admin
+        self.database = database or settings.PG_DATABASE
+        self._in_db = None
+
+    @staticmethod
+    def ident(name: str) -> str:
+        if not _PG_NAME.fullmatch(name or ""):
+            raise ValueError(f"{name!r} is not a plain PostgreSQL name (letters, digits, '_')")
+        return f'"{name}"'
+
+    def _db(self):
+        """An administrative connection to the pipeline's database (the admin's own when it is one)."""
+        if self.admin.info.dbname == self.database:
+            return self.admin
+        if self._in_db is None:
+            info = self.admin.info
+            psycopg2 = _psycopg2()
+            self._in_db = psycopg2.connect(host=info.host, port=info.port, user=info.user,
+                                           password=info.password or None, dbname=self.database, connect_timeout=5)
+            self._in_db.autocommit = True
+        return self._in_db
+
+    def close(self) -> None:
+        if self._in_db is not None:
+            self._in_db.close()
+            self._in_db = None
+
+    def _ensure_role(self, user: str, password: str) -> None:
+        verb = "ALTER" if self.user_exists(user) else "CREATE"
+        _query(self.admin, f"{verb} ROLE {self.ident(user)} WITH LOGIN PASSWORD %s", (password,))
+
+    def ensure_database(self) -> None:
+        if not _query(self.admin, "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)):
+            _query(self.admin, f"CREATE DATABASE {self.ident(self.database)} ENCODING 'UTF8'")
+
+    def ensure_app_user(self, user: str, password: str) -> None:
+        self._ensure_role(user, password)
+        self.ensure_database()
+        _query(self.admin, f"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {self.ident(self.database)} "
+                           f"TO {self.ident(user)}")
+
+    def ensure_worker_user(self, user: str, password: str, app_user: str | None = None) -> None:
+        app_user = app_user or APP_USER
+        worker, app, tables = self.ident(user), self.ident(app_user), ", ".join(PG_WORKER_TABLE_PRIVILEGES)
+        self._ensure_role(user, password)
+        self.ensure_database()
+        _query(self.admin, f"GRANT CONNECT, TEMPORARY ON DATABASE {self.ident(self.database)} TO {worker}")
+        db = self._db()
+        for sql in (f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT USAGE, CREATE ON SCHEMAS TO {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT {tables} ON TABLES TO {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT USAGE, SELECT ON SEQUENCES TO {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {worker} GRANT {tables} ON TABLES TO {app}"):
+            _query(db, sql)
+        owned = _query(db, "SELECT nspname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+                           "WHERE r.rolname = %s", (app_user,))
+        for (schema,) in owned:
+            quoted = '"' + schema.replace('"', '""') + '"'
+            _query(db, f"GRANT USAGE, CREATE ON SCHEMA {quoted} TO {worker}")
+            _query(db, f"GRANT {tables} ON ALL TABLES IN SCHEMA {quoted} TO {worker}")
+            _query(db, f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quoted} TO {worker}")
+
+    def drop_user(self, user: str) -> None:
+        if not self.user_exists(user):
+            return
+        if _query(self.admin, "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)):
+            _query(self._db(), f"DROP OWNED BY {self.ident(user)}")   # its objects, grants, default privileges
+        _query(self.admin, f"DROP ROLE IF EXISTS {self.ident(user)}")
+
+    def user_exists(self, user: str) -> bool:
+        return bool(_query(self.admin, "SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)))
+
+    def port(self) -> int:
+        return int(_query(self.admin, "SHOW port")[0][0])
+
+    def apply_server_settings(self) -> list[str]:
+        return []           # no packet limit; idle sessions are kept (idle_session_timeout 0 by default)
+
+    def describe_worker_grants(self) -> str:
+        return (f"USAGE, CREATE on the app account's schemas and {', '.join(PG_WORKER_TABLE_PRIVILEGES)} on their "
+                f"tables, in database {self.database!r}")
+
+
+def accounts(admin, database: str | None = None):
+    """The backend-aware account helper for an administrative connection."""
+    if backend_of(admin) == "postgresql":
+        return PostgresAccounts(admin, database or configured_target().database)
+    return MySQLAccounts(admin)
+
+
+def ensure_app_user(admin, user: str, password: str) -> None:
+    """Create (or reset the password of) the application account, with all rights on the pipeline's
+    schemas (MySQL family: SCHEMA_PATTERN; PostgreSQL: schemas it creates in the pipeline's database)."""
+    helper = accounts(admin)
+    try:
+        helper.ensure_app_user(user, password)
+    finally:
+        getattr(helper, "close", lambda: None)()
+
+
+def ensure_worker_user(admin, user: str, password: str, app_user: str | None = None) -> None:
+    """Create (or reset) a least-privilege worker account: it fills tables and job queues that exist,
+    but cannot drop or alter them. All workers of one study share one account (jobs.reclaim sees only
+    the connections of its own account on MySQL)."""
+    app_user = app_user or app_credentials()[0] or APP_USER
+    if not user or user == app_user:
         raise ValueError(f"the worker account needs its own name, not {user!r}")
-    for host in ("localhost", "127.0.0.1", "%"):
-        _query(admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
-        _query(admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
-        _query(admin, f"GRANT {', '.join(WORKER_PRIVILEGES)} ON `" + SCHEMA_PATTERN.replace('%', '%%')
-               + "`.* TO %s@%s", (user, host))
-    _query(admin, "FLUSH PRIVILEGES")
+    helper = accounts(admin)
+    try:
+        helper.ensure_worker_user(user, password, app_user)
+    finally:
+        getattr(helper, "close", lambda: None)()
 
 
-def worker_user(name: str = "neuralreg_worker", say=print) -> Path:
-    """Create the worker account `name` with a generated password, stored in .secrets/ (0600);
+def drop_account(admin, user: str) -> None:
+    """Remove an account (tests; on PostgreSQL with what it owns in the pipeline's database)."""
+    helper = accounts(admin)
+    try:
+        helper.drop_user(user)
+    finally:
+        getattr(helper, "close", lambda: None)()
+
+
+def worker_user(name: str = WORKER_USER, say=print) -> Path:
+    """Create the worker account `name` with a generated password, stored in .secrets/ (0600) and, for
+    docker compose on this machine, in `.env` (NEURALREG_WORKER_USER / NEURALREG_WORKER_PASSWORD);
     returns the password file. Needs the administrative access `up` uses."""
     target = configured_target()
     admin = admin_connection(target)
     if admin is None:
-        raise DatabaseError(f"no administrative access to {target.host}:{target.port} to create {name!r} "
+        raise DatabaseError(f"no administrative access to {target} to create {name!r} "
                             "(set DJ_ADMIN_USER / DJ_ADMIN_PASS)")
     password = _secrets.token_urlsafe(24)
     try:
         ensure_worker_user(admin, name, password)
+        grants = accounts(admin).describe_worker_grants()
     finally:
         admin.close()
     path = settings.write_secret(f"worker.{name}.password", password)
-    say(f"worker account {name!r} on {target.host}:{target.port} ({', '.join(WORKER_PRIVILEGES)} on "
-        f"`{SCHEMA_PATTERN}` schemas); its password is in {path}. Workers use: DJ_USER={name} DJ_PASS=<that password>")
+    env = settings.project_root() / ".env"
+    if env.is_file():
+        update_env_file(settings.project_root(), {"NEURALREG_WORKER_USER": name, "NEURALREG_WORKER_PASSWORD": password})
+    say(f"worker account {name!r} on {target} ({grants}); its password is in {path}"
+        + (" and in .env (docker compose workers)" if env.is_file() else "")
+        + f". Workers use: DJ_USER={name} DJ_PASS=<that password>")
     return path
 
 
 def user_exists(admin, user: str) -> bool:
     try:
-        return bool(_query(admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
-    except Exception:      # no read access to mysql.user: assume it exists, never reset silently
+        return accounts(admin).user_exists(user)
+    except Exception:      # no read access to the account list: assume it exists, never reset silently
         return True
 
 
 def apply_server_settings(admin) -> list[str]:
     """Raise the server's limits to SERVER_SETTINGS where it allows; return what could not be set."""
-    failed = []
-    for name, value in SERVER_SETTINGS.items():
-        try:
-            current = int(_query(admin, f"SELECT @@GLOBAL.{name}")[0][0])
-            if current < value:
-                _query(admin, f"SET GLOBAL {name} = {int(value)}")
-        except Exception as exc:
-            failed.append(f"{name}: {exc}")
-    return failed
+    return accounts(admin).apply_server_settings()
 
 
 def server_report(connection) -> dict:
+    if backend_of(connection) == "postgresql":
+        return {"version": _query(connection, "SHOW server_version")[0][0],
+                "server_encoding": _query(connection, "SHOW server_encoding")[0][0],
+                "lc_collate": _query(connection, "SHOW lc_collate")[0][0],
+                "database": _query(connection, "SELECT current_database()")[0][0]}
     rows = dict(_query(connection, "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
                                    "('version', 'max_allowed_packet', 'collation_server', 'wait_timeout')"))
     return rows
+
+
+def schemas(connection, prefix: str = settings.DEFAULT_PREFIX) -> list[str]:
+    """The schemas (MySQL: databases) whose names start with `prefix`, on either backend."""
+    rows = _query(connection, "SELECT schema_name FROM information_schema.schemata")
+    return sorted(r[0] for r in rows if r[0].startswith(prefix))
 
 
 # ------------------------------------------------------------------ docker
@@ -224,37 +472,70 @@ def docker_engine_answers() -> bool:
         return False
 
 
-def ensure_env_file(root: Path) -> dict:
-    """The ignored `.env` docker compose reads: passwords generated once, mode 600."""
-    path = root / ".env"
+# the passwords docker-compose.yml reads from `.env`, generated once: the MySQL root and application
+# accounts, the least-privilege worker account (created by docker/mysql-init on a new volume), the
+# PostgreSQL superuser (profile `postgres`) and the MinIO root user (profile `minio`)
+ENV_PASSWORDS = ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "NEURALREG_WORKER_PASSWORD", "POSTGRES_PASSWORD",
+                 "MINIO_ROOT_PASSWORD")
+
+
+def _read_env_file(path: Path) -> dict:
     values = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             if "=" in line and not line.lstrip().startswith("#"):
                 k, v = line.split("=", 1)
                 values[k.strip()] = v.strip()
-    changed = False
-    for name in ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD"):
-        if not values.get(name):
-            values[name] = _secrets.token_urlsafe(24)
-            changed = True
-    if changed:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("# generated by `neuralreg db up`; never commit this file\n")
-            f.writelines(f"{k}={v}\n" for k, v in values.items())
+    return values
+
+
+def _write_env_file(path: Path, values: dict) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# generated by `neuralreg db up` / `neuralreg db worker-user`; never commit this file\n")
+        f.writelines(f"{k}={v}\n" for k, v in values.items())
+
+
+def ensure_env_file(root: Path) -> dict:
+    """The ignored `.env` docker compose reads: passwords (ENV_PASSWORDS) generated once, mode 600."""
+    path = root / ".env"
+    values = _read_env_file(path)
+    missing = [name for name in ENV_PASSWORDS if not values.get(name)]
+    for name in missing:
+        values[name] = _secrets.token_urlsafe(24)
+    if missing or not path.is_file():
+        _write_env_file(path, values)
+    return values
+
+
+def update_env_file(root: Path, changes: dict) -> dict:
+    """Set some values in `.env` (created with its generated passwords when absent)."""
+    values = {**ensure_env_file(root), **changes}
+    _write_env_file(root / ".env", values)
     return values
 
 
 def docker_up(root: Path, target: Target, say) -> None:
+    """`docker compose up -d db` (MySQL 8.4) or, on PostgreSQL, the `postgres` profile's service."""
     env = ensure_env_file(root)
-    settings.write_secret("database.user", APP_USER)
-    settings.write_secret("database.password", env["MYSQL_PASSWORD"])
-    say("starting the database with `docker compose up -d db`")
-    run = subprocess.run(["docker", "compose", "up", "-d", "db"], cwd=root, capture_output=True, text=True)
+    if target.postgres:
+        # the container's superuser provisions the application account afterwards (admin_connection
+        # reads POSTGRES_PASSWORD from .env)
+        command = ["docker", "compose", "--profile", "postgres", "up", "-d", "postgres"]
+        user, password = "postgres", env["POSTGRES_PASSWORD"]
+    else:
+        command = ["docker", "compose", "up", "-d", "db"]
+        user, password = env.get("MYSQL_USER") or APP_USER, env["MYSQL_PASSWORD"]
+        settings.write_secret("database.user", user)
+        settings.write_secret("database.password", password)
+        settings.write_secret(f"worker.{env.get('NEURALREG_WORKER_USER') or WORKER_USER}.password",
+                              env["NEURALREG_WORKER_PASSWORD"])
+    say(f"starting the database with `{' '.join(command)}`")
+    run = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if run.returncode != 0:
-        raise DatabaseError(f"`docker compose up -d db` failed:\n{run.stderr.strip()}")
-    wait_for_login(target, APP_USER, env["MYSQL_PASSWORD"], timeout=180, say=say)
+        raise DatabaseError(f"`{' '.join(command)}` failed:\n{run.stderr.strip()}")
+    wait_for_login(target, user, password, timeout=180, say=say,
+                   **({"database": "postgres"} if target.postgres else {}))
 
 
 # ------------------------------------------------------------------ local server
@@ -363,17 +644,18 @@ def stop_local_server(base: Path, timeout: float = 30) -> bool:
     return True
 
 
-def wait_for_login(target: Target, user: str, password: str, timeout: float = 60, say=print) -> None:
+def wait_for_login(target: Target, user: str, password: str, timeout: float = 60, say=print,
+                   database: str | None = None) -> None:
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
         try:
-            _connect(target, user, password).close()
+            _connect(target, user, password, database=database).close()
             return
         except Exception as exc:       # server still starting
             last = exc
             time.sleep(1)
-    raise DatabaseError(f"cannot log in as {user} at {target.host}:{target.port} after {timeout:.0f} s: {last}")
+    raise DatabaseError(f"cannot log in as {user} at {target} after {timeout:.0f} s: {last}")
 
 
 # ------------------------------------------------------------------ up / status / down
@@ -385,7 +667,7 @@ def _provision_account(target: Target, user: str | None, password: str | None, r
     admin = admin_connection(target)
     if admin is None:
         raise DatabaseError(
-            f"{target.host}:{target.port} answers, but the application user cannot log in and no "
+            f"{target} answers, but the application user cannot log in and no "
             "administrative login works: set DJ_USER/DJ_PASS to an existing account, or DJ_ADMIN_USER/"
             "DJ_ADMIN_PASS to an account that may create users")
     try:
@@ -393,7 +675,7 @@ def _provision_account(target: Target, user: str | None, password: str | None, r
         if user_exists(admin, user) and not reset_password:
             known = "the configured password is wrong" if password else "its password is unknown here"
             raise DatabaseError(
-                f"the account {user!r} already exists on {target.host}:{target.port} but {known}: put the right "
+                f"the account {user!r} already exists on {target} but {known}: put the right "
                 f"one in {settings.secrets_dir() / 'database.password'} (or DJ_USER/DJ_PASS), or run "
                 "`neuralreg db up --reset-password` (workers using the old password will fail to reconnect)")
         if not password:
@@ -418,11 +700,16 @@ def up(say=print, reset_password: bool = False) -> dict:
         if docker_engine_answers() and (root / "docker-compose.yml").is_file() and target.is_local:
             docker_up(root, target, say)
             mode = "docker compose"
+        elif target.is_local and target.postgres:
+            raise DatabaseError(
+                f"no PostgreSQL answers at {target.host}:{target.port}: start it (Debian: `apt-get install "
+                "postgresql`, then `pg_ctlcluster 15 main start`), or `docker compose --profile postgres up -d "
+                "postgres`, or point DJ_HOST/DJ_PORT at your server")
         elif target.is_local:
             start_local_server(local_dir(root) / "data", target.port, say=say)
             mode = "local server"
         else:
-            raise DatabaseError(f"the configured server {target.host}:{target.port} does not answer, and it is "
+            raise DatabaseError(f"the configured server {target} does not answer, and it is "
                                 "not local, so none can be started for it: check DJ_HOST/DJ_PORT or the network")
     user, password = app_credentials()
     if not can_login(target, user, password):
@@ -439,13 +726,14 @@ def up(say=print, reset_password: bool = False) -> dict:
     connection = _connect(target, user, password)
     report = server_report(connection)
     connection.close()
-    if int(report.get("max_allowed_packet", 0)) < SERVER_SETTINGS["max_allowed_packet"]:
+    if not target.postgres and int(report.get("max_allowed_packet", 0)) < SERVER_SETTINGS["max_allowed_packet"]:
         problems.append(f"max_allowed_packet is {report.get('max_allowed_packet')} (< 256M): large in-table "
                         "blobs will fail; raise it in the server configuration")
-    summary = {"mode": mode, "host": target.host, "port": target.port, "user": user,
-               "version": report.get("version"), "max_allowed_packet": report.get("max_allowed_packet"),
-               "collation_server": report.get("collation_server"), "warnings": problems}
-    say(f"database ready ({mode}): {user}@{target.host}:{target.port}, server {report.get('version')}")
+    summary = {"mode": mode, "backend": target.backend, "host": target.host, "port": target.port,
+               "database": target.database, "user": user, "version": report.get("version"),
+               "max_allowed_packet": report.get("max_allowed_packet"),
+               "collation_server": report.get("collation_server") or report.get("lc_collate"), "warnings": problems}
+    say(f"database ready ({mode}): {user}@{target}, {target.backend} server {report.get('version')}")
     for problem in problems:
         say(f"  warning: {problem}")
     return summary
@@ -455,8 +743,8 @@ def status() -> dict:
     root = settings.project_root()
     target = configured_target()
     user, password = app_credentials()
-    info = {"host": target.host, "port": target.port, "user": user, "answers": answers(target),
-            "login": False, "local_server_pid": None, "docker": None}
+    info = {"backend": target.backend, "host": target.host, "port": target.port, "database": target.database,
+            "user": user, "answers": answers(target), "login": False, "local_server_pid": None, "docker": None}
     pidfile = local_dir(root) / "mysqld.pid"
     if pidfile.is_file():
         pid = int(pidfile.read_text().strip())
@@ -473,7 +761,7 @@ def status() -> dict:
         info["login"] = True
         connection = _connect(target, user, password)
         info.update(server_report(connection))
-        info["schemas"] = [r[0] for r in _query(connection, "SHOW DATABASES") if r[0].startswith("neuralreg")]
+        info["schemas"] = schemas(connection)
         connection.close()
     return info
 
@@ -483,6 +771,6 @@ def down(say=print) -> None:
     if stop_local_server(local_dir(root)):
         say("stopped the local server")
     elif docker_engine_answers() and (root / "docker-compose.yml").is_file():
-        subprocess.run(["docker", "compose", "stop", "db"], cwd=root)
+        subprocess.run(["docker", "compose", "--profile", "postgres", "stop", "db", "postgres"], cwd=root)
     else:
         say("nothing of ours to stop (a configured server is left running)")

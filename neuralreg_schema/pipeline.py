@@ -60,7 +60,7 @@ def drop_all(prefix: str) -> None:
     """Drop every schema of `prefix`, downstream first, and delete their files from a file store."""
     dj = settings.configure()
     connection = dj.conn()
-    existing = {row[0] for row in connection.query("SHOW DATABASES").fetchall()}
+    existing = {row[0] for row in connection.query(connection.adapter.list_schemas_sql()).fetchall()}
     for module in reversed(MODULES):
         db = f"{prefix}_{module}"
         if db not in existing:

@@ -13,7 +13,12 @@ relative `location` is taken relative to the project root (the folder holding `d
 and `NEURALREG_STORE` overrides it. For S3 (or MinIO) set, in `datajoint.json` or `DJ_STORES`:
     "stores": {"default": "main", "main": {"protocol": "s3", "endpoint": "s3.amazonaws.com",
                "bucket": "my-bucket", "location": "neuralreg", "access_key": "..."}}
-with the secret in `.secrets/stores.main.secret_key` (never in the JSON).
+with the secret in `.secrets/stores.main.secret_key` (never in the JSON), or the whole block in `DJ_STORES`
+(a JSON string; it wins over the file, as in DataJoint). Needs the `s3` extra (s3fs).
+
+Backend: MySQL 8.4 / MariaDB (the default) or PostgreSQL 15+ with `DJ_BACKEND=postgresql` (or
+"database": {"backend": "postgresql"}). On PostgreSQL the pipeline's schemas live in one database,
+`database.name` (DJ_DATABASE_NAME), default PG_DATABASE; the port defaults to 5432 unless DJ_PORT names one.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from pathlib import Path
 
 STORE = "main"                      # the one store every table names: <npy@main>, <hash@main>, ...
 DEFAULT_PREFIX = "neuralreg"        # schema names are f"{prefix}_{module}"
+PG_DATABASE = "neuralreg"           # PostgreSQL: the database that holds the pipeline's schemas
+DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -105,6 +112,9 @@ def configure() -> "object":
     if getattr(dj.config, "_config_path", None) is None and cfg_file.is_file() \
             and os.environ.get("DJ_IGNORE_CONFIG_FILE", "").lower() != "true":
         dj.config.load(cfg_file)
+        if os.environ.get("DJ_STORES"):          # load() merged the file's stores over DJ_STORES: env wins
+            dj.config._apply_stores_env()
+    _backend_defaults(dj)
     if dj.config["database.user"] is None:
         dj.config["database.user"] = read_secret("database.user")
     if dj.config["database.password"] is None:
@@ -126,16 +136,37 @@ def configure() -> "object":
     return dj
 
 
+def backend(dj=None) -> str:
+    """'mysql' (MySQL 8.4, MariaDB) or 'postgresql', as DataJoint's `database.backend` says."""
+    dj = dj or import_datajoint()
+    name = str(dj.config["database.backend"]).lower()
+    return "postgresql" if name in ("postgresql", "postgres") else "mysql"
+
+
+def _backend_defaults(dj) -> None:
+    """PostgreSQL: the port defaults to 5432 (datajoint.json names MySQL's 3306, and DataJoint does not
+    change the port with the backend) and the database to PG_DATABASE, unless configured."""
+    if backend(dj) != "postgresql":
+        return
+    if not os.environ.get("DJ_PORT") and dj.config["database.port"] in (None, DEFAULT_PORTS["mysql"]):
+        dj.config["database.port"] = DEFAULT_PORTS["postgresql"]
+    if not dj.config["database.name"]:
+        dj.config["database.name"] = PG_DATABASE
+
+
 def connection_summary() -> str:
     dj = configure()
     host = dj.config["database.host"]
-    port = dj.config["database.port"] or 3306
+    port = dj.config["database.port"] or DEFAULT_PORTS[backend(dj)]
     user = dj.config["database.user"]
-    return f"{user}@{host}:{port}"
+    database = f"/{dj.config['database.name']}" if backend(dj) == "postgresql" else ""
+    return f"{user}@{host}:{port}{database}"
 
 
 def code_version() -> str:
-    """'<package version>+g<commit>[.dirty]' from the checkout's git, or the package version alone."""
+    """'<package version>+g<commit>[.dirty]' from the checkout's git; where there is no checkout (the
+    worker image), the commit the image was built from ($NEURALREG_GIT_COMMIT, a build argument);
+    else the package version alone."""
     import subprocess
     from importlib import metadata
     try:
@@ -149,8 +180,11 @@ def code_version() -> str:
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return version
-    return f"{version}+g{sha}{'.dirty' if dirty else ''}" if sha else version
+        sha, dirty = "", ""
+    if sha:
+        return f"{version}+g{sha}{'.dirty' if dirty else ''}"
+    built = os.environ.get("NEURALREG_GIT_COMMIT", "").strip()
+    return f"{version}+g{built}" if built and built != "unknown" else version
 
 
 # the columns every computed row of a model or an evaluation ends with (table definitions include it)

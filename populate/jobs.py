@@ -135,9 +135,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# the ids of the server's live connections, as DataJoint records them in `connection_id`
+# (MySQL/MariaDB: CONNECTION_ID(); PostgreSQL: pg_backend_pid())
+LIVE_CONNECTIONS_SQL = {
+    "mysql": "SELECT ID FROM information_schema.PROCESSLIST",     # this account's (all with PROCESS)
+    "postgresql": "SELECT pid FROM pg_stat_activity",             # every backend of the cluster
+}
+
+
 def live_connections(connection) -> set[int]:
-    """Ids of the connections the server shows to this account (all of them with PROCESS privilege)."""
-    return {int(row[0]) for row in connection.query("SELECT ID FROM information_schema.PROCESSLIST").fetchall()}
+    """Ids of the connections the server shows to this account (MySQL: all of them with PROCESS
+    privilege; PostgreSQL: every session, whatever its role)."""
+    sql = LIVE_CONNECTIONS_SQL[connection.adapter.backend]
+    return {int(row[0]) for row in connection.query(sql).fetchall()}
 
 
 def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) -> dict[str, int]:

@@ -145,11 +145,18 @@ def alive(connection) -> bool:
 
 def lost_connection_error(exc: BaseException) -> bool:
     """An error that means the connection is gone (DataJoint's LostConnectionError; PyMySQL's 'can't
-    connect', 'server has gone away', 'lost connection during query', or an operation on a closed one)."""
+    connect', 'server has gone away', 'lost connection during query', or an operation on a closed one;
+    on PostgreSQL psycopg2's OperationalError / InterfaceError)."""
     import pymysql
     from datajoint.errors import LostConnectionError
+    lost = (LostConnectionError, pymysql.err.InterfaceError)
+    try:
+        import psycopg2
+        lost += (psycopg2.OperationalError, psycopg2.InterfaceError)
+    except ImportError:                 # the postgres extra is not installed: MySQL only
+        pass
     while exc is not None:
-        if isinstance(exc, (LostConnectionError, pymysql.err.InterfaceError)):
+        if isinstance(exc, lost):
             return True
         if isinstance(exc, pymysql.err.OperationalError) and exc.args and exc.args[0] in (2003, 2006, 2013, 2055):
             return True

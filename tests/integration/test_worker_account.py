@@ -29,8 +29,7 @@ def worker_account(modules):
     try:
         yield name, password
     finally:
-        for host in ("localhost", "127.0.0.1", "%"):
-            db._query(admin, "DROP USER IF EXISTS %s@%s", (name, host))
+        db.drop_account(admin, name)
         admin.close()
 
 
