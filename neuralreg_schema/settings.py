@@ -10,7 +10,7 @@ Sources, highest priority first (DataJoint's own rules, plus two project convent
 
 The object store `main` holds every large array and weight file. By default it is a file store; a
 relative `location` is taken relative to the project root (the folder holding `datajoint.json`),
-and `NEURALREG_STORE` overrides it. For S3 (or MinIO) set, in `datajoint.json` or `DJ_STORES`:
+and `NEURALREG_STORE` overrides it: a folder, or `s3://<bucket>/<location>` (see `store_spec`). For S3 (or MinIO) set, in `datajoint.json` or `DJ_STORES`:
     "stores": {"default": "main", "main": {"protocol": "s3", "endpoint": "s3.amazonaws.com",
                "bucket": "my-bucket", "location": "neuralreg", "access_key": "..."}}
 with the secret in `.secrets/stores.main.secret_key` (never in the JSON), or the whole block in `DJ_STORES`
@@ -123,10 +123,9 @@ def configure() -> "object":
     if STORE not in stores:
         stores[STORE] = {"protocol": "file", "location": "store/main"}
     stores.setdefault("default", STORE)
-    spec = stores[STORE]
     if os.environ.get("NEURALREG_STORE"):
-        spec["protocol"] = "file"
-        spec["location"] = os.environ["NEURALREG_STORE"]
+        stores[STORE] = store_spec(os.environ["NEURALREG_STORE"])
+    spec = stores[STORE]
     if spec.get("protocol", "file") == "file":
         location = Path(os.path.expanduser(spec["location"]))
         if not location.is_absolute():
@@ -134,6 +133,26 @@ def configure() -> "object":
         location.mkdir(parents=True, exist_ok=True)
         spec["location"] = str(location)
     return dj
+
+
+def store_spec(value: str) -> dict:
+    """The store `main` named by NEURALREG_STORE: a folder (file store), or `s3://<bucket>/<location>`,
+    an S3 / MinIO store at NEURALREG_S3_ENDPOINT (default s3.amazonaws.com; `http://host:port` for a
+    MinIO without TLS) with NEURALREG_S3_ACCESS_KEY / NEURALREG_S3_SECRET_KEY (else
+    .secrets/stores.main.access_key / secret_key, else botocore's own chain: AWS_* variables, roles)."""
+    if not value.startswith("s3://"):
+        return {"protocol": "file", "location": value}
+    bucket, _, location = value[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"NEURALREG_STORE={value!r}: name the bucket, s3://<bucket>/<location>")
+    endpoint = os.environ.get("NEURALREG_S3_ENDPOINT") or "s3.amazonaws.com"
+    spec = {"protocol": "s3", "endpoint": endpoint, "bucket": bucket, "location": location.strip("/") or "neuralreg",
+            "secure": not endpoint.startswith("http://")}
+    for attr, env in (("access_key", "NEURALREG_S3_ACCESS_KEY"), ("secret_key", "NEURALREG_S3_SECRET_KEY")):
+        found = os.environ.get(env) or read_secret(f"stores.{STORE}.{attr}")
+        if found:
+            spec[attr] = found
+    return spec
 
 
 def backend(dj=None) -> str:
