@@ -9,6 +9,7 @@
     neuralreg status                           rows per table and job queues
     neuralreg jobs [errors|retry|ignore|reclaim] [--table T] [--key NAME=VALUE ...]   job administration
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
+    neuralreg compose-gpus N [--remote]        docker-compose.gpus.yml: one compose worker per GPU
 
 `--prefix` (or NEURALREG_PREFIX) selects the schemas: `<prefix>_experiment`, ... (default 'neuralreg').
 """
@@ -47,6 +48,18 @@ def cmd_db(args) -> int:
         db.worker_user(args.name, say=_say)
     else:
         db.down(say=_say)
+    return 0
+
+
+def cmd_compose_gpus(args) -> int:
+    from . import compose
+    path = compose.write_gpu_override(args.gpus, remote=args.remote, first_gpu=args.first_gpu,
+                                      out=Path(args.out) if args.out else None)
+    base = "worker-remote" if args.remote else "worker"
+    names = " ".join(f"{base}-gpu{args.first_gpu + i}" for i in range(args.gpus))
+    profile = " --profile remote" if args.remote else ""
+    _say(f"wrote {path}: {names}, one GPU each. Start them with:\n"
+         f"  docker compose -f docker-compose.yml -f {path.name}{profile} up -d {names}")
     return 0
 
 
@@ -555,6 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with up: set the existing application account's password to a new one")
     p.set_defaults(func=cmd_db)
 
+    p = sub.add_parser("compose-gpus", help="write docker-compose.gpus.yml: one compose worker per GPU")
+    p.add_argument("gpus", type=int, help="GPUs (workers) on this host")
+    p.add_argument("--remote", action="store_true", help="copy the `remote` profile's worker (no database here)")
+    p.add_argument("--first-gpu", type=int, default=0, help="id of the first GPU (default 0)")
+    p.add_argument("--out", help="file to write (default: docker-compose.gpus.yml in the project)")
+    p.set_defaults(func=cmd_compose_gpus)
+
     p = sub.add_parser("ingest", help="insert recordings")
     isub = p.add_subparsers(dest="source", required=True)
     q = isub.add_parser("simulated", help="the embedded simulated experiment")
@@ -632,7 +652,7 @@ def main(argv=None) -> int:
     from .compute.recording import RecordingError
     try:
         runtime.configure_threads(args.threads)
-        if args.command not in ("db", "demo"):
+        if args.command not in ("db", "demo", "compose-gpus"):
             target = db.configured_target()
             if not db.answers(target, timeout=3):
                 raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "
@@ -641,7 +661,7 @@ def main(argv=None) -> int:
     except (RecordingError, db.DatabaseError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"neuralreg: error: {exc}", file=sys.stderr)
         return 2
-    except OperationalError as exc:
+    except (OperationalError, *db.driver_errors()) as exc:
         target = db.configured_target()
         print(f"neuralreg: error: database at {target.host}:{target.port}: {exc.args[-1]} "
               "(is it up? `neuralreg db up`; are DJ_USER/DJ_PASS or .secrets/ right?)", file=sys.stderr)

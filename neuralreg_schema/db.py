@@ -129,6 +129,15 @@ def _connect(target: Target, user: str, password: str | None = None, unix_socket
     return pymysql.connect(host=target.host, port=target.port, **kwargs)
 
 
+def driver_errors() -> tuple:
+    """psycopg2's connection error when it is installed (the CLI reports it like PyMySQL's)."""
+    try:
+        import psycopg2
+    except ImportError:
+        return ()
+    return (psycopg2.OperationalError,)
+
+
 def backend_of(connection) -> str:
     """'postgresql' for a psycopg2 connection, else 'mysql'."""
     return "postgresql" if type(connection).__module__.startswith("psycopg2") else "mysql"

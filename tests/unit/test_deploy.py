@@ -18,7 +18,7 @@ def compose():
 def test_compose_services(compose):
     assert set(compose["services"]) >= {"db", "worker"}
     db = compose["services"]["db"]
-    assert db["image"].startswith("mysql:8.0")
+    assert db["image"] == "mysql:8.4"
     flags = " ".join(db["command"])
     assert "--max-allowed-packet=268435456" in flags
     assert "--collation-server=utf8mb4_bin" in flags
@@ -66,6 +66,7 @@ def test_env_file_generated_once_and_private(tmp_path):
     from neuralreg_schema import db
     first = db.ensure_env_file(tmp_path)
     assert len(first["MYSQL_PASSWORD"]) >= 20 and first["MYSQL_PASSWORD"] != first["MYSQL_ROOT_PASSWORD"]
+    assert len({first[k] for k in db.ENV_PASSWORDS}) == len(db.ENV_PASSWORDS)     # one each, the worker's too
     assert db.ensure_env_file(tmp_path) == first
     assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
 
