@@ -137,6 +137,10 @@ class Watchdog(threading.Thread):
             rows = conn.query(f"SELECT {qi('reserved_time')}, CURRENT_TIMESTAMP(3) FROM {name} WHERE {mine}",
                               args=(self.host, self.pid)).fetchall()
             for reserved, now in rows:
+                if reserved.tzinfo is None and now.tzinfo is not None:
+                    # PostgreSQL: CURRENT_TIMESTAMP is a timestamptz, the column a timestamp, both in the
+                    # session's time zone
+                    now = now.replace(tzinfo=None)
                 running = (now - reserved).total_seconds()
                 quiet = min(running, time.monotonic() - self.clock.last)
                 total, stall = self._limits(table)

@@ -33,16 +33,18 @@ assert neuron.jobs.reserve(key)
 print("reserved", key, flush=True)
 """
 
-# a job of a gone worker elsewhere (no heartbeat; its connection is gone) is reclaimed; the job this
-# live process holds is not, though it too claims another host: pg_stat_activity shows its connection
+# the watchdog's heartbeat stamps the job this process holds; a job of a gone worker elsewhere (no
+# heartbeat; its connection is gone: pg_stat_activity) is reclaimed, the live one is kept
 RECLAIM = """
 import json, sys
 from neuralreg_schema import pipeline
-from populate import jobs, worker
+from populate import jobs, watchdog, worker
 modules = pipeline.activate(sys.argv[1])
 neuron = modules["experiment"].Neuron
 dead, live = neuron.key_source.keys(order_by="animal_id, session, scan_idx")
 assert neuron.jobs.reserve(live)
+watchdog.Watchdog(worker.computed_tables(modules), neuron.connection, interval=3600).beat()
+beat = (neuron.jobs & live).fetch1("completed_time") is not None
 for key in (dead, live):
     neuron.jobs.update1({**key, "host": "elsewhere"})
 mine = neuron.connection.connection_id
@@ -50,7 +52,7 @@ found = mine in jobs.live_connections(neuron.connection)
 reclaimed = jobs.reclaim(worker.computed_tables(modules))
 left = neuron.jobs.reserved.keys()
 (neuron.jobs & live).delete_quick()
-print(json.dumps({"found_own_connection": found, "reclaimed": reclaimed, "left": left}))
+print(json.dumps({"heartbeat": beat, "found_own_connection": found, "reclaimed": reclaimed, "left": left}))
 """
 
 COUNT = """
@@ -135,7 +137,7 @@ def test_postgres_account_and_a_pipeline_slice(pg):
         # jobs on PostgreSQL: a job of a gone worker is reclaimed, a live worker's is kept
         assert "reserved" in _ok(_run(["-c", RESERVE_AND_EXIT, prefix], as_worker))
         found = json.loads(_ok(_run(["-c", RECLAIM, prefix], as_worker)).strip().splitlines()[-1])
-        assert found["found_own_connection"], found
+        assert found["heartbeat"] and found["found_own_connection"], found
         assert found["reclaimed"] == {"experiment.Neuron": 1} and len(found["left"]) == 1, found
 
         # the least-privilege worker fills Neuron in the schemas the application role created
