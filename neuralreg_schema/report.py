@@ -434,6 +434,9 @@ def figure5(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Pat
                 ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.8,
                         color=_reg_color(label))
             ax.set_xscale("log")
+            budgets = sorted(p_norm["budget"].unique())
+            ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
+            ax.minorticks_off()
             ax.set_xlabel("attack iterations per run (query budget)")
             ax.set_title(f"{norm.upper()} (median over samples)" + ("\nmissing points: infinite median" if missing else ""),
                          fontsize=9)
