@@ -23,6 +23,26 @@ print("reserved", flush=True)
 """
 
 
+def _insert_error_job(table, animal_id: int, message: str) -> None:
+    """An error row in the table's job queue, as a worker on this host would have left it (columns quoted
+    for the backend: `user` is a reserved word on PostgreSQL)."""
+    import platform
+    qi = table.connection.adapter.quote_identifier
+    columns = ("animal_id", "session", "scan_idx", "status", "priority", "error_message", "host", "pid",
+               "connection_id", "user", "version")
+    table.connection.query(
+        f"INSERT INTO {table.jobs.full_table_name} ({', '.join(map(qi, columns))}) "
+        f"VALUES ({int(animal_id)}, 1, 1, 'error', 5, %s, %s, 1, 1, 'test', '')", args=(message, platform.node()))
+
+
+def _kill(connection, connection_id: int) -> None:
+    """End another session of the server (MySQL/MariaDB: KILL; PostgreSQL: pg_terminate_backend)."""
+    if connection.adapter.backend == "postgresql":
+        connection.query(f"SELECT pg_terminate_backend({int(connection_id)})")
+    else:
+        connection.query(f"KILL {int(connection_id)}")
+
+
 def _scan(exp, animal_id):
     images, scan = make_recording(animal_id=animal_id, image_set=f"toy_jobs{animal_id}")
     exp.ingest(images, [scan])
@@ -96,15 +116,11 @@ def test_ignored_key_is_skipped(modules, prefix):
 def test_errors_of_a_lost_connection_are_queued_again(modules):
     """After a reconnect the worker clears its host's errors that only record a lost connection
     (nothing of those jobs was written); other errors stay for a person to read."""
-    import platform
     table = modules["experiment"].Neuron
     table.jobs.progress()                                   # the job table exists
     for animal, message in ((505, "LostConnectionError: Connection was lost during a transaction."),
                             (506, "ValueError: bad input")):
-        table.connection.query(
-            f"INSERT INTO `{table.database}`.`~~neuron` (animal_id, session, scan_idx, status, priority, "
-            "error_message, host, pid, connection_id, user, version) "
-            f"VALUES ({animal}, 1, 1, 'error', 5, %s, %s, 1, 1, 'test', '')", args=(message, platform.node()))
+        _insert_error_job(table, animal, message)
     try:
         assert worker.retry_lost_connection_errors([table]) == {"experiment.Neuron": 1}
         left = table.jobs & "animal_id in (505, 506)"
@@ -145,7 +161,7 @@ def test_a_live_worker_keeps_its_job_when_its_connection_is_closed(modules):
     dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600)
     try:
         dog.beat()
-        exp.Neuron.connection.query(f"KILL {int(side.connection_id)}")
+        _kill(exp.Neuron.connection, side.connection_id)
         time.sleep(0.5)
         tables = worker.computed_tables(modules)
         assert jobs.reclaim(tables) == {}                                   # closed connection, fresh heartbeat
@@ -218,13 +234,9 @@ def test_a_worker_stuck_in_a_job_ends_itself_and_records_the_error(modules, pref
 
 def test_retry_and_prioritize_refuse_unknown_key_names(modules, prefix, capsys):
     """A typo must not clear every error, and a crafted name must not reach SQL."""
-    import platform
     table = modules["experiment"].Neuron
     table.jobs.progress()
-    table.connection.query(
-        f"INSERT INTO {table.jobs.full_table_name} (animal_id, session, scan_idx, status, priority, error_message, "
-        "host, pid, connection_id, user, version) VALUES (512, 1, 1, 'error', 5, 'ValueError: x', %s, 1, 1, 't', '')",
-        args=(platform.node(),))
+    _insert_error_job(table, 512, "ValueError: x")
     try:
         for name in ("animal=99999", "animal_id.x:char(10)) OR (1=1=3"):
             for action in (["retry"], ["prioritize", "--priority", "1"]):
