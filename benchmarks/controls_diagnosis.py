@@ -1,0 +1,145 @@
+"""Why a known-answer control does (or does not) transfer noise robustness: evidence from the
+trained classifiers of a `neuralreg plan controls` study, without looking at the test images.
+
+For every trained classifier of the schema (all seeds) it measures, on the target's HELD-OUT
+stimuli (never trained on) and on classification TRAINING images:
+
+  r(S_k, T)    per similarity layer k, Pearson r between the upper triangles of the layer's Eq. 9
+               similarity of the held-out stimuli (centred over them) and the held-out block of each
+               target T (lowpass, highpass, the neural model's), with BatchNorm as at test time
+               ('eval': running statistics) and as in the training's stimulus pass ('batch':
+               statistics of stim_batch images): did the network match its target, and where?
+  gamma_k      the final layer weights (Eq. 10): which layer carries the match
+  noise_k      per layer, mean_i ||f_k(x_i + z_i) - f_k(x_i)|| / mean_i ||f_k(x_i) - mean f_k||, white
+               noise of s.d. `--noise` on [0, 1] images (clipped), eval mode: how far noise moves the
+               layer's representation, on the stimuli and on training images (lowpass should lower it)
+  flip         fraction of training images whose predicted class changes under that noise
+
+Usage (the study's prefix, after populate):
+    python benchmarks/controls_diagnosis.py --prefix neuralreg_controls --out diagnosis.csv
+Prints one line per data set, regularizer and layer (mean over seeds) and writes every value.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuralreg_schema import pipeline  # noqa: E402
+from neuralreg_schema.compute import rsa, rsa_torch, train_classifier  # noqa: E402
+
+
+def _features(net, x, layers, mode: str, chunk: int):
+    """{k: (n, D_k) float64 numpy} of images x (n, 1, H, W), BatchNorm 'eval' or 'batch' (chunks)."""
+    ctx = train_classifier.batchnorm_eval if mode == "eval" else train_classifier.batchnorm_batch_stats
+    out = {k: [] for k in layers}
+    net.train()
+    with torch.no_grad():
+        for s in range(0, len(x), chunk):
+            part = x[s:s + chunk]
+            if mode == "batch" and len(part) < chunk:          # fill the last BatchNorm batch as training does
+                part = torch.cat([part, x[:chunk - len(part)]])
+            with ctx(net):
+                _, f = net(part.clone(memory_format=torch.contiguous_format), layers)
+            n_own = min(chunk, len(x) - s)
+            for k in layers:
+                out[k].append(f[k][:n_own].reshape(n_own, -1).double().numpy())
+    net.eval()
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _logits(net, x):
+    with torch.no_grad():
+        return net(x.clone(memory_format=torch.contiguous_format))[0].numpy()
+
+
+def _sensitivity(clean: np.ndarray, noisy: np.ndarray) -> float:
+    spread = np.linalg.norm(clean - clean.mean(axis=0), axis=1).mean()
+    return float(np.linalg.norm(noisy - clean, axis=1).mean() / max(spread, 1e-12))
+
+
+def _similarity(f: np.ndarray) -> np.ndarray:
+    return rsa_torch.feature_similarity(torch.from_numpy(f), "batch").numpy()
+
+
+def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
+    mods = pipeline.activate(prefix)
+    clf, sim = mods["classifier"], mods["similarity"]
+    runs = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
+            * clf.ClassifierConfig.proj("config")).to_dicts()
+    targets = {}
+    for reg in (clf.Regularizer & "kind in ('lowpass', 'highpass', 'neural-model')").to_dicts():
+        t = clf.load_target(reg)
+        targets[reg["kind"]] = t
+    ref = next(iter(targets.values()))
+    for t in targets.values():
+        assert np.array_equal(t.image_ids, ref.image_ids), "targets cover different stimuli"
+    rows = []
+    data_cache = {}
+    for run in runs:
+        cfg = run["config"]
+        layers = list(cfg["layers"])
+        _, held = train_classifier.heldout_split(len(ref.images), cfg["heldout_fraction"], cfg["heldout_max"])
+        stim = torch.from_numpy(ref.images[held])[:, None].float()
+        if run["dataset"] not in data_cache:
+            data = clf.ClassificationDataset.load({"dataset": run["dataset"]})
+            data_cache[run["dataset"]] = torch.from_numpy(data.train_images[:n_train]).float().div(255)[:, None]
+        train_x = data_cache[run["dataset"]]
+        net = train_classifier.load_classifier(run["weights"])
+        gamma = {}
+        if run["kind"] != "none":
+            lw = (clf.RegularizedClassifier.LayerWeight & run).to_dicts()
+            gamma = {int(r["layer"]): float(r["gamma"]) for r in lw}
+        gen = np.random.default_rng(0)
+        z_stim = torch.from_numpy(gen.standard_normal(stim.shape).astype(np.float32))
+        z_train = torch.from_numpy(gen.standard_normal(train_x.shape).astype(np.float32))
+        noisy_stim = (stim + noise_sd * z_stim).clamp(0, 1)
+        noisy_train = (train_x + noise_sd * z_train).clamp(0, 1)
+        base = {"dataset": run["dataset"], "regularizer": run["label"], "kind": run["kind"], "seed": run["seed"],
+                "test_accuracy": run["test_accuracy"], "heldout_loss": run["heldout_loss"]}
+        f_eval = _features(net, stim, layers, "eval", cfg["eval_batch_size"])
+        f_batch = _features(net, stim, layers, "batch", cfg["stim_batch"])
+        f_noisy = _features(net, noisy_stim, layers, "eval", cfg["eval_batch_size"])
+        t_eval = _features(net, train_x, layers, "eval", cfg["eval_batch_size"])
+        t_noisy = _features(net, noisy_train, layers, "eval", cfg["eval_batch_size"])
+        flip = float(np.mean(_logits(net, train_x).argmax(1) != _logits(net, noisy_train).argmax(1)))
+        for k in layers:
+            row = {**base, "layer": k, "gamma": gamma.get(k, np.nan), "flip_train": flip,
+                   "noise_stimuli": _sensitivity(f_eval[k], f_noisy[k]),
+                   "noise_train": _sensitivity(t_eval[k], t_noisy[k])}
+            s_eval, s_batch = _similarity(f_eval[k]), _similarity(f_batch[k])
+            for kind, t in targets.items():
+                block = t.matrix[np.ix_(held, held)]
+                name = {"neural-model": "model"}.get(kind, kind)
+                row[f"r_{name}_eval"] = rsa.matrix_correlation(s_eval, block)
+                row[f"r_{name}_batch"] = rsa.matrix_correlation(s_batch, block)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--noise", type=float, default=0.2, help="noise s.d. on [0, 1] images (default 0.2)")
+    parser.add_argument("--train-images", type=int, default=500, help="classification training images used")
+    parser.add_argument("--out", help="CSV of every value")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    df = diagnose(args.prefix, args.noise, args.train_images)
+    if args.out:
+        df.to_csv(args.out, index=False)
+    cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip"))]
+    summary = df.groupby(["dataset", "regularizer", "layer"], sort=True)[cols].mean()
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 3):
+        print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
