@@ -74,10 +74,11 @@ def _assert_complete(state):
 def _wait_for_reserved(prefix, timeout=120):
     """Until a PredictiveModel job is reserved (read straight from its job table: fast)."""
     connection = pipeline.settings.configure().conn()
+    qi = connection.adapter.quote_identifier                  # backticks on MySQL, double quotes on PostgreSQL
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            n = connection.query(f"SELECT COUNT(*) FROM `{prefix}_predictive`.`~~predictive_model` "
+            n = connection.query(f"SELECT COUNT(*) FROM {qi(prefix + '_predictive')}.{qi('~~predictive_model')} "
                                  "WHERE status = 'reserved'").fetchone()[0]
         except Exception:            # noqa: BLE001 - the job table appears with the first worker
             n = 0
