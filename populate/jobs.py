@@ -123,6 +123,27 @@ def ignore(tables, name: str, key: dict) -> None:
     table.jobs.ignore({k: key[k] for k in table.jobs.primary_key})
 
 
+def declare(tables, attempts: int = 5) -> None:
+    """Create the tables' job queues now, before any work. Workers that start together race to declare
+    a queue: on PostgreSQL DataJoint 2.3.5 issues its enum type, table and indexes as separate
+    statements, so the slower worker fails with '... already exists' (on MySQL the indexes are part of
+    CREATE TABLE and nothing fails). Whoever loses finds the queue declared by the winner on its next try."""
+    import random
+    import time
+    for table in tables:
+        for attempt in range(attempts):
+            try:
+                if not table.jobs.is_declared:
+                    table.jobs.declare()
+                break
+            except Exception as exc:              # noqa: BLE001 - only the race is retried
+                if "already exists" not in str(exc) or attempt == attempts - 1:
+                    raise
+                log.info("%s: its job queue was being declared by another worker (%s); trying again",
+                         table_name(table), str(exc).splitlines()[0])
+                time.sleep(0.2 + random.random())
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine (workers that share a host name must share a
     process namespace: docker compose gives every container its own host name unless told otherwise)."""

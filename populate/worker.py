@@ -263,6 +263,7 @@ def main(argv=None) -> int:
     tables = select_tables(computed_tables(pipeline.activate(args.prefix)), args.tables)
     for connection in connections(tables):
         track_connection_id(connection)
+    jobs.declare(tables)                    # before the race of workers that start together (PostgreSQL)
     dog = watchdog.Watchdog(tables, connections(tables)[0], interval=args.heartbeat,
                             stall_timeout=args.stall_timeout, job_timeout=args.job_timeout).start()
     try:
