@@ -106,7 +106,9 @@ class Server:
         return db._connect(self.target, db.APP_USER, self.password)
 
     def env(self, store: Path) -> dict:
-        return dict(os.environ, DJ_HOST="127.0.0.1", DJ_PORT=str(self.port), DJ_USER=db.APP_USER,
+        # a MariaDB server, whatever backend the suite runs against (DJ_BACKEND=postgresql)
+        base = {k: v for k, v in os.environ.items() if k not in ("DJ_DATABASE_NAME", "DJ_USE_TLS")}
+        return dict(base, DJ_BACKEND="mysql", DJ_HOST="127.0.0.1", DJ_PORT=str(self.port), DJ_USER=db.APP_USER,
                     DJ_PASS=self.password, NEURALREG_STORE=str(store), OMP_NUM_THREADS="1")
 
 
