@@ -274,3 +274,30 @@ def test_scramble_is_sha256_based():
     p1 = hashlib.sha256(b"pw").digest()
     p3 = hashlib.sha256(hashlib.sha256(p1).digest() + nonce).digest()
     assert _auth.scramble_caching_sha2(b"pw", nonce) == bytes(a ^ b for a, b in zip(p1, p3))
+
+
+def test_job_queues_are_declared_once_despite_a_racing_worker(monkeypatch):
+    """populate.jobs.declare: the 'already exists' of a worker that lost the race is retried, other
+    errors are not."""
+    monkeypatch.setattr("time.sleep", lambda s: None)
+
+    class Queue:
+        def __init__(self, failures):
+            self.is_declared, self.failures, self.calls = False, list(failures), 0
+
+        def declare(self):
+            self.calls += 1
+            if self.failures:
+                self.is_declared = True            # the other worker's declaration went through
+                raise self.failures.pop(0)
+            self.is_declared = True
+
+    def table(failures):
+        return type("Neuron", (), {"jobs": Queue(failures), "__module__": "experiment"})
+
+    raced = table([RuntimeError('relation "idx_~~neuron_status" already exists')])
+    jobs.declare([raced])
+    assert raced.jobs.calls == 1 and raced.jobs.is_declared
+    broken = table([RuntimeError("permission denied for schema x")])
+    with pytest.raises(RuntimeError, match="permission denied"):
+        jobs.declare([broken])
