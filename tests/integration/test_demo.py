@@ -26,7 +26,7 @@ def test_tiny_demo_end_to_end(modules, tmp_path):
         regs = {r["regularizer"] for r in summary["classifiers"]}
         assert regs == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
         for r in summary["classifiers"]:
-            assert r["seeds"] == 1 and 0 <= r["mean_accuracy"] <= 1 and r["dataset"] == "offline"
+            assert r["seeds"] == 1 and 0 <= r["mean_accuracy"] <= 1 and r["dataset"] == "offline-photos"
             assert (r["regularizer"] == "None") == (not r["heldout_after"])
         assert len(summary["scans"]) == 2 and summary["groups"]
     finally:
