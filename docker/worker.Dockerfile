@@ -17,9 +17,9 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml ./
 RUN pip install "${TORCH_SPEC}" \
- && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extra = p['optional-dependencies']; print('\n'.join(p['dependencies'] + extra['s3'] + extra['postgres']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+ && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extra = p['optional-dependencies']; print('\n'.join(p['dependencies'] + extra['s3'] + extra['postgres']))" > requirements.deps \
+ && pip install -r requirements.deps \
+ && rm requirements.deps
 
 # 2. an unprivileged user that owns the caches and the file store (named volumes copy this ownership)
 RUN useradd --create-home --uid 10001 --user-group neuralreg \

@@ -200,7 +200,7 @@ class CachingSha2Server(threading.Thread):
                 try:
                     self.serve(conn)
                 except (EOFError, OSError):
-                    pass
+                    continue                     # the client hung up: wait for the next one
 
     def serve(self, conn):
         from cryptography.hazmat.primitives import hashes
