@@ -97,13 +97,13 @@ class Server:
     def admin(self):
         for user in dict.fromkeys((getpass.getuser(), "root")):    # socket authentication
             try:
-                return db._connect(self.target, user, unix_socket=str(self.sock))
+                return db.connect(self.target, user, unix_socket=str(self.sock))
             except Exception:      # noqa: BLE001 - try the next
                 continue
-        return db._connect(self.target, "root")                    # root without password over TCP
+        return db.connect(self.target, "root")                    # root without password over TCP
 
     def login(self):
-        return db._connect(self.target, db.APP_USER, self.password)
+        return db.connect(self.target, db.APP_USER, self.password)
 
     def env(self, store: Path) -> dict:
         # a MariaDB server, whatever backend the suite runs against (DJ_BACKEND=postgresql)
@@ -227,9 +227,9 @@ def _reserved_model_jobs(server, prefix):
     """(connection_id of each reserved PredictiveModel job, ids of the live connections)."""
     connection = server.login()
     try:
-        rows = db._query(connection, f"SELECT connection_id FROM `{prefix}_predictive`.`~~predictive_model` "
+        rows = db.query(connection, f"SELECT connection_id FROM `{prefix}_predictive`.`~~predictive_model` "
                                      "WHERE status = 'reserved'")
-        live = {int(r[0]) for r in db._query(connection, "SELECT ID FROM information_schema.PROCESSLIST")}
+        live = {int(r[0]) for r in db.query(connection, "SELECT ID FROM information_schema.PROCESSLIST")}
     finally:
         connection.close()
     return [int(r[0]) for r in rows], live

@@ -32,32 +32,32 @@ def test_init_script_accounts_on_the_server(modules):
     schema = f"neuralreg_i{tag}_experiment"
     try:
         # the image creates MYSQL_USER before it runs the init scripts
-        db._query(admin, "CREATE USER %s@'%%' IDENTIFIED BY %s", (app, app_pw))
+        db.query(admin, "CREATE USER %s@'%%' IDENTIFIED BY %s", (app, app_pw))
         out = _init_sql({"MYSQL_USER": app, "MYSQL_PASSWORD": app_pw, "NEURALREG_WORKER_USER": worker,
                          "NEURALREG_WORKER_PASSWORD": worker_pw})
         assert out.returncode == 0, out.stderr
         for statement in _statements(out.stdout):
-            db._query(admin, statement)
-        grants = " ".join(r[0] for r in db._query(admin, "SHOW GRANTS FOR %s@'%%'", (worker,)))
+            db.query(admin, statement)
+        grants = " ".join(r[0] for r in db.query(admin, "SHOW GRANTS FOR %s@'%%'", (worker,)))
         assert "`neuralreg\\_%`" in grants and "DROP" not in grants and "ALTER" not in grants
         # both accounts exist as @'%' only, as in the image
-        as_app = db._connect(target, app, app_pw)
-        as_worker = db._connect(target, worker, worker_pw)
+        as_app = db.connect(target, app, app_pw)
+        as_worker = db.connect(target, worker, worker_pw)
         try:
-            db._query(as_app, f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-            db._query(as_app, f"CREATE TABLE `{schema}`.`t` (k int PRIMARY KEY)")
-            db._query(as_worker, f"INSERT INTO `{schema}`.`t` VALUES (1)")
-            db._query(as_worker, f"CREATE TABLE `{schema}`.`~~t` (k int PRIMARY KEY)")   # a job table
-            assert db._query(as_worker, f"SELECT k FROM `{schema}`.`t`") == ((1,),)
+            db.query(as_app, f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            db.query(as_app, f"CREATE TABLE `{schema}`.`t` (k int PRIMARY KEY)")
+            db.query(as_worker, f"INSERT INTO `{schema}`.`t` VALUES (1)")
+            db.query(as_worker, f"CREATE TABLE `{schema}`.`~~t` (k int PRIMARY KEY)")   # a job table
+            assert db.query(as_worker, f"SELECT k FROM `{schema}`.`t`") == ((1,),)
             for sql in (f"DROP DATABASE `{schema}`", f"ALTER TABLE `{schema}`.`t` ADD COLUMN x int",
                         "CREATE DATABASE `other_" + tag + "`", "CREATE DATABASE `neuralregx" + tag + "`"):
                 with pytest.raises(Exception, match="denied"):
-                    db._query(as_worker, sql)
+                    db.query(as_worker, sql)
         finally:
             as_app.close()
             as_worker.close()
     finally:
-        db._query(admin, f"DROP DATABASE IF EXISTS `{schema}`")
+        db.query(admin, f"DROP DATABASE IF EXISTS `{schema}`")
         db.drop_account(admin, worker)
         db.drop_account(admin, app)
         admin.close()

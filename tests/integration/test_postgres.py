@@ -97,9 +97,9 @@ def pg(tmp_path):
         yield names, env, tmp_path
     finally:
         try:
-            db._query(admin, f'DROP DATABASE IF EXISTS "{names["database"]}" WITH (FORCE)')
+            db.query(admin, f'DROP DATABASE IF EXISTS "{names["database"]}" WITH (FORCE)')
             for role in (names["worker"], names["app"]):
-                db._query(admin, f'DROP ROLE IF EXISTS "{role}"')
+                db.query(admin, f'DROP ROLE IF EXISTS "{role}"')
         finally:
             admin.close()
 
@@ -147,13 +147,13 @@ def test_postgres_account_and_a_pipeline_slice(pg):
         assert "experiment.Neuron" in _ok(_cli(["--prefix", prefix, "jobs"], env))
 
         target = db.Target(HOST, PORT, "postgresql", names["database"])
-        connection = db._connect(target, names["worker"], worker_pass)
+        connection = db.connect(target, names["worker"], worker_pass)
         try:
             for sql in (f'DROP SCHEMA "{prefix}_experiment" CASCADE',
                         f'ALTER TABLE "{prefix}_experiment"."scan" ADD COLUMN x int',
                         f'TRUNCATE "{prefix}_experiment"."scan" CASCADE'):
                 with pytest.raises(Exception, match="must be owner|permission denied"):
-                    db._query(connection, sql)
+                    db.query(connection, sql)
         finally:
             connection.close()
     finally:

@@ -53,13 +53,13 @@ def test_worker_account_fills_the_graph_but_cannot_drop(worker_account):
         models, averaged, errors = map(int, probe.stdout.split()[-3:])
         assert models == 2 and averaged == 5 and errors == 0
         target = db.configured_target()
-        connection = db._connect(target, name, password)
+        connection = db.connect(target, name, password)
         q = (lambda n: f'"{n}"') if target.postgres else (lambda n: f"`{n}`")
         try:
             with pytest.raises(Exception, match="denied|must be owner"):
-                db._query(connection, f"DROP {'SCHEMA' if target.postgres else 'DATABASE'} {q(prefix + '_similarity')}")
+                db.query(connection, f"DROP {'SCHEMA' if target.postgres else 'DATABASE'} {q(prefix + '_similarity')}")
             with pytest.raises(Exception, match="denied|must be owner"):
-                db._query(connection, f"ALTER TABLE {q(prefix + '_experiment')}.{q('scan')} ADD COLUMN x int")
+                db.query(connection, f"ALTER TABLE {q(prefix + '_experiment')}.{q('scan')} ADD COLUMN x int")
         finally:
             connection.close()
     finally:

@@ -248,12 +248,12 @@ def sha2_server():
 
 def test_db_connects_with_caching_sha2_password_without_tls(sha2_server):
     target = db.Target("127.0.0.1", sha2_server.port)
-    connection = db._connect(target, "neuralreg", sha2_server.PASSWORD.decode())
+    connection = db.connect(target, "neuralreg", sha2_server.PASSWORD.decode())
     connection.close()
     assert sha2_server.logins == [True] and sha2_server.key_requests == 1     # the RSA path, not TLS
     import pymysql
     with pytest.raises(pymysql.err.OperationalError) as denied:
-        db._connect(target, "neuralreg", "wrong")
+        db.connect(target, "neuralreg", "wrong")
     assert denied.value.args[0] == 1045 and sha2_server.logins == [True, False]
 
 
@@ -264,7 +264,7 @@ def test_without_cryptography_the_login_fails(sha2_server, monkeypatch):
         pytest.skip("this PyMySQL version checks for cryptography differently")
     monkeypatch.setattr(auth, "_have_cryptography", False)
     with pytest.raises(RuntimeError, match="cryptography"):
-        db._connect(db.Target("127.0.0.1", sha2_server.port), "neuralreg", sha2_server.PASSWORD.decode())
+        db.connect(db.Target("127.0.0.1", sha2_server.port), "neuralreg", sha2_server.PASSWORD.decode())
 
 
 def test_scramble_is_sha256_based():

@@ -1,0 +1,310 @@
+"""Accounts and grants, backend-aware: `accounts(admin)` is MySQLAccounts (statements valid on MySQL 8.4 and
+MariaDB 10.11+: CREATE USER IF NOT EXISTS ... IDENTIFIED BY, GRANT on the `neuralreg\\_%` schemas) or
+PostgresAccounts (CREATE ROLE ... LOGIN PASSWORD, the pipeline's own database, schema and default privileges).
+Administrative access (`admin_connection`) comes from DJ_ADMIN_USER / DJ_ADMIN_PASS, else the compose `.env`'s
+root password (local targets), else root (postgres) without password over TCP, else the server's unix socket as
+the current OS user."""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import secrets as _secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from .. import settings
+from .connection import (APP_USER, MYSQL_HOSTS, SCHEMA_PATTERN, SERVER_SETTINGS, WORKER_USER, DatabaseError, Target,
+                         app_credentials, backend_of, configured_target, connect, psycopg2_driver, query)
+from .servers import local_dir, update_env_file
+
+def candidate_sockets(backend: str = "mysql") -> list[str]:
+    """Unix sockets an administrative login may use: our private server's, $DJ_ADMIN_SOCKET, and the
+    one the installed server's own option files name (`my_print_defaults`). PostgreSQL: the folders
+    that hold its sockets (Debian's /var/run/postgresql, /tmp)."""
+    if backend == "postgresql":
+        paths = [p for p in os.environ.get("DJ_ADMIN_SOCKET", "").split(os.pathsep) if p]
+        return [p for p in dict.fromkeys(paths + ["/var/run/postgresql", "/tmp"]) if Path(p).is_dir()]
+    paths = [str(local_dir() / "mysqld.sock")]
+    paths += [p for p in os.environ.get("DJ_ADMIN_SOCKET", "").split(os.pathsep) if p]
+    if shutil.which("my_print_defaults"):
+        run = subprocess.run(["my_print_defaults", "mysqld", "client", "client-server"],
+                             capture_output=True, text=True)
+        paths += [line.split("=", 1)[1] for line in run.stdout.splitlines() if line.startswith("--socket=")]
+    return [p for p in dict.fromkeys(paths) if Path(p).exists()]
+
+
+def _env_admin_password(backend: str) -> str | None:
+    """The compose `.env`'s administrative password (the database container's root / postgres)."""
+    path = settings.project_root() / ".env"
+    if not path.is_file():
+        return None
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines()
+                  if "=" in line and not line.lstrip().startswith("#"))
+    name = "POSTGRES_PASSWORD" if backend == "postgresql" else "MYSQL_ROOT_PASSWORD"
+    return values.get(name, "").strip() or None
+
+
+def admin_connection(target: Target):
+    """A connection with the right to create accounts, or None (tried: DJ_ADMIN_USER/DJ_ADMIN_PASS, the
+    compose .env's root password for a local target, root (postgres) without password, sockets). On
+    PostgreSQL it is a connection to the maintenance database `postgres`."""
+    superuser = "postgres" if target.postgres else "root"
+    attempts = []
+    if os.environ.get("DJ_ADMIN_USER"):
+        attempts.append(dict(user=os.environ["DJ_ADMIN_USER"], password=os.environ.get("DJ_ADMIN_PASS", "")))
+    if target.is_local and _env_admin_password(target.backend):
+        attempts.append(dict(user=superuser, password=_env_admin_password(target.backend)))
+    attempts.append(dict(user=superuser, password=""))
+    if target.is_local:
+        for path in candidate_sockets(target.backend):
+            attempts += [dict(user=getpass.getuser(), unix_socket=path), dict(user=superuser, unix_socket=path)]
+    for attempt in attempts:
+        try:
+            connection = connect(target, **attempt, **({"database": "postgres"} if target.postgres else {}))
+        except Exception:
+            continue
+        # a socket may belong to another server on this machine: accept it only if it is the target
+        if attempt.get("unix_socket") and accounts(connection).port() != target.port:
+            connection.close()
+            continue
+        return connection
+    return None
+
+
+
+# what a worker needs on the pipeline's schemas: read and write rows, create its job tables (CREATE,
+# INDEX, REFERENCES); no DROP, ALTER, GRANT or access to other databases
+WORKER_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "INDEX", "REFERENCES", "LOCK TABLES",
+                     "CREATE TEMPORARY TABLES")
+# PostgreSQL: the same on the app account's schemas (USAGE + CREATE: job tables) and tables (rows)
+PG_WORKER_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "REFERENCES")
+
+_PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class MySQLAccounts:
+    """Accounts and grants on MySQL 8.4 and MariaDB 10.11+ (one statement set valid on both)."""
+
+    backend = "mysql"
+
+    def __init__(self, admin):
+        self.admin = admin
+
+    def _grant(self, privileges: str, user: str, host: str) -> None:
+        # PyMySQL formats with %: the pattern's own % doubled
+        query(self.admin, f"GRANT {privileges} ON `{SCHEMA_PATTERN.replace('%', '%%')}`.* TO %s@%s", (user, host))
+
+    def _ensure(self, user: str, password: str) -> None:
+        for host in MYSQL_HOSTS:
+            query(self.admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
+            query(self.admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
+
+    def ensure_app_user(self, user: str, password: str) -> None:
+        self._ensure(user, password)
+        for host in MYSQL_HOSTS:
+            self._grant("ALL PRIVILEGES", user, host)
+
+    def ensure_worker_user(self, user: str, password: str, app_user: str | None = None) -> None:
+        self._ensure(user, password)
+        for host in MYSQL_HOSTS:
+            self._grant(", ".join(WORKER_PRIVILEGES), user, host)
+
+    def drop_user(self, user: str) -> None:
+        for host in MYSQL_HOSTS:
+            query(self.admin, "DROP USER IF EXISTS %s@%s", (user, host))
+
+    def user_exists(self, user: str) -> bool:
+        return bool(query(self.admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
+
+    def port(self) -> int:
+        return int(query(self.admin, "SELECT @@port")[0][0])
+
+    def apply_server_settings(self) -> list[str]:
+        """Raise the server's limits to SERVER_SETTINGS where it allows; return what could not be set."""
+        failed = []
+        for name, value in SERVER_SETTINGS.items():
+            try:
+                current = int(query(self.admin, f"SELECT @@GLOBAL.{name}")[0][0])
+                if current < value:
+                    query(self.admin, f"SET GLOBAL {name} = {int(value)}")
+            except Exception as exc:
+                failed.append(f"{name}: {exc}")
+        return failed
+
+    @staticmethod
+    def describe_worker_grants() -> str:
+        return f"{', '.join(WORKER_PRIVILEGES)} on `{SCHEMA_PATTERN}` schemas"
+
+
+class PostgresAccounts:
+    """Roles and grants on PostgreSQL 15+. The pipeline's schemas live in one database (PG_DATABASE or
+    `database.name`): the app role may CONNECT and CREATE schemas there, and owns what it creates. A
+    worker role may use (USAGE, CREATE: its job tables) every schema the app role creates and read and
+    write (no DROP, ALTER, TRUNCATE) its tables, through default privileges, plus the same on what
+    exists already; the app role may read and write the job tables the worker creates. Default
+    privileges are per database, so the statements run in the pipeline's database."""
+
+    backend = "postgresql"
+
+    def __init__(self, admin, database: str | None = None):
+        self.admin = admin
+        self.database = database or settings.PG_DATABASE
+        self._in_db = None
+
+    @staticmethod
+    def ident(name: str) -> str:
+        if not _PG_NAME.fullmatch(name or ""):
+            raise ValueError(f"{name!r} is not a plain PostgreSQL name (letters, digits, '_')")
+        return f'"{name}"'
+
+    def _db(self):
+        """An administrative connection to the pipeline's database (the admin's own when it is one)."""
+        if self.admin.info.dbname == self.database:
+            return self.admin
+        if self._in_db is None:
+            info = self.admin.info
+            psycopg2 = psycopg2_driver()
+            self._in_db = psycopg2.connect(host=info.host, port=info.port, user=info.user,
+                                           password=info.password or None, dbname=self.database, connect_timeout=5)
+            self._in_db.autocommit = True
+        return self._in_db
+
+    def close(self) -> None:
+        if self._in_db is not None:
+            self._in_db.close()
+            self._in_db = None
+
+    def _ensure_role(self, user: str, password: str) -> None:
+        verb = "ALTER" if self.user_exists(user) else "CREATE"
+        query(self.admin, f"{verb} ROLE {self.ident(user)} WITH LOGIN PASSWORD %s", (password,))
+
+    def ensure_database(self) -> None:
+        if not query(self.admin, "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)):
+            query(self.admin, f"CREATE DATABASE {self.ident(self.database)} ENCODING 'UTF8'")
+
+    def ensure_app_user(self, user: str, password: str) -> None:
+        self._ensure_role(user, password)
+        self.ensure_database()
+        query(self.admin, f"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {self.ident(self.database)} "
+                           f"TO {self.ident(user)}")
+
+    def ensure_worker_user(self, user: str, password: str, app_user: str | None = None) -> None:
+        app_user = app_user or APP_USER
+        worker, app, tables = self.ident(user), self.ident(app_user), ", ".join(PG_WORKER_TABLE_PRIVILEGES)
+        self._ensure_role(user, password)
+        self.ensure_database()
+        query(self.admin, f"GRANT CONNECT, TEMPORARY ON DATABASE {self.ident(self.database)} TO {worker}")
+        db = self._db()
+        for sql in (f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT USAGE, CREATE ON SCHEMAS TO {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT {tables} ON TABLES TO {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT USAGE, SELECT ON SEQUENCES TO {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {worker} GRANT {tables} ON TABLES TO {app}"):
+            query(db, sql)
+        owned = query(db, "SELECT nspname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+                           "WHERE r.rolname = %s", (app_user,))
+        for (schema,) in owned:
+            quoted = '"' + schema.replace('"', '""') + '"'
+            query(db, f"GRANT USAGE, CREATE ON SCHEMA {quoted} TO {worker}")
+            query(db, f"GRANT {tables} ON ALL TABLES IN SCHEMA {quoted} TO {worker}")
+            query(db, f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quoted} TO {worker}")
+
+    def drop_user(self, user: str) -> None:
+        if not self.user_exists(user):
+            return
+        if query(self.admin, "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)):
+            query(self._db(), f"DROP OWNED BY {self.ident(user)}")   # its objects, grants, default privileges
+        query(self.admin, f"DROP ROLE IF EXISTS {self.ident(user)}")
+
+    def user_exists(self, user: str) -> bool:
+        return bool(query(self.admin, "SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)))
+
+    def port(self) -> int:
+        return int(query(self.admin, "SHOW port")[0][0])
+
+    def apply_server_settings(self) -> list[str]:
+        return []           # no packet limit; idle sessions are kept (idle_session_timeout 0 by default)
+
+    def describe_worker_grants(self) -> str:
+        return (f"USAGE, CREATE on the app account's schemas and {', '.join(PG_WORKER_TABLE_PRIVILEGES)} on their "
+                f"tables, in database {self.database!r}")
+
+
+def accounts(admin, database: str | None = None):
+    """The backend-aware account helper for an administrative connection."""
+    if backend_of(admin) == "postgresql":
+        return PostgresAccounts(admin, database or configured_target().database)
+    return MySQLAccounts(admin)
+
+
+def ensure_app_user(admin, user: str, password: str) -> None:
+    """Create (or reset the password of) the application account, with all rights on the pipeline's
+    schemas (MySQL family: SCHEMA_PATTERN; PostgreSQL: schemas it creates in the pipeline's database)."""
+    helper = accounts(admin)
+    try:
+        helper.ensure_app_user(user, password)
+    finally:
+        getattr(helper, "close", lambda: None)()
+
+
+def ensure_worker_user(admin, user: str, password: str, app_user: str | None = None) -> None:
+    """Create (or reset) a least-privilege worker account: it fills tables and job queues that exist,
+    but cannot drop or alter them. All workers of one study share one account (jobs.reclaim sees only
+    the connections of its own account on MySQL)."""
+    app_user = app_user or app_credentials()[0] or APP_USER
+    if not user or user == app_user:
+        raise ValueError(f"the worker account needs its own name, not {user!r}")
+    helper = accounts(admin)
+    try:
+        helper.ensure_worker_user(user, password, app_user)
+    finally:
+        getattr(helper, "close", lambda: None)()
+
+
+def drop_account(admin, user: str) -> None:
+    """Remove an account (tests; on PostgreSQL with what it owns in the pipeline's database)."""
+    helper = accounts(admin)
+    try:
+        helper.drop_user(user)
+    finally:
+        getattr(helper, "close", lambda: None)()
+
+
+def worker_user(name: str = WORKER_USER, say=print) -> Path:
+    """Create the worker account `name` with a generated password, stored in .secrets/ (0600) and, for
+    docker compose on this machine, in `.env` (NEURALREG_WORKER_USER / NEURALREG_WORKER_PASSWORD);
+    returns the password file. Needs the administrative access `up` uses."""
+    target = configured_target()
+    admin = admin_connection(target)
+    if admin is None:
+        raise DatabaseError(f"no administrative access to {target} to create {name!r} "
+                            "(set DJ_ADMIN_USER / DJ_ADMIN_PASS)")
+    password = _secrets.token_urlsafe(24)
+    try:
+        ensure_worker_user(admin, name, password)
+        grants = accounts(admin).describe_worker_grants()
+    finally:
+        admin.close()
+    path = settings.write_secret(f"worker.{name}.password", password)
+    env = settings.project_root() / ".env"
+    if env.is_file():
+        update_env_file(settings.project_root(), {"NEURALREG_WORKER_USER": name, "NEURALREG_WORKER_PASSWORD": password})
+    say(f"worker account {name!r} on {target} ({grants}); its password is in {path}"
+        + (" and in .env (docker compose workers)" if env.is_file() else "")
+        + f". Workers use: DJ_USER={name} DJ_PASS=<that password>")
+    return path
+
+
+def user_exists(admin, user: str) -> bool:
+    try:
+        return accounts(admin).user_exists(user)
+    except Exception:      # no read access to the account list: assume it exists, never reset silently
+        return True
+
+
+def apply_server_settings(admin) -> list[str]:
+    """Raise the server's limits to SERVER_SETTINGS where it allows; return what could not be set."""
+    return accounts(admin).apply_server_settings()
+
+
