@@ -108,7 +108,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import rsa_torch
-from .datasets import ClassificationData, crop_flip
+from .augment import crop_flip
+from .datasets import ClassificationData
 from .models.resnet import ResNet, build_resnet, uniform_layers
 from .runtime import describe_device, prepare_input, resolve_device, torch_threads
 

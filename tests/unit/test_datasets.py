@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuralreg_schema.compute import augment
 from neuralreg_schema.compute import datasets as ds
 from neuralreg_schema.compute.datasets import DatasetError
 
@@ -327,12 +328,12 @@ def test_offline_upsampling_is_faithful():
 
 def test_to_tensor():
     images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
-    t = ds.to_tensor(images)
+    t = augment.to_tensor(images)
     assert t.shape == (1, 1, 2, 2) and t.dtype == torch.float32
     assert torch.allclose(t[0, 0], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
-    assert ds.to_tensor(torch.from_numpy(images)[:, None]).shape == (1, 1, 2, 2)
+    assert augment.to_tensor(torch.from_numpy(images)[:, None]).shape == (1, 1, 2, 2)
     with pytest.raises(TypeError):
-        ds.to_tensor(images.astype(np.float32))
+        augment.to_tensor(images.astype(np.float32))
 
 
 def _batch(b=5, seed=0):
@@ -342,9 +343,9 @@ def _batch(b=5, seed=0):
 
 def test_random_crop_flip_shape_and_determinism():
     x = _batch(8)
-    a = ds.random_crop_flip(x, torch.Generator().manual_seed(3))
-    b = ds.random_crop_flip(x, torch.Generator().manual_seed(3))
-    c = ds.random_crop_flip(x, torch.Generator().manual_seed(4))
+    a = augment.random_crop_flip(x, torch.Generator().manual_seed(3))
+    b = augment.random_crop_flip(x, torch.Generator().manual_seed(3))
+    c = augment.random_crop_flip(x, torch.Generator().manual_seed(4))
     assert a.shape == x.shape and a.dtype == x.dtype and a.device == x.device
     assert torch.equal(a, b) and not torch.equal(a, c)
     # every output is one of the 9 x 9 x 2 crops of its zero-padded input
@@ -358,7 +359,7 @@ def test_random_crop_flip_shape_and_determinism():
 
 def test_random_crop_flip_variety():
     x = _batch(1).expand(400, 1, 32, 32).contiguous()
-    out = ds.random_crop_flip(x, torch.Generator().manual_seed(0))
+    out = augment.random_crop_flip(x, torch.Generator().manual_seed(0))
     unpadded_flip = torch.flip(x[:1], dims=[-1])
     n_flipped = sum(torch.equal(o[None], unpadded_flip) for o in out)
     n_same = sum(torch.equal(o[None], x[:1]) for o in out)
@@ -370,22 +371,22 @@ def test_crop_flip_exact():
     x = _batch(3)
     zero = torch.zeros(3, dtype=torch.long)
     # zero shift (offset == padding) and flip -> torch.flip
-    out = ds.crop_flip(x, zero + 4, zero + 4, torch.ones(3, dtype=torch.bool))
+    out = augment.crop_flip(x, zero + 4, zero + 4, torch.ones(3, dtype=torch.bool))
     assert torch.equal(out, torch.flip(x, dims=[-1]))
-    assert torch.equal(ds.crop_flip(x, zero + 4, zero + 4, torch.zeros(3, dtype=torch.bool)), x)
+    assert torch.equal(augment.crop_flip(x, zero + 4, zero + 4, torch.zeros(3, dtype=torch.bool)), x)
     # a shifted window of the zero-padded image, checked by hand for one case: dy=1, dx=6 (3 rows down
     # padding, 2 columns to the right)
-    out = ds.crop_flip(x, torch.tensor([1, 4, 4]), torch.tensor([6, 4, 4]), torch.tensor([False, False, True]))
+    out = augment.crop_flip(x, torch.tensor([1, 4, 4]), torch.tensor([6, 4, 4]), torch.tensor([False, False, True]))
     expected = torch.zeros(32, 32)
     expected[3:, :30] = x[0, 0, :29, 2:]
     assert torch.equal(out[0, 0], expected)
     assert torch.equal(out[2], x[2].flip(-1))
     # with a flip too: mirror of that window
-    flipped = ds.crop_flip(x[:1], torch.tensor([1]), torch.tensor([6]), torch.tensor([True]))
+    flipped = augment.crop_flip(x[:1], torch.tensor([1]), torch.tensor([6]), torch.tensor([True]))
     assert torch.equal(flipped[0, 0], expected.flip(-1))
 
 
 def test_multichannel_batch():
     x = torch.rand(4, 3, 32, 32) + 0.1
-    out = ds.random_crop_flip(x, torch.Generator().manual_seed(1))
+    out = augment.random_crop_flip(x, torch.Generator().manual_seed(1))
     assert out.shape == x.shape

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralreg_schema.compute import datasets, kernelcheck, runtime
+from neuralreg_schema.compute import augment, kernelcheck, runtime
 from neuralreg_schema.compute import train_classifier as tc
 from neuralreg_schema.compute.models import resnet
 
@@ -89,7 +89,7 @@ def test_ambiguous_strides_would_run_channels_last_and_the_guard_stops_it(monkey
 def test_crop_flip_returns_standard_nchw():
     batch = torch.rand(5, 1, 32, 32)
     b = len(batch)
-    out = datasets.crop_flip(batch, torch.zeros(b, dtype=torch.long), torch.full((b,), 8), torch.ones(b, dtype=torch.bool))
+    out = augment.crop_flip(batch, torch.zeros(b, dtype=torch.long), torch.full((b,), 8), torch.ones(b, dtype=torch.bool))
     assert runtime.is_standard_nchw(out)
     # the content is unchanged by the copy: crop offset (0, 8) of the 4-padded image, flipped
     padded = torch.nn.functional.pad(batch, (4, 4, 4, 4))
