@@ -30,7 +30,7 @@ import numpy as np
 
 from . import settings
 from .experiment import image_pixels
-from .predictive import config_hash
+from .hashing import config_hash
 from .similarity import AveragedSimilarity, ScanGroup, SimilarityConfig
 from .settings import import_datajoint
 

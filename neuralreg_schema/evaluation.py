@@ -26,7 +26,8 @@ import numpy as np
 
 from . import settings
 from .classifier import ClassificationDataset, RegularizedClassifier
-from .predictive import config_hash
+from .compute.serialization import jsonable as _jsonable
+from .hashing import config_hash
 from .settings import import_datajoint
 
 dj = import_datajoint()
@@ -399,18 +400,3 @@ class MinimalPerturbation(dj.Computed):
 
 
 STATISTICS = ("median", "mean", "sem", "median_correct", "mean_correct", "sem_correct")
-
-
-def _jsonable(value):
-    """Run records with numpy scalars/arrays turned into plain Python values, non-finite floats as strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value

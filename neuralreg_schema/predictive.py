@@ -12,14 +12,14 @@ The numbers come from `compute/train_predictive.py`; this module only fetches an
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 import numpy as np
 
 from . import settings
+from .compute.serialization import jsonable
 from .experiment import Scan, Trial, image_pixels, scan_responses
+from .hashing import config_hash
 from .settings import import_datajoint
 
 dj = import_datajoint()
@@ -28,11 +28,6 @@ log = logging.getLogger("neuralreg.predictive")
 schema = dj.Schema()
 
 POPULATE_ORDER = ("PredictiveModel",)
-
-
-def config_hash(config: dict) -> str:
-    """md5 of the canonical JSON of a config dict: the content address of a configuration row."""
-    return hashlib.md5(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @schema
@@ -133,7 +128,7 @@ class PredictiveModel(dj.Computed):
             "mean_validation_corr": float(np.mean(result.val_corr)),
             "mean_test_corr": float(np.mean(result.test_corr)),
             "mean_oracle_corr": float(np.mean(result.oracle_corr)),
-            "history": _jsonable(result.history), "weights": result.state,
+            "history": jsonable(result.history), "weights": result.state,
             "predictions": np.ascontiguousarray(result.predictions, dtype=np.float32),
             "image_ids": np.asarray(image_ids, dtype=np.int64), "n_parameters": int(result.n_parameters),
             "train_seconds": float(result.seconds), **settings.provenance(result.device)})
@@ -166,14 +161,3 @@ def load_scan_data(key: dict):
         eye=np.array([[t["eye_x"], t["eye_y"]] for t in trials], dtype=np.float32),
         tiers=np.array([t["tier"] for t in trials]))
     return data, image_ids
-
-
-def _jsonable(value):
-    """History records with numpy scalars turned into plain Python numbers."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -28,7 +28,8 @@ import numpy as np
 
 from .compute import rsa
 from .experiment import ImageSet, Neuron, OracleTrial, Scan, Trial, image_pixels, scan_responses
-from .predictive import PredictiveModel, PredictiveModelConfig, config_hash
+from .hashing import config_hash
+from .predictive import PredictiveModel, PredictiveModelConfig
 from .settings import import_datajoint
 
 dj = import_datajoint()
