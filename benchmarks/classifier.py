@@ -28,7 +28,7 @@ import os
 import statistics
 import time
 
-from neuralreg_schema.compute import rsa_torch, train_classifier as tc   # first: OMP_WAIT_POLICY before torch
+from neuralreg_schema.compute import similarity_loss, train_classifier as tc   # first: OMP_WAIT_POLICY before torch
 
 import numpy as np
 import torch
@@ -71,10 +71,10 @@ def main(argv=None):
             net = tc.ClassifierNet(cfg["arch"], 10, cfg["width"]).to(dev)
             if dev.type == "cuda":
                 net = net.to(memory_format=torch.channels_last)
-            lw = rsa_torch.LayerWeights(cfg["layers"]).to(dev) if b else None
+            lw = similarity_loss.LayerWeights(cfg["layers"]).to(dev) if b else None
             mean = None
             if b:
-                mean = rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
+                mean = similarity_loss.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
                 step_cfg = {**cfg, "stim_batch": 64 if b == "paper" else b}
                 sync()
                 t0 = time.perf_counter()
@@ -96,8 +96,8 @@ def main(argv=None):
         with tc.stimulus_mode(net, cfg), tc._autocast(dev):
             _, feats = net(tc._prepare(data.stim_x[sidx], dev), cfg["layers"])
         feats = {k: f.float() for k, f in feats.items()}
-        sim = rsa_torch.similarity_loss(feats, data.stim_target[sidx][:, sidx], lw.gamma(), center=mean.center(),
-                                        pair_mask=paper_mask)
+        sim = similarity_loss.similarity_loss(feats, data.stim_target[sidx][:, sidx], lw.gamma(), center=mean.center(),
+                                              pair_mask=paper_mask)
         loss = task + cfg["alpha"] * sim
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralreg_schema import pipeline  # noqa: E402
-from neuralreg_schema.compute import rsa, rsa_torch, train_classifier  # noqa: E402
+from neuralreg_schema.compute import rsa, similarity_loss, train_classifier  # noqa: E402
 
 
 def _features(net, x, layers, mode: str, chunk: int):
@@ -65,7 +65,7 @@ def _sensitivity(clean: np.ndarray, noisy: np.ndarray) -> float:
 
 
 def _similarity(f: np.ndarray) -> np.ndarray:
-    return rsa_torch.feature_similarity(torch.from_numpy(f), "batch").numpy()
+    return similarity_loss.feature_similarity(torch.from_numpy(f), "batch").numpy()
 
 
 def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:

@@ -9,10 +9,10 @@ is the mean of Eq. 8 over random stimulus batches of `stim_batch` images; the re
 of predicting S^CNN = 0 for every pair on the same batches (a regularizer that learnt nothing):
 ratio = floor / zero-prediction loss (0: the loss can be driven to zero; 1: no better than zeros).
 
-Centrings compared (rsa_torch's `center`):
+Centrings compared (similarity_loss's `center`):
   'batch'    the mean of the step's stimulus batch (the old reading; mean off-diagonal S^CNN forced
              to -1/(B-1))
-  'running'  rsa_torch.RunningFeatureMean as the trainer keeps it: exact over all stimuli at the
+  'running'  similarity_loss.RunningFeatureMean as the trainer keeps it: exact over all stimuli at the
              start, then updated by each batch's mean (momentum) after the batch's loss
   'all'      the exact mean over all n stimuli (Eq. 9 as written; floor 0 up to clipping)
 Used by benchmarks/centering.py and tests/unit/test_resnet_loss.py.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import rsa, rsa_torch
+from . import rsa, similarity_loss
 
 CENTERINGS = ("batch", "running", "all")
 
@@ -51,7 +51,7 @@ def loss_floor(responses: np.ndarray, stim_batch: int, centering: str, *, n_step
     target = torch.as_tensor(rsa.similarity(r, dtype=np.float64), dtype=torch.float64)
     f = torch.as_tensor(r)
     gamma = torch.ones(1, dtype=torch.float64)
-    running = rsa_torch.RunningFeatureMean([1], momentum)
+    running = similarity_loss.RunningFeatureMean([1], momentum)
     running.reset({1: f.mean(dim=0)})
     exact = {1: f.mean(dim=0)}
     gen = torch.Generator().manual_seed(seed)
@@ -61,9 +61,9 @@ def loss_floor(responses: np.ndarray, stim_batch: int, centering: str, *, n_step
         idx = torch.randperm(n, generator=gen)[:stim_batch]
         feats, t = {1: f[idx]}, target[idx][:, idx]
         center = {"batch": "batch", "all": exact}.get(centering) or {1: running.center()[1].double()}
-        floors.append(float(rsa_torch.similarity_loss(feats, t, gamma, center=center, clip=clip)))
+        floors.append(float(similarity_loss.similarity_loss(feats, t, gamma, center=center, clip=clip)))
         zeros.append(float((torch.atanh(t[iu[0], iu[1]].clamp(-clip, clip)) ** 2).mean()))
-        s_mean.append(float(rsa_torch.model_similarity(feats, gamma, center)[iu[0], iu[1]].mean()))
+        s_mean.append(float(similarity_loss.cnn_similarity(feats, gamma, center)[iu[0], iu[1]].mean()))
         t_mean.append(float(t[iu[0], iu[1]].mean()))
         running.update(feats)
     floor, zero = float(np.mean(floors)), float(np.mean(zeros))

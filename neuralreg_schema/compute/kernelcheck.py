@@ -79,13 +79,13 @@ def _hooks(model: nn.Module, found: list) -> list:
 
 
 def _classifier_step(recipe: str, found: list, batch: int) -> None:
-    from . import rsa_torch, train_classifier as tc
+    from . import similarity_loss, train_classifier as tc
     arch = "resnet34" if recipe.endswith("resnet34") else None
     cfg = tc.check_config({**tc.default_config(recipe.split("-")[0]), **({"arch": arch} if arch else {}),
                            "batch_size": batch, "stim_batch": min(8, tc.default_config(recipe.split("-")[0])["stim_batch"])})
     g = torch.Generator().manual_seed(0)
     net = tc.ClassifierNet(cfg["arch"], 10, cfg["width"])
-    lw = rsa_torch.LayerWeights(cfg["layers"])
+    lw = similarity_loss.LayerWeights(cfg["layers"])
     opt = tc.make_optimizer(net, lw, cfg)
     n_stim = cfg["stim_batch"]
     m = torch.rand(n_stim, n_stim, generator=g) * 0.5
@@ -95,7 +95,7 @@ def _classifier_step(recipe: str, found: list, batch: int) -> None:
     span = 2 * cfg["crop_padding"] + 1
     crops = (torch.randint(0, span, (batch,), generator=g), torch.randint(0, span, (batch,), generator=g),
              torch.rand(batch, generator=g) < 0.5)
-    mean = rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
+    mean = similarity_loss.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
     mean.reset(tc.stimulus_feature_mean(net, data.stim_x, cfg["layers"], cfg))
     handles = _hooks(net, found)
     try:

@@ -23,7 +23,8 @@ where Eq. 2 defines one. Means, norms and small Gram matrices are computed in fl
 product E E^T of `similarity` runs in float32 by default (5000 stimuli x 8000 neurons: 1-3 s on 2
 cores, ~0.3 GiB beyond the input; entries within 2e-6 of a float64 product, see
 benchmarks/similarity.py), `dtype=np.float64` on request.
-Later issues add Eqs. 8-10 (the similarity loss) here.
+The similarity loss of the classifiers (Eqs. 7-10: S^CNN and its match to these matrices) is differentiable
+torch code and lives in `similarity_loss.py` (`cnn_similarity` is S^CNN, beside S^model here).
 """
 from __future__ import annotations
 

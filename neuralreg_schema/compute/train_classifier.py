@@ -18,7 +18,7 @@ What one step does
 Eq. 9's centre f_bar (the mean of each layer's features over the stimulus IMAGES, as Eq. 2 centres
 the responses by their mean over all ~5000 stimuli, and as the target is centred): the mean of a
 network that is being trained cannot be recomputed over all stimuli every step, so it is kept as a
-per-layer running mean (rsa_torch.RunningFeatureMean, detached: the loss trains the network
+per-layer running mean (similarity_loss.RunningFeatureMean, detached: the loss trains the network
 through the features, never through the mean). Chosen because it is Eq. 9 at the cost of one
 vector update per step. Warm-up: before the first step one no-grad pass over all training stimuli
 computes it exactly (`stimulus_feature_mean`: the stimulus pass's BatchNorm handling, in chunks of
@@ -107,7 +107,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rsa_torch
+from . import similarity_loss
 from .augment import crop_flip
 from .datasets import ClassificationData
 from .models.resnet import ResNet, build_resnet, uniform_layers
@@ -145,7 +145,7 @@ _COMMON = dict(
     #                           ResNet18 1/5/9/13/17 as in the paper, ResNet34 1/9/17/25/33)
     stim_batch=64,            # stimulus images per step: stim_batch (stim_batch - 1) / 2 pairs (2016)
     center_momentum=0.1,      # Eq. 9's f_bar: running mean of the stimulus features, EMA momentum per step
-    clip=0.999,               # similarities clamped to [-clip, clip] before the arctanh (rsa_torch)
+    clip=0.999,               # similarities clamped to [-clip, clip] before the arctanh (similarity_loss)
     stimulus_bn="batch",      # BatchNorm in the stimulus pass: 'batch' (the stimulus batch's statistics)
     #                           or 'eval' (the running ones); neither updates the running statistics
     augment=True,             # random crop (zero padding crop_padding) + horizontal flip
@@ -354,8 +354,8 @@ def batchnorm_eval(module: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
-def serialize_classifier(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None = None,
-                         feature_mean: rsa_torch.RunningFeatureMean | None = None) -> bytes:
+def serialize_classifier(net: ClassifierNet, layer_weights: similarity_loss.LayerWeights | None = None,
+                         feature_mean: similarity_loss.RunningFeatureMean | None = None) -> bytes:
     """torch.save bytes of the network (CPU tensors) and, if given, the layer logits and the final
     running feature mean (Eq. 9's f_bar per layer, `load_feature_mean`)."""
     buffer = io.BytesIO()
@@ -471,7 +471,7 @@ def heldout_similarity_loss(net: ClassifierNet, gamma: torch.Tensor, images: tor
             for k in layers:
                 feats[k].append(f[k][:len(own)].float().reshape(len(own), -1))
         full = {k: torch.cat(v) for k, v in feats.items()}
-        return float(rsa_torch.similarity_loss(full, target, gamma, center=center, clip=clip))
+        return float(similarity_loss.similarity_loss(full, target, gamma, center=center, clip=clip))
     finally:
         net.train(was)
 
@@ -489,10 +489,10 @@ class StepData:
     stim_target: Optional[torch.Tensor] = None  # (n_stim, n_stim)
 
 
-def train_step(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None, optimizer: torch.optim.Optimizer,
+def train_step(net: ClassifierNet, layer_weights: similarity_loss.LayerWeights | None, optimizer: torch.optim.Optimizer,
                data: StepData, batch_idx: torch.Tensor, stim_idx: torch.Tensor | None, config: dict,
                crops: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-               feature_mean: rsa_torch.RunningFeatureMean | None = None) -> tuple[torch.Tensor, ...]:
+               feature_mean: similarity_loss.RunningFeatureMean | None = None) -> tuple[torch.Tensor, ...]:
     """One SGD step of Eq. 7. With stimuli (stim_idx), Eq. 9 centres their features by
     `feature_mean` (required then), which is updated with this batch's mean after the loss.
     Returns detached (task loss, similarity loss or nan, correct count)."""
@@ -513,9 +513,9 @@ def train_step(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None,
             _, feats = net(_prepare(data.stim_x[stim_idx], dev), config["layers"])
         feats = {k: v.float() for k, v in feats.items()}
         target = data.stim_target[stim_idx][:, stim_idx]
-        sim = rsa_torch.similarity_loss(feats, target, layer_weights.gamma(), center=feature_mean.center(),
+        sim = similarity_loss.similarity_loss(feats, target, layer_weights.gamma(), center=feature_mean.center(),
                                         clip=config["clip"])
-        loss = rsa_torch.total_loss(task, sim, config["alpha"])
+        loss = similarity_loss.total_loss(task, sim, config["alpha"])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -525,7 +525,7 @@ def train_step(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None,
     return task.detach(), sim.detach(), correct
 
 
-def make_optimizer(net: ClassifierNet, layer_weights: rsa_torch.LayerWeights | None, config: dict):
+def make_optimizer(net: ClassifierNet, layer_weights: similarity_loss.LayerWeights | None, config: dict):
     groups = [{"params": list(net.parameters()), "weight_decay": config["weight_decay"]}]
     if layer_weights is not None:
         groups.append({"params": list(layer_weights.parameters()), "weight_decay": 0.0})
@@ -594,7 +594,7 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
         net = ClassifierNet(cfg["arch"], data.n_classes, cfg["width"], mean, sd).to(dev)
         if dev.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
-        layer_weights = rsa_torch.LayerWeights(cfg["layers"]).to(dev) if regularized else None
+        layer_weights = similarity_loss.LayerWeights(cfg["layers"]).to(dev) if regularized else None
         optimizer = make_optimizer(net, layer_weights, cfg)
         sd_data = StepData(train_x=train_u8.to(dev)[:, None].float().div_(255.0),
                            train_y=torch.as_tensor(data.train_labels[:n_train]).to(dev))
@@ -617,7 +617,7 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
         n_steps = n_train // cfg["batch_size"]
         pairs = cfg["stim_batch"] * (cfg["stim_batch"] - 1) // 2 if regularized else 0
 
-        feature_mean = rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"]) if regularized else None
+        feature_mean = similarity_loss.RunningFeatureMean(cfg["layers"], cfg["center_momentum"]) if regularized else None
 
         def held_loss():
             if held_x is None:

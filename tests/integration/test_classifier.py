@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import rsa_torch, simulate, train_classifier
+from neuralreg_schema.compute import similarity_loss, simulate, train_classifier
 
 SEED = 11   # simulated experiment of this module (other modules use other seeds)
 
@@ -117,7 +117,7 @@ def test_heldout_loss_matches_the_target(modules, study):
     feats = {k: torch.cat(v) for k, v in feats.items()}
     center = train_classifier.load_feature_mean((clf.RegularizedClassifier & key).fetch1("weights"))
     assert sorted(center) == cfg["layers"]
-    loss = rsa_torch.similarity_loss(feats, torch.as_tensor(target.matrix[np.ix_(held, held)]), gamma.float(),
+    loss = similarity_loss.similarity_loss(feats, torch.as_tensor(target.matrix[np.ix_(held, held)]), gamma.float(),
                                      center=center, clip=cfg["clip"])
     assert float(loss) == pytest.approx(row["heldout_loss"], rel=1e-4)
 

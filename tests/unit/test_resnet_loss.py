@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuralreg_schema.compute import centering, rsa_torch, train_classifier
+from neuralreg_schema.compute import centering, similarity_loss, train_classifier
 from neuralreg_schema.compute.models import resnet
 from neuralreg_schema.compute.models.resnet import build_resnet, conv_layer_names
 
@@ -201,29 +201,29 @@ def test_feature_similarity_centred_over_all_stimuli_matches_numpy():
     mean_all = _np_mean(everything.numpy())
     expected = _np_similarity(batch.numpy(), mean_all)
     center = torch.as_tensor(mean_all)
-    s = rsa_torch.feature_similarity(batch, center)
+    s = similarity_loss.feature_similarity(batch, center)
     np.testing.assert_allclose(s.numpy(), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.diag(s.numpy()), 1.0, atol=1e-12)
     np.testing.assert_allclose(s.numpy(), s.numpy().T, atol=1e-15)
     # the centre may come in one image's feature shape; a shared offset of features and centre cancels
-    torch.testing.assert_close(rsa_torch.feature_similarity(batch, center.reshape(3, 4, 5)), s)
-    torch.testing.assert_close(rsa_torch.feature_similarity(3 * batch - 7, 3 * center - 7), s)
+    torch.testing.assert_close(similarity_loss.feature_similarity(batch, center.reshape(3, 4, 5)), s)
+    torch.testing.assert_close(similarity_loss.feature_similarity(3 * batch - 7, 3 * center - 7), s)
     # it is not the batch-centred similarity, whose mean off-diagonal is -1/(B-1) by construction
     # (exactly when the centred rows have equal norms: sum_ij S_ij = |sum_i e_i|^2 ~ 0)
-    s_batch = rsa_torch.feature_similarity(batch, "batch")
+    s_batch = similarity_loss.feature_similarity(batch, "batch")
     off = ~torch.eye(8, dtype=torch.bool)
     assert s_batch[off].mean().item() == pytest.approx(-1 / 7, abs=0.01)
     assert abs(s[off].mean().item() - s_batch[off].mean().item()) > 0.05
     np.testing.assert_allclose(s_batch.numpy(), _np_similarity(batch.numpy()), rtol=1e-12, atol=1e-12)
     # over ALL the stimuli, "batch" is Eq. 9 itself
-    torch.testing.assert_close(rsa_torch.feature_similarity(everything, "batch"),
-                               rsa_torch.feature_similarity(everything, center))
+    torch.testing.assert_close(similarity_loss.feature_similarity(everything, "batch"),
+                               similarity_loss.feature_similarity(everything, center))
     with pytest.raises(ValueError):
-        rsa_torch.feature_similarity(batch[:1], center)
+        similarity_loss.feature_similarity(batch[:1], center)
     with pytest.raises(ValueError, match="60 per image"):
-        rsa_torch.feature_similarity(batch, center[:10])
+        similarity_loss.feature_similarity(batch, center[:10])
     with pytest.raises(ValueError, match="'batch'"):
-        rsa_torch.feature_similarity(batch, "mean")
+        similarity_loss.feature_similarity(batch, "mean")
 
 
 def test_similarity_loss_matches_numpy():
@@ -240,11 +240,11 @@ def test_similarity_loss_matches_numpy():
     logits = torch.tensor([0.3, -1.0, 0.8], dtype=torch.float64)
     gamma = torch.softmax(logits, 0)
     tfeats = {k: torch.tensor(v) for k, v in feats.items()}
-    loss = rsa_torch.similarity_loss(tfeats, torch.tensor(target), gamma, center=center)
+    loss = similarity_loss.similarity_loss(tfeats, torch.tensor(target), gamma, center=center)
     expected = _np_loss(feats, target, gamma.numpy(), means=means)
     assert loss.item() == pytest.approx(expected, rel=1e-10)
     # the batch-centred loss (explicit "batch") is the numpy loss with the batch's own mean
-    batch_loss = rsa_torch.similarity_loss(tfeats, torch.tensor(target), gamma, center="batch")
+    batch_loss = similarity_loss.similarity_loss(tfeats, torch.tensor(target), gamma, center="batch")
     assert batch_loss.item() == pytest.approx(_np_loss(feats, target, gamma.numpy()), rel=1e-10)
     assert abs(batch_loss.item() - expected) > 1e-3
     # Eq. 10 combines similarities BEFORE the arctanh: not the gamma-weighted per-layer losses
@@ -253,59 +253,59 @@ def test_similarity_loss_matches_numpy():
     assert abs(per_layer - expected) > 1e-3
     # only the upper triangle of the target is read
     lower = np.tril(rng.uniform(-1, 1, size=(b, b)), -1)
-    loss2 = rsa_torch.similarity_loss(tfeats, torch.tensor(np.triu(target) + lower), gamma, center=center)
+    loss2 = similarity_loss.similarity_loss(tfeats, torch.tensor(np.triu(target) + lower), gamma, center=center)
     assert loss2.item() == pytest.approx(expected, rel=1e-10)
     # a pair mask averages over the chosen pairs i < j only
     mask = torch.zeros(b, b, dtype=torch.bool)
     mask[0, 1] = mask[2, 5] = mask[4, 3] = True                       # (4, 3) is below: ignored
     s = sum(g * _np_similarity(feats[k], means[k]) for g, k in zip(gamma.numpy(), sorted(feats)))
     ref = np.mean([(np.arctanh(s[i, j]) - np.arctanh(target[i, j])) ** 2 for i, j in [(0, 1), (2, 5)]])
-    got = rsa_torch.similarity_loss(tfeats, torch.tensor(target), gamma, center=center, pair_mask=mask)
+    got = similarity_loss.similarity_loss(tfeats, torch.tensor(target), gamma, center=center, pair_mask=mask)
     assert got.item() == pytest.approx(ref, rel=1e-10)
     with pytest.raises(ValueError):
-        rsa_torch.similarity_loss(tfeats, torch.tensor(target), gamma[:2], center=center)
+        similarity_loss.similarity_loss(tfeats, torch.tensor(target), gamma[:2], center=center)
     with pytest.raises(ValueError):
-        rsa_torch.similarity_loss(tfeats, torch.tensor(target[:5, :5]), gamma, center=center)
+        similarity_loss.similarity_loss(tfeats, torch.tensor(target[:5, :5]), gamma, center=center)
     with pytest.raises(ValueError, match="layer 9"):
-        rsa_torch.similarity_loss(tfeats, torch.tensor(target), gamma, center={1: center[1], 5: center[5]})
+        similarity_loss.similarity_loss(tfeats, torch.tensor(target), gamma, center={1: center[1], 5: center[5]})
     with pytest.raises(TypeError):
-        rsa_torch.similarity_loss(tfeats, torch.tensor(target), gamma)        # no silent default centre
+        similarity_loss.similarity_loss(tfeats, torch.tensor(target), gamma)        # no silent default centre
 
 
 def test_clipping_keeps_loss_finite():
     # two stimuli centred by their own mean: exactly anti-parallel, S_01 = -1; target +1
     f = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64, requires_grad=True)
     target = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
-    loss = rsa_torch.similarity_loss({1: f}, target, torch.ones(1, dtype=torch.float64), center="batch")
+    loss = similarity_loss.similarity_loss({1: f}, target, torch.ones(1, dtype=torch.float64), center="batch")
     z = np.arctanh(0.999)
     assert torch.isfinite(loss) and loss.item() == pytest.approx((2 * z) ** 2, rel=1e-9)
     loss.backward()
     assert torch.isfinite(f.grad).all()
-    loss = rsa_torch.similarity_loss({1: f.detach()}, target, torch.ones(1, dtype=torch.float64),
+    loss = similarity_loss.similarity_loss({1: f.detach()}, target, torch.ones(1, dtype=torch.float64),
                                      center={1: f.detach().mean(0)}, clip=0.9)
     assert loss.item() == pytest.approx((2 * np.arctanh(0.9)) ** 2, rel=1e-9)
     # a degenerate (centred to zero) feature row gives a finite similarity of 0, not NaN
-    s = rsa_torch.feature_similarity(torch.zeros(3, 4), "batch")
+    s = similarity_loss.feature_similarity(torch.zeros(3, 4), "batch")
     assert torch.isfinite(s).all()
-    s = rsa_torch.feature_similarity(torch.ones(3, 4), torch.ones(4))
+    s = similarity_loss.feature_similarity(torch.ones(3, 4), torch.ones(4))
     assert torch.isfinite(s).all()
     with pytest.raises(ValueError):
-        rsa_torch.similarity_loss({1: f}, target, torch.ones(1, dtype=torch.float64), center="batch", clip=1.0)
+        similarity_loss.similarity_loss({1: f}, target, torch.ones(1, dtype=torch.float64), center="batch", clip=1.0)
 
 
 def test_total_loss():
-    assert rsa_torch.total_loss(torch.tensor(1.5), torch.tensor(0.25), 20).item() == 6.5
+    assert similarity_loss.total_loss(torch.tensor(1.5), torch.tensor(0.25), 20).item() == 6.5
     with pytest.raises(ValueError):
-        rsa_torch.total_loss(torch.tensor(1.0), torch.tensor(1.0), -1)
+        similarity_loss.total_loss(torch.tensor(1.0), torch.tensor(1.0), -1)
 
 
 def test_layer_weights_equal_at_init():
-    w = rsa_torch.LayerWeights(resnet.PAPER_LAYERS)
+    w = similarity_loss.LayerWeights(resnet.PAPER_LAYERS)
     assert w.layers == (1, 5, 9, 13, 17)
     torch.testing.assert_close(w.gamma(), torch.full((5,), 0.2))
-    assert rsa_torch.LayerWeights(3).gamma().sum().item() == pytest.approx(1.0)
+    assert similarity_loss.LayerWeights(3).gamma().sum().item() == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        rsa_torch.LayerWeights([1, 1])
+        similarity_loss.LayerWeights([1, 1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,18 +314,18 @@ def test_layer_weights_equal_at_init():
 def test_gradients_reach_gamma_and_network():
     torch.manual_seed(2)
     model = build_resnet("resnet18", num_classes=10, width=4)
-    weights = rsa_torch.LayerWeights(resnet.PAPER_LAYERS)
+    weights = similarity_loss.LayerWeights(resnet.PAPER_LAYERS)
     x = _batch(6, seed=4)
-    target = rsa_torch.feature_similarity(torch.randn(6, 5, generator=torch.Generator().manual_seed(9)), "batch")
+    target = similarity_loss.feature_similarity(torch.randn(6, 5, generator=torch.Generator().manual_seed(9)), "batch")
     # the centre: the features' mean over more stimuli (24), computed without a graph, as training does
     with torch.no_grad():
         _, every = model(_batch(24, seed=5), feature_layers=resnet.PAPER_LAYERS)
-    mean = rsa_torch.RunningFeatureMean(resnet.PAPER_LAYERS, 0.1)
+    mean = similarity_loss.RunningFeatureMean(resnet.PAPER_LAYERS, 0.1)
     mean.reset({k: v.mean(0) for k, v in every.items()})
     logits, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
-    sim = rsa_torch.similarity_loss(feats, target, weights.gamma(), center=mean.center())
+    sim = similarity_loss.similarity_loss(feats, target, weights.gamma(), center=mean.center())
     task = F.cross_entropy(logits, torch.arange(6) % 10)
-    rsa_torch.total_loss(task, sim, 20.0).backward()
+    similarity_loss.total_loss(task, sim, 20.0).backward()
     assert weights.logits.grad is not None and weights.logits.grad.abs().sum() > 0
     assert model.conv1.weight.grad.abs().sum() > 0
     assert model.layer4[1].conv2.weight.grad.abs().sum() > 0              # reached through layer 17
@@ -334,7 +334,7 @@ def test_gradients_reach_gamma_and_network():
     model.zero_grad()
     weights.zero_grad()
     _, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
-    rsa_torch.similarity_loss(feats, target, weights.gamma(), center=mean.center()).backward()
+    similarity_loss.similarity_loss(feats, target, weights.gamma(), center=mean.center()).backward()
     assert model.layer2[0].conv1.weight.grad.abs().sum() > 0
     assert model.fc.weight.grad is None or model.fc.weight.grad.abs().sum() == 0
 
@@ -345,18 +345,18 @@ def test_gradient_flows_to_features_not_to_the_centre():
     g = torch.Generator().manual_seed(3)
     f = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
     center = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
-    target = rsa_torch.feature_similarity(torch.randn(5, 4, generator=g, dtype=torch.float64), "batch")
+    target = similarity_loss.feature_similarity(torch.randn(5, 4, generator=g, dtype=torch.float64), "batch")
     gamma = torch.ones(1, dtype=torch.float64)
-    rsa_torch.similarity_loss({1: f}, target, gamma, center={1: center}).backward()
+    similarity_loss.similarity_loss({1: f}, target, gamma, center={1: center}).backward()
     assert center.grad is None
     assert f.grad is not None and f.grad.abs().sum() > 0
     fixed = center.detach()
     assert torch.autograd.gradcheck(
-        lambda x: rsa_torch.similarity_loss({1: x}, target, gamma, center={1: fixed}), (f.detach().requires_grad_(),))
+        lambda x: similarity_loss.similarity_loss({1: x}, target, gamma, center={1: fixed}), (f.detach().requires_grad_(),))
 
 
 def test_running_feature_mean():
-    mean = rsa_torch.RunningFeatureMean([5, 1], momentum=0.25)
+    mean = similarity_loss.RunningFeatureMean([5, 1], momentum=0.25)
     assert mean.layers == (1, 5) and not mean.ready
     with pytest.raises(RuntimeError, match="reset"):
         mean.center()
@@ -370,13 +370,13 @@ def test_running_feature_mean():
     torch.testing.assert_close(mean.center()[5], 0.75 * start[5] + 0.25 * batch[5].mean(0))
     assert not mean.center()[1].requires_grad
     state = mean.state_dict()
-    other = rsa_torch.RunningFeatureMean([1, 5], 0.25).load_state_dict(state)
+    other = similarity_loss.RunningFeatureMean([1, 5], 0.25).load_state_dict(state)
     for k in (1, 5):
         torch.testing.assert_close(other.center()[k], mean.center()[k], rtol=0, atol=0)
     with pytest.raises(ValueError):
-        rsa_torch.RunningFeatureMean([1, 5], 0.5).load_state_dict(state)
+        similarity_loss.RunningFeatureMean([1, 5], 0.5).load_state_dict(state)
     with pytest.raises(ValueError):
-        rsa_torch.RunningFeatureMean([1], 0)
+        similarity_loss.RunningFeatureMean([1], 0)
     with pytest.raises(ValueError):
         mean.reset({1: start[1]})
 
@@ -402,12 +402,12 @@ def test_loss_floor_of_the_centrings():
 def test_tiny_optimisation_lowers_held_out_pair_loss():
     torch.manual_seed(0)
     model = build_resnet("resnet18", num_classes=10, width=8)
-    weights = rsa_torch.LayerWeights(resnet.PAPER_LAYERS)
+    weights = similarity_loss.LayerWeights(resnet.PAPER_LAYERS)
     b = 16
     x = _batch(b, seed=7)
     # a valid, learnable target: Eq. 9 on coarse (2 x 2 average-pooled) image features
     # (all b images are the whole stimulus set here: "batch" centring is the mean over all of them)
-    target = rsa_torch.feature_similarity(F.avg_pool2d(x, 16), "batch")
+    target = similarity_loss.feature_similarity(F.avg_pool2d(x, 16), "batch")
     g = torch.Generator().manual_seed(8)
     upper = torch.triu(torch.ones(b, b, dtype=torch.bool), 1)
     train_pairs = upper & (torch.rand(b, b, generator=g) < 0.7)
@@ -417,7 +417,7 @@ def test_tiny_optimisation_lowers_held_out_pair_loss():
     def losses():
         with torch.no_grad():
             _, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
-            return (rsa_torch.similarity_loss(feats, target, weights.gamma(), center="batch", pair_mask=m).item()
+            return (similarity_loss.similarity_loss(feats, target, weights.gamma(), center="batch", pair_mask=m).item()
                     for m in (train_pairs, held_out))
 
     model.train()
@@ -425,7 +425,7 @@ def test_tiny_optimisation_lowers_held_out_pair_loss():
     for _ in range(30):
         opt.zero_grad()
         _, feats = model(x, feature_layers=resnet.PAPER_LAYERS)
-        rsa_torch.similarity_loss(feats, target, weights.gamma(), center="batch", pair_mask=train_pairs).backward()
+        similarity_loss.similarity_loss(feats, target, weights.gamma(), center="batch", pair_mask=train_pairs).backward()
         opt.step()
     train1, held1 = losses()
     assert train1 < 0.5 * train0

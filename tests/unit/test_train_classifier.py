@@ -87,11 +87,11 @@ def test_stimulus_pass_does_not_touch_batchnorm_statistics(mode):
     data, target = _data(), _target()
     net = tc.ClassifierNet("resnet18", 2, 4)
     twin = copy.deepcopy(net)
-    lw = tc.rsa_torch.LayerWeights(cfg["layers"])
+    lw = tc.similarity_loss.LayerWeights(cfg["layers"])
     step = tc.StepData(torch.as_tensor(data.train_images)[:, None].float() / 255, torch.as_tensor(data.train_labels),
                        torch.as_tensor(target.images)[:, None], torch.as_tensor(target.matrix))
     idx, stim = torch.arange(32), torch.arange(8)
-    mean = tc.rsa_torch.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
+    mean = tc.similarity_loss.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
     mean.reset(tc.stimulus_feature_mean(net, step.stim_x, cfg["layers"], cfg))
     before = {k: v.clone() for k, v in mean.center().items()}
     with pytest.raises(ValueError, match="feature mean"):
@@ -156,7 +156,7 @@ def test_exact_feature_mean_and_heldout_centre(mode):
     assert sorted(mean) == cfg["layers"]
     _, held = tc.heldout_split(48, 0.25, cfg["heldout_max"])
     net = tc.load_classifier(result.state)
-    lw = tc.rsa_torch.LayerWeights(cfg["layers"])
+    lw = tc.similarity_loss.LayerWeights(cfg["layers"])
     with torch.no_grad():
         lw.logits.copy_(torch.log(torch.as_tensor(result.gamma)))
     loss = tc.heldout_similarity_loss(net, lw.gamma(), torch.as_tensor(target.images[held])[:, None],

@@ -5,7 +5,7 @@ Eq. 9   per-layer CNN similarity: f_i^(k) is the flattened (concatenated) featur
         responses by their mean over all stimuli), not over the step's batch,
         S_ij^(CNN-k) = cos(f_i^(k) - f_bar^(k), f_j^(k) - f_bar^(k))          `feature_similarity`
 Eq. 10  combined CNN similarity S_ij^CNN = sum_k gamma_k S_ij^(CNN-k), gamma = softmax of trainable
-        logits, equal (1/K) at initialisation (supplement)       `LayerWeights`, `model_similarity`
+        logits, equal (1/K) at initialisation (supplement)       `LayerWeights`, `cnn_similarity`
 Eq. 8   similarity loss for a pair (i, j):
         [arctanh(S_ij^CNN) - arctanh(S_ij^neural)]^2; the layers are combined BEFORE the arctanh
         (Eq. 10 defines S^CNN, which enters Eq. 8). Averaged over the stimulus pairs i < j of the
@@ -172,7 +172,7 @@ def _layer_center(center: Mapping[int, torch.Tensor] | str, k: int) -> Center:
     return center[k]
 
 
-def model_similarity(features: Mapping[int, torch.Tensor], gamma: torch.Tensor,
+def cnn_similarity(features: Mapping[int, torch.Tensor], gamma: torch.Tensor,
                      center: Mapping[int, torch.Tensor] | str) -> torch.Tensor:
     """Eq. 10: S^CNN = sum_k gamma_k S^(CNN-k) (Eq. 9 per layer, centred by center[k], or "batch"),
     layers in ascending key order, gamma[m] for the m-th of them. Returns (B, B)."""
@@ -198,7 +198,7 @@ def similarity_loss(features: Mapping[int, torch.Tensor], target: torch.Tensor, 
     (entries on or below the diagonal are ignored), e.g. to hold pairs out. Returns a scalar."""
     if not 0 < clip < 1:
         raise ValueError(f"clip must be in (0, 1), got {clip}")
-    s_cnn = model_similarity(features, gamma, center)
+    s_cnn = cnn_similarity(features, gamma, center)
     b = s_cnn.shape[0]
     _check_target(target, b)
     i, j = torch.triu_indices(b, b, offset=1, device=s_cnn.device)
