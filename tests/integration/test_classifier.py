@@ -8,6 +8,7 @@ import torch
 
 from neuralreg_schema import cli
 from neuralreg_schema.compute import similarity_loss, simulate, train_classifier
+from populate import plans
 
 SEED = 11   # simulated experiment of this module (other modules use other seeds)
 
@@ -160,8 +161,8 @@ def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, study):
     before = set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys()))
     assert cli.main(["--prefix", prefix, "plan", "tiny", "--group", study["group"]]) == 0    # what the fixture planned
     assert set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys())) == before
-    keys = cli.plan_study(prefix, "alpha-sweep", groups=[study["group"]], dataset="offline", classifier="tiny",
-                          model="tiny")
+    keys = plans.plan_study(prefix, "alpha-sweep", groups=[study["group"]], dataset="offline", classifier="tiny",
+                            model="tiny")
     assert len(keys) == 3 + 5 * 3                       # None x 3 seeds + 5 alphas x Neural (model) x 3 seeds
     sweep = clf.ClassifierPlan & keys
     alphas = sorted(set((clf.ClassifierConfig & sweep.proj()).to_arrays("alpha")))
@@ -174,7 +175,7 @@ def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, study):
     (clf.ClassifierPlan & [k for k in keys if k["seed"] > 0]).delete(prompt=False)
     assert set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys())) == before
     with pytest.raises(ValueError, match="unknown study"):
-        cli.plan_study(prefix, "nope")
+        plans.plan_study(prefix, "nope")
 
 
 def test_noise_robustness_and_report(modules, prefix, study, tmp_path):
@@ -313,10 +314,10 @@ def test_plan_with_a_data_folder(modules, prefix, study, tmp_path, monkeypatch):
     folder, expected = make_cifar10_folder(tmp_path / "mine")
     monkeypatch.setenv("NEURALREG_DATA", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="NEURALREG_DATA"):
-        cli.plan_study(prefix, "tiny", groups=[study["group"]], dataset="cifar10", data_root=str(tmp_path / "mine"))
+        plans.plan_study(prefix, "tiny", groups=[study["group"]], dataset="cifar10", data_root=str(tmp_path / "mine"))
     assert not (clf.ClassificationDataset & {"dataset": "cifar10"})
     monkeypatch.setenv("NEURALREG_DATA", str(tmp_path / "mine"))
-    keys = cli.plan_study(prefix, "tiny", groups=[study["group"]], dataset="cifar10", data_root=str(tmp_path / "mine"))
+    keys = plans.plan_study(prefix, "tiny", groups=[study["group"]], dataset="cifar10", data_root=str(tmp_path / "mine"))
     try:
         row = (clf.ClassificationDataset & {"dataset": "cifar10"}).fetch1()
         assert not row["is_stand_in"] and row["n_train"] == len(expected["train_labels"]) and row["n_classes"] == 10
@@ -337,7 +338,7 @@ def test_plan_paper_cifar100(modules, prefix, study, tmp_path, monkeypatch):
     monkeypatch.setenv("NEURALREG_DATA", str(tmp_path / "data"))
     suites = len(ev.AttackSuite())
     # the tiny predictive model instead of the study's 'paper' one: no other test should train the latter
-    keys = cli.plan_study(prefix, "paper-cifar100", groups=[study["group"]], model="tiny")
+    keys = plans.plan_study(prefix, "paper-cifar100", groups=[study["group"]], model="tiny")
     try:
         assert len(keys) == 3 * 5 and {k["dataset"] for k in keys} == {"cifar100"}
         assert sorted({k["seed"] for k in keys}) == [0, 1, 2, 3, 4]
@@ -352,7 +353,7 @@ def test_plan_paper_cifar100(modules, prefix, study, tmp_path, monkeypatch):
         assert not row["is_stand_in"] and row["n_classes"] == 100
         assert len(ev.NoiseConfig & {"noise_name": "default"}) == 1
         assert len(ev.AttackSuite()) == suites                   # Fig. 4B is noise only
-        assert cli.plan_study(prefix, "paper-cifar100", groups=[study["group"]], model="tiny") == keys   # idempotent
+        assert plans.plan_study(prefix, "paper-cifar100", groups=[study["group"]], model="tiny") == keys   # idempotent
     finally:
         (clf.ClassificationDataset & {"dataset": "cifar100"}).delete(prompt=False)
         (clf.ClassifierConfig & {"config_name": "paper-resnet34"}).delete(prompt=False)

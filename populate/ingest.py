@@ -1,0 +1,53 @@
+"""Ingest recordings into the experiment schema: the simulated experiment and Sensorium 2022 scans."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from neuralreg_schema import pipeline
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def ingest_simulated(prefix: str, profile: str, seed: int) -> list[dict]:
+    """Simulate and ingest an experiment; its scans also form a ScanGroup named after the image set."""
+    from neuralreg_schema.compute import simulate
+    modules = pipeline.activate(prefix)
+    experiment, similarity = modules["experiment"], modules["similarity"]
+    started = time.time()
+    _say(f"simulating the '{profile}' experiment (seed {seed})")
+    sim = simulate.simulate_experiment(profile, seed=seed, progress=lambda m: _say(f"  {m}"))
+    _say(f"  {len(sim.scans)} scans, {len(sim.image_set.image_ids)} images, "
+         f"{sum(s.n_neurons for s in sim.scans)} neurons in {time.time() - started:.1f} s")
+    keys = experiment.ingest(sim.image_set, sim.scans, source_path=f"{profile}/seed={seed}", progress=_say)
+    name = sim.image_set.name
+    similarity.ScanGroup.add(name, [experiment.scan_key(s) for s in sim.scans],
+                             description=f"all scans of the simulated '{profile}' experiment, seed {seed}")
+    _say(f"  scan group {name!r}: {len(sim.scans)} scans")
+    return keys
+
+
+def ingest_sensorium(prefix: str, paths: list[str]) -> list[dict]:
+    """Read and ingest Sensorium 2022 static scans (folders or zips); a format error names the file."""
+    from tqdm import tqdm
+    from neuralreg_schema.compute import sensorium
+    experiment = pipeline.activate(prefix)["experiment"]
+    keys = []
+    for path in paths:
+        with tqdm(desc=Path(path).name[:40], unit="trial", leave=False) as bar:
+            def progress(done, total):
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+            try:
+                image_set, scan = sensorium.read_sensorium(path, progress=progress)
+            except sensorium.SensoriumFormatError as exc:
+                if str(Path(path)) in str(exc):
+                    raise
+                raise sensorium.SensoriumFormatError(path, str(exc)) from None
+        for note in scan.notes:
+            _say(f"  note: {note}")
+        keys += experiment.ingest(image_set, [scan], source_path=Path(path).name, progress=_say)
+    return keys

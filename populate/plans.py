@@ -1,0 +1,136 @@
+"""Study plans: the rows that define a study, inserted before workers populate the graph.
+
+    STUDIES                 the named studies (`neuralreg plan STUDY`): predictive recipe, data set,
+                            classifier recipe(s), seeds, regularizer kinds, noise levels, attack suite
+    plan_similarity(...)    a predictive-model config and the paper's similarity configs for it
+    plan_study(...)         every row of a study (idempotent); returns the ClassifierPlan keys
+    DEMO_*                  what `neuralreg demo` plans per simulation profile, and its schema prefix
+
+Plans only insert configuration rows (Lookup/Manual tables); the workers (populate/worker.py) compute
+everything downstream of them.
+"""
+from __future__ import annotations
+
+from neuralreg_schema import pipeline
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+DEMO_PREFIX = "neuralreg_demo"
+# predictive-model recipe per simulation profile
+DEMO_MODEL = {"tiny": "tiny", "demo": "demo", "full": "paper"}
+# study planned by the demo per simulation profile (classifiers sized for two CPU cores)
+DEMO_STUDY = {"tiny": "tiny", "demo": "demo", "full": "demo"}
+
+
+def plan_similarity(prefix: str, model: str, vgg: bool | None = None) -> dict:
+    """Insert the predictive-model config `model` and the paper's similarity configs for it.
+    vgg=None includes the VGG control only when its ImageNet weights are already on this machine."""
+    from neuralreg_schema.compute.models import vgg as vgg_models
+    modules = pipeline.activate(prefix)
+    key = modules["predictive"].PredictiveModelConfig.add(model)
+    if vgg is None:
+        vgg = vgg_models.weights_available()
+        if not vgg:
+            _say("  VGG19 ImageNet weights are not on this machine: the 'vgg' control is left out "
+                 f"(put them at {vgg_models.weights_location()} or name the file with NEURALREG_VGG19_WEIGHTS)")
+    labels = modules["similarity"].SimilarityConfig.add_standard(key, vgg=vgg)
+    _say(f"  predictive model config {model!r} ({key['model_hash'][:8]}); similarity: {', '.join(labels)}")
+    return key
+
+
+# study plans: predictive recipe, data set, classifier recipe(s) (+ "config": overrides of it, e.g. the
+# arch), seeds, regularizer kinds
+STUDIES = {
+    "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1, "attacks": "tiny", "noise": "wide",
+             "kinds": ("none", "neural-model", "neural-data", "shuffle")},
+    # the demo trains on the natural-image stand-in: noise degrades it within the CIFAR levels and the
+    # known-answer controls separate on it (README, Known-answer controls); the digits: --dataset offline
+    "demo": {"model": "demo", "dataset": "offline-photos", "classifier": "demo", "seeds": 2, "attacks": "demo",
+             "noise": "wide", "kinds": ("none", "neural-model", "neural-data", "shuffle")},
+    # known-answer controls at demo size: does similarity matching transfer a property at all? Lowpass
+    # (blurred pixels: noise-robust) and Highpass (fine detail) targets next to None, Neural (model) and
+    # Shuffle; both noise level sets for any data set; the report writes controls.csv
+    "controls": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 5, "attacks": None,
+                 "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "shuffle", "lowpass", "highpass")},
+    "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
+              "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
+    # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds;
+    # noise only (the supplement attacks the main-text models)
+    "alpha-sweep": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 3, "attacks": None,
+                    "kinds": ("none", "neural-model"), "alphas": (2.0, 4.0, 8.0, 16.0, 32.0)},
+    # Fig. 4B: ResNet34 on grayscale CIFAR-100 (the paper recipe with arch resnet34, its K = 5 layers
+    # uniformly located: 1/9/17/25/33), None / Neural (model) / Shuffle x 5 seeds; noise only
+    "paper-cifar100": {"model": "paper", "dataset": "cifar100", "classifier": "paper", "seeds": 5, "attacks": None,
+                       "config": {"arch": "resnet34"}, "kinds": ("none", "neural-model", "shuffle")},
+}
+
+
+def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
+               seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
+               model: str | None = None, data_root: str | None = None) -> list[dict]:
+    """Insert every row that defines `study` (idempotent): the predictive and similarity configs, the
+    data set, the classifier recipe(s), the seeds, the regularizers towards each scan group's target
+    and the planned combinations, the default noise levels and the study's attack suite. Returns the
+    ClassifierPlan keys."""
+    from neuralreg_schema.compute.models import vgg as vgg_models
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
+    spec = STUDIES[study]
+    modules = pipeline.activate(prefix)
+    clf, sim = modules["classifier"], modules["similarity"]
+    kinds = list(spec["kinds"])
+    if "vgg" in kinds or vgg:
+        if vgg is None:
+            vgg = vgg_models.weights_available()
+        if not vgg:
+            _say("  the VGG control is left out: its ImageNet weights are not on this machine")
+        kinds = [k for k in kinds if k != "vgg"] + (["vgg"] if vgg else [])
+    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds)
+    groups = groups or list(sim.ScanGroup.to_arrays("scan_group", order_by="scan_group"))
+    if not groups:
+        raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")
+    _say(f"  loading data set {dataset or spec['dataset']!r}")
+    if data_root:
+        place_dataset(dataset or spec["dataset"], data_root)
+    data = clf.ClassificationDataset.add(dataset or spec["dataset"])
+    base = classifier or spec["classifier"]
+    overrides = dict(spec.get("config", {}))                # e.g. {"arch": "resnet34"} (Fig. 4B)
+    tag = "".join(f"-{v}" for v in overrides.values())
+    config = clf.ClassifierConfig.add(base, name=base + tag, **overrides)
+    n_seeds = seeds if seeds is not None else spec["seeds"]
+    none = clf.Regularizer.add("none")
+    keys = clf.ClassifierPlan.add(data, config, none, list(range(n_seeds)))
+    targeted = [clf.Regularizer.add(k, g, model=model if k in ("neural-model", "shuffle") else None)
+                for g in groups for k in kinds if k != "none"]
+    for alpha in spec.get("alphas", ()):
+        keys += clf.ClassifierPlan.add(data, clf.ClassifierConfig.add(base, name=f"{base}{tag}-alpha{alpha:g}",
+                                                                           alpha=alpha, **overrides),
+                                       targeted, list(range(n_seeds)))
+    if "alphas" not in spec:
+        keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
+    # the noise levels: 'wide' for the offline digits (they barely change below sd 0.1), else 'default'
+    noise = spec.get("noise", "default") if (dataset or spec["dataset"]) == "offline" else "default"
+    for name in spec.get("noise_sets", (noise,)):          # a study may name its level sets for any data set
+        modules["evaluation"].NoiseConfig.add(name)
+    if spec["attacks"]:
+        # a suite attacks every classifier of the schema (the same samples for each)
+        modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
+    _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups {', '.join(groups)}; "
+         f"{n_seeds} seed(s); data set {data['dataset']})")
+    return keys
+
+
+def place_dataset(name: str, root: str) -> None:
+    """Make the data set in `root` available where workers look ($NEURALREG_DATA): an archive there is
+    md5-checked and extracted into it; an extracted folder elsewhere is refused with the fix."""
+    from neuralreg_schema.compute import datasets
+    datasets.load_dataset(name, root=root, download=False)       # checks it; extracts an archive into the cache
+    try:
+        datasets.load_dataset(name, download=False)
+    except datasets.DatasetError:
+        raise ValueError(f"{name} in {root} is an extracted folder, which workers do not look in: set "
+                         f"NEURALREG_DATA to the folder that holds it (now {datasets.cache_dir()}), or pass "
+                         "the folder holding the .tar.gz archive") from None
