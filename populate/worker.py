@@ -19,6 +19,11 @@ sleep rather than spin while waiting (compute/runtime.py), so a busy neighbour c
 not 20x. SIGTERM during a job: DataJoint records that job as an error
 ("SIGTERM received": `neuralreg jobs retry` queues it again) and the worker exits.
 
+Exit status: 0 when the worker ran out of work (or reached --max-jobs / --idle-exit) and every job it
+ran succeeded; 1 when a job it ran is left in error (the worker still goes on with the other keys
+first) or the database did not come back; 70 (watchdog.HUNG_EXIT) when the watchdog ends a hung worker.
+`neuralreg populate` is this worker, with the same options.
+
 A lost database connection (server restarted, network down) does not end the worker. DataJoint
 reconnects by itself when the server is back before the next query (a model that trains through
 a short restart is inserted normally). When the server is still away, the pass fails: the worker
@@ -78,9 +83,10 @@ def computed_elsewhere(exc: BaseException) -> bool:
 
 
 def run_once(tables: list, display_progress: bool = True, max_jobs: int | None = None,
-             priority: int | None = None) -> dict:
+             priority: int | None = None, failures: list | None = None) -> dict:
     """One pass over the tables (at most `max_jobs` computed keys; only jobs with priority <= `priority`
-    when given); returns {table: (made, errors)}."""
+    when given); returns {table: (made, errors)}. `failures`, when given, receives (table, key) of every
+    job that failed."""
     from datajoint.errors import DataJointError
     done = {}
     for table in tables:
@@ -103,6 +109,8 @@ def run_once(tables: list, display_progress: bool = True, max_jobs: int | None =
         done[table.__name__] = (result["success_count"], len(result["error_list"]))
         for key, error in result["error_list"]:
             log.error("%s %s: %s", table.__name__, key, error)
+            if failures is not None:
+                failures.append((table, key))
     return done
 
 
@@ -231,9 +239,15 @@ def pending(tables: list) -> int:
     return sum(table.progress(display=False)[0] for table in tables)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefix", default=os.environ.get("NEURALREG_PREFIX", settings.DEFAULT_PREFIX))
+def add_options(parser: argparse.ArgumentParser, *, common: bool = True) -> argparse.ArgumentParser:
+    """The worker's options, on `parser`. `neuralreg populate` adds them to its subcommand with
+    common=False: --prefix and --threads are then the neuralreg command's own (accepted before or after
+    any subcommand), with the same meaning."""
+    if common:
+        parser.add_argument("--prefix", default=os.environ.get("NEURALREG_PREFIX", settings.DEFAULT_PREFIX),
+                            help="schema prefix (default: $NEURALREG_PREFIX or 'neuralreg')")
+        parser.add_argument("--threads", type=int,
+                            help="torch CPU threads (default: the CPUs this process may use / --workers-per-machine)")
     parser.add_argument("--forever", action="store_true", help="keep polling for new work")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between passes with --forever")
     parser.add_argument("--tables", nargs="+", help="only these tables (e.g. PredictiveModel similarity.SimilarityMatrix)")
@@ -243,8 +257,6 @@ def main(argv=None) -> int:
                         help="only jobs with this priority or more urgent (lower runs first; `neuralreg jobs prioritize`)")
     parser.add_argument("--reconnect-timeout", type=float, default=900.0,
                         help="seconds to wait for a lost database to come back before exiting (default 900)")
-    parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default: the CPUs this process may use / --workers-per-machine)")
     parser.add_argument("--workers-per-machine", type=int,
                         help="workers sharing this machine's CPUs (default: $NEURALREG_WORKERS or 1)")
     parser.add_argument("--heartbeat", type=float, default=watchdog.INTERVAL,
@@ -255,7 +267,18 @@ def main(argv=None) -> int:
     parser.add_argument("--job-timeout", type=float,
                         help="seconds a job may run before the watchdog ends the worker (default: the table's "
                              "reserve_timeout)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run(add_options(parser).parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker with parsed options (add_options); returns the exit status: 0 when every job it
+    ran succeeded, 1 when a job failed (recorded in its job table: `neuralreg jobs errors`) or the
+    database did not come back."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     threads = runtime.configure_threads(args.threads, args.workers_per_machine)
     log.info("torch CPU threads: %d (CPU budget %d, OMP_WAIT_POLICY=%s)", threads, runtime.cpu_budget(),
@@ -275,12 +298,13 @@ def main(argv=None) -> int:
 def _loop(args, tables) -> int:
     budget, idle_since = args.max_jobs, time.monotonic()
     lost_tries: dict = {}
+    failures: list = []                             # (table, key) of the jobs that failed in this run
     while True:
         try:
             reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
             if reclaimed:
                 log.warning("reclaimed jobs of dead workers: %s", reclaimed)
-            made = run_once(tables, max_jobs=budget, priority=args.priority)
+            made = run_once(tables, max_jobs=budget, priority=args.priority, failures=failures)
         except Exception as exc:                    # noqa: BLE001 - re-raised unless the database went away
             lost = [c for c in connections(tables) if not alive(c)]
             if not lost and not lost_connection_error(exc):
@@ -302,16 +326,28 @@ def _loop(args, tables) -> int:
             budget -= worked
             if budget <= 0:
                 log.info("--max-jobs %d reached", args.max_jobs)
-                return 0
+                return _outcome(failures)
         if worked:
             idle_since = time.monotonic()
         if not args.forever and not any(n for n, _ in made.values()) and not requeued:
-            return 0
+            return _outcome(failures)
         if args.forever:
             if args.idle_exit is not None and time.monotonic() - idle_since >= args.idle_exit:
                 log.info("no work for %.0f s: exiting (--idle-exit)", args.idle_exit)
-                return 0
+                return _outcome(failures)
             time.sleep(args.poll)
+
+
+def _outcome(failures: list) -> int:
+    """The exit status of a worker that ran out of work: 1 when jobs that failed in this run are still
+    in error (a job that failed on a lost connection and was computed again does not count)."""
+    distinct = {(jobs.table_name(table), tuple(sorted(key.items()))): (table, key) for table, key in failures}
+    failed = sum(1 for table, key in distinct.values() if len(table.jobs.errors & key))
+    if failed:
+        log.error("%d job(s) failed in this run: `neuralreg jobs errors` shows them, `neuralreg jobs retry` "
+                  "queues them again", failed)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
