@@ -29,6 +29,7 @@ import statistics
 import time
 
 from neuralreg_schema.compute import similarity_loss, train_classifier as tc   # first: OMP_WAIT_POLICY before torch
+from neuralreg_schema.compute.runtime import autocast, prepare_input
 
 import numpy as np
 import torch
@@ -90,11 +91,11 @@ def main(argv=None):
     def paper_step(v, idx, sidx):
         """The paper's pathway: 64 stimulus images, 32 pairs (i, i+1) in the loss."""
         net, lw, opt, cfg, mean = v["net"], v["lw"], v["opt"], v["cfg"], v["mean"]
-        with tc._autocast(dev):
-            logits, _ = net(tc._prepare(data.train_x[idx], dev))
+        with autocast(dev):
+            logits, _ = net(prepare_input(data.train_x[idx], dev))
         task = torch.nn.functional.cross_entropy(logits.float(), data.train_y[idx])
-        with tc.stimulus_mode(net, cfg), tc._autocast(dev):
-            _, feats = net(tc._prepare(data.stim_x[sidx], dev), cfg["layers"])
+        with tc.stimulus_mode(net, cfg), autocast(dev):
+            _, feats = net(prepare_input(data.stim_x[sidx], dev), cfg["layers"])
         feats = {k: f.float() for k, f in feats.items()}
         sim = similarity_loss.similarity_loss(feats, data.stim_target[sidx][:, sidx], lw.gamma(), center=mean.center(),
                                               pair_mask=paper_mask)

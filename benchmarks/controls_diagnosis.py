@@ -32,12 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralreg_schema import pipeline  # noqa: E402
-from neuralreg_schema.compute import rsa, similarity_loss, train_classifier  # noqa: E402
+from neuralreg_schema.compute import modes, rsa, similarity_loss, train_classifier  # noqa: E402
 
 
 def _features(net, x, layers, mode: str, chunk: int):
     """{k: (n, D_k) float64 numpy} of images x (n, 1, H, W), BatchNorm 'eval' or 'batch' (chunks)."""
-    ctx = train_classifier.batchnorm_eval if mode == "eval" else train_classifier.batchnorm_batch_stats
+    ctx = modes.batchnorm_eval if mode == "eval" else modes.batchnorm_batch_stats
     out = {k: [] for k in layers}
     net.train()
     with torch.no_grad():

@@ -1,7 +1,9 @@
 """Where and how torch computes: device, CPU threads, OpenMP waiting, and the memory format of inputs.
 
 One small module shared by every trainer, the attacks and the noise evaluation (never imports
-datajoint).
+datajoint). Its neighbours in the shared layer: `errors.py` (TrainingError), `serialization.py`
+(JSON-ready values, torch.save bytes, format numbers), `modes.py` (temporary eval / BatchNorm modes)
+and `training.py` (the trainer contract and the resumable TrainingState).
 
 CPU threads
 -----------
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -171,6 +173,13 @@ def as_nchw(x):
     if x.dim() != 4 or is_standard_nchw(x):
         return x
     return x.clone(memory_format=torch.contiguous_format)
+
+
+def autocast(device):
+    """bf16 autocast on a GPU, nothing on the CPU (where the networks train in float32)."""
+    import torch
+    device = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def prepare_input(x, device=None):

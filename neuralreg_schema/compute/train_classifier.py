@@ -78,11 +78,12 @@ Layers: `layers: "uniform"` (the default) is resolved by `check_config` into K =
 convolutions of the arch (models/resnet.uniform_layers: ResNet18 1/5/9/13/17, the paper's;
 ResNet34 1/9/17/25/33), so stored, content-addressed configs always list the layers explicitly.
 
-Resume: after every epoch the trainer hands `checkpoint.save(bytes)` the complete state (network,
-layer logits, running feature mean, optimizer, history, epoch); at start `checkpoint.load()` may
-return such bytes, and training continues after that epoch. Batch order, crops and stimulus draws come from a generator
-seeded by (seed, epoch), so a resumed run draws what an uninterrupted one would have drawn; on the
-CPU it reproduces the uninterrupted run. A checkpoint whose config, seed or data fingerprints
+Resume (the trainer contract of compute/training.py): after every epoch the trainer hands
+`checkpoint.save(bytes)` a `training.TrainingState` (network, optimizer, history, epoch; in `extra`
+the layer logits, the running feature mean and the initial held-out loss); at start
+`checkpoint.load()` may return such bytes, and training continues after that epoch. Batch order,
+crops and stimulus draws come from a generator seeded by (seed, epoch), so a resumed run draws what
+an uninterrupted one would have drawn; on the CPU it reproduces the uninterrupted run. A checkpoint whose config, seed or data fingerprints
 differ is ignored (and reported through `progress`).
 
 Speed: on a GPU the data stay on the device, the network runs in channels_last with bf16 autocast
@@ -95,12 +96,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import math
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Protocol, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -111,18 +110,17 @@ from . import similarity_loss
 from .augment import crop_flip
 from .datasets import ClassificationData
 from .models.resnet import ResNet, build_resnet, uniform_layers
-from .runtime import describe_device, prepare_input, resolve_device, torch_threads
+from .errors import TrainingError
+from .modes import batchnorm_batch_stats, batchnorm_eval
+from .runtime import autocast, describe_device, prepare_input, resolve_device, torch_threads
+from .serialization import CLASSIFIER_NETWORK_FORMAT, torch_bytes, torch_payload
+from .training import Checkpoint, TrainingState, resume
 
-STATE_FORMAT = 2                # 2: + the running feature mean (Eq. 9's f_bar)
 HELDOUT_SPLIT_SEED = 0          # the held-out stimulus images are the same for every classifier seed
 
 
 class ClassifierDataError(ValueError):
     """The classification data or the similarity target cannot be trained on (the message says why)."""
-
-
-class TrainingError(RuntimeError):
-    """The training diverged (non-finite loss)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,71 +313,35 @@ class ClassifierNet(nn.Module):
         return self.resnet((x - self.input_mean) / self.input_sd, feature_layers)
 
 
-@contextmanager
-def batchnorm_batch_stats(module: nn.Module) -> Iterator[None]:
-    """Every BatchNorm layer normalises by the current batch (train mode) but leaves its running
-    statistics unchanged (momentum 0); restored after."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.training, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in bns]
-    for m in bns:
-        m.train(True)
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (mode, momentum, tracked) in zip(bns, saved):
-            m.train(mode)
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
 def stimulus_mode(module: nn.Module, config: dict):
     """The BatchNorm handling of the stimulus pass that config['stimulus_bn'] names."""
     return batchnorm_eval(module) if config.get("stimulus_bn") == "eval" else batchnorm_batch_stats(module)
-
-
-@contextmanager
-def batchnorm_eval(module: nn.Module) -> Iterator[None]:
-    """Every BatchNorm layer in eval mode (running statistics used, not updated); restored after."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    modes = [m.training for m in bns]
-    for m in bns:
-        m.train(False)
-    try:
-        yield
-    finally:
-        for m, mode in zip(bns, modes):
-            m.train(mode)
 
 
 def serialize_classifier(net: ClassifierNet, layer_weights: similarity_loss.LayerWeights | None = None,
                          feature_mean: similarity_loss.RunningFeatureMean | None = None) -> bytes:
     """torch.save bytes of the network (CPU tensors) and, if given, the layer logits and the final
     running feature mean (Eq. 9's f_bar per layer, `load_feature_mean`)."""
-    buffer = io.BytesIO()
-    torch.save({"format": STATE_FORMAT, "arch": net.arch, "num_classes": net.num_classes, "width": net.width,
-                "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-                "layers": list(layer_weights.layers) if layer_weights is not None else None,
-                "layer_logits": layer_weights.logits.detach().cpu().clone() if layer_weights is not None else None,
-                "feature_mean": ({k: v.detach().cpu().clone() for k, v in feature_mean.center().items()}
-                                 if feature_mean is not None and feature_mean.ready else None)},
-               buffer)
-    return buffer.getvalue()
+    return torch_bytes({
+        "format": CLASSIFIER_NETWORK_FORMAT, "arch": net.arch, "num_classes": net.num_classes, "width": net.width,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "layers": list(layer_weights.layers) if layer_weights is not None else None,
+        "layer_logits": layer_weights.logits.detach().cpu().clone() if layer_weights is not None else None,
+        "feature_mean": ({k: v.detach().cpu().clone() for k, v in feature_mean.center().items()}
+                         if feature_mean is not None and feature_mean.ready else None)})
 
 
 def load_feature_mean(state: bytes) -> dict[int, torch.Tensor] | None:
     """{k: (D_k,)} the running f_bar a regularized classifier ended training with (the centre of its
     held-out loss), from `ClassifierResult.state`; None for an unregularized one or an older state."""
-    blob = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+    blob = torch_payload(state)
     mean = blob.get("feature_mean")
     return {int(k): v for k, v in mean.items()} if mean is not None else None
 
 
 def load_classifier(state: bytes, device: Union[str, torch.device] = "cpu") -> ClassifierNet:
     """The trained network from `ClassifierResult.state`, in eval mode on `device`."""
-    blob = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+    blob = torch_payload(state)
     net = ClassifierNet(blob["arch"], blob["num_classes"], blob["width"])
     net.load_state_dict(blob["state_dict"])
     return net.to(device).eval()
@@ -387,14 +349,6 @@ def load_classifier(state: bytes, device: Union[str, torch.device] = "cpu") -> C
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return prepare_input(x, device)       # channels-last on a GPU, NCHW on the CPU (runtime.py)
 
 
 @torch.no_grad()
@@ -406,8 +360,8 @@ def accuracy(net: ClassifierNet, images: torch.Tensor, labels: torch.Tensor, bat
     correct = 0
     try:
         for s in range(0, len(images), batch_size):
-            with _autocast(dev):
-                logits, _ = net(_prepare(images[s:s + batch_size].to(dev), dev))
+            with autocast(dev):
+                logits, _ = net(prepare_input(images[s:s + batch_size].to(dev), dev))
             correct += int((logits.argmax(1) == labels[s:s + batch_size].to(dev)).sum())
     finally:
         net.train(was)
@@ -444,8 +398,8 @@ def stimulus_feature_mean(net: ClassifierNet, images: torch.Tensor, layers, conf
     sums: dict[int, torch.Tensor] = {}
     try:
         for own, rows in _stimulus_chunks(n, config, order):
-            with stimulus_mode(net, config), _autocast(dev):
-                _, f = net(_prepare(images[rows.to(images.device)], dev), layers)
+            with stimulus_mode(net, config), autocast(dev):
+                _, f = net(prepare_input(images[rows.to(images.device)], dev), layers)
             for k in layers:
                 part = f[k][:len(own)].reshape(len(own), -1).double().sum(dim=0)
                 sums[k] = part if k not in sums else sums[k] + part
@@ -466,8 +420,8 @@ def heldout_similarity_loss(net: ClassifierNet, gamma: torch.Tensor, images: tor
     try:
         feats: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
         for own, rows in _stimulus_chunks(len(images), config):
-            with stimulus_mode(net, config), _autocast(dev):
-                _, f = net(_prepare(images[rows.to(images.device)], dev), layers)
+            with stimulus_mode(net, config), autocast(dev):
+                _, f = net(prepare_input(images[rows.to(images.device)], dev), layers)
             for k in layers:
                 feats[k].append(f[k][:len(own)].float().reshape(len(own), -1))
         full = {k: torch.cat(v) for k, v in feats.items()}
@@ -501,16 +455,16 @@ def train_step(net: ClassifierNet, layer_weights: similarity_loss.LayerWeights |
     if crops is not None:
         x = crop_flip(x, *crops, padding=config["crop_padding"])
     y = data.train_y[batch_idx]
-    with _autocast(dev):
-        logits, _ = net(_prepare(x, dev))
+    with autocast(dev):
+        logits, _ = net(prepare_input(x, dev))
     task = F.cross_entropy(logits.float(), y)
     loss = task
     sim = torch.tensor(float("nan"), device=dev)
     if stim_idx is not None:
         if feature_mean is None:
             raise ValueError("a step with the similarity loss needs the running feature mean (Eq. 9's f_bar)")
-        with stimulus_mode(net, config), _autocast(dev):
-            _, feats = net(_prepare(data.stim_x[stim_idx], dev), config["layers"])
+        with stimulus_mode(net, config), autocast(dev):
+            _, feats = net(prepare_input(data.stim_x[stim_idx], dev), config["layers"])
         feats = {k: v.float() for k, v in feats.items()}
         target = data.stim_target[stim_idx][:, stim_idx]
         sim = similarity_loss.similarity_loss(feats, target, layer_weights.gamma(), center=feature_mean.center(),
@@ -536,11 +490,6 @@ def make_optimizer(net: ClassifierNet, layer_weights: similarity_loss.LayerWeigh
 # training
 
 
-class Checkpoint(Protocol):
-    def load(self) -> bytes | None: ...
-    def save(self, state: bytes) -> None: ...
-
-
 @dataclass
 class ClassifierResult:
     state: bytes                       # serialize_classifier of the final network (load_classifier)
@@ -560,15 +509,89 @@ class ClassifierResult:
     seconds: float                     # wall time of this call
     meta: dict = field(default_factory=dict)
 
+    @property
+    def score(self) -> float:
+        """The headline number of the trainer contract (training.TrainerResult): clean test accuracy."""
+        return float(self.test_accuracy)
+
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + int(epoch) + 1)
 
 
+@dataclass
+class _Run:
+    """One training run's state between the steps of `train_classifier`: network and optimizer, the
+    data on the device, and the counts and history the result reports."""
+    cfg: dict
+    seed: int
+    dev: torch.device
+    say: Callable[[str], None]
+    regularized: bool
+    net: ClassifierNet
+    layer_weights: Optional[similarity_loss.LayerWeights]
+    optimizer: torch.optim.Optimizer
+    feature_mean: Optional[similarity_loss.RunningFeatureMean]
+    step_data: StepData                      # training images, labels and training stimuli on the device
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    held_x: Optional[torch.Tensor]           # held-out stimuli and their target (None: no held-out pairs)
+    held_target: Optional[torch.Tensor]
+    n_train: int
+    n_stim: int
+    n_held: int
+    fingerprints: dict
+    history: list = field(default_factory=list)
+    start_epoch: int = 0                     # epochs restored from a checkpoint
+    initial_held: Optional[float] = None
+
+    @property
+    def n_steps(self) -> int:
+        return self.n_train // self.cfg["batch_size"]
+
+    @property
+    def pairs(self) -> int:
+        return self.cfg["stim_batch"] * (self.cfg["stim_batch"] - 1) // 2 if self.regularized else 0
+
+    @property
+    def identity(self) -> dict:
+        """What a checkpoint must match to be resumed: the config, the seed and the data."""
+        return {"config": self.cfg, "seed": self.seed, "fingerprints": self.fingerprints}
+
+    def held_loss(self) -> Optional[float]:
+        if self.held_x is None:
+            return None
+        return heldout_similarity_loss(self.net, self.layer_weights.gamma().detach(), self.held_x, self.held_target,
+                                       self.cfg["layers"], self.cfg["clip"], self.cfg, self.feature_mean.center())
+
+    def training_state(self, epoch: int) -> TrainingState:
+        """The checkpoint after `epoch` finished epochs (the batch draws need no generator state: each
+        epoch's generator is seeded by (seed, epoch))."""
+        lw, fm = self.layer_weights, self.feature_mean
+        return TrainingState(
+            epoch=epoch, identity=self.identity, model=self.net.state_dict(), optimizer=self.optimizer.state_dict(),
+            history=self.history,
+            extra={"initial_heldout_loss": self.initial_held,
+                   "layer_weights": lw.state_dict() if lw is not None else None,
+                   "feature_mean": fm.state_dict() if fm is not None else None})
+
+    def restore(self, state: TrainingState) -> None:
+        self.net.load_state_dict(state.model)
+        if self.layer_weights is not None:
+            self.layer_weights.load_state_dict(state.extra["layer_weights"])
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.feature_mean is not None:
+            self.feature_mean.load_state_dict(state.extra["feature_mean"], device=self.dev)
+        self.history = list(state.history)
+        self.start_epoch = int(state.epoch)
+        self.initial_held = state.extra.get("initial_heldout_loss")
+
+
 def train_classifier(data: ClassificationData, target: SimilarityTarget | None, config: dict, seed: int, *,
                      progress: Callable[[str], None] | None = None, device=None,
                      checkpoint: Checkpoint | None = None) -> ClassifierResult:
-    """Train a ResNet on `data` (+ the similarity loss towards `target`, unless None or alpha = 0).
+    """Train a ResNet on `data` (+ the similarity loss towards `target`, unless None or alpha = 0);
+    the trainer contract of compute/training.py.
 
     history entries: epoch (1-based), lr, task_loss and similarity_loss (means over the epoch's
     steps; similarity_loss None when unregularized), train_accuracy, test_accuracy,
@@ -581,141 +604,145 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
     if target is not None:
         target.validate()
     dev = resolve_device(device)
-    regularized = target is not None and cfg["alpha"] > 0
     with torch_threads(dev):
         torch.manual_seed(int(seed))
-        n_train = len(data.train_images) if not cfg["max_train"] else min(cfg["max_train"], len(data.train_images))
-        if n_train < cfg["batch_size"]:
-            raise ClassifierDataError(f"{data.name}: {n_train} training images, fewer than one batch of "
-                                      f"{cfg['batch_size']}")
-        train_u8 = torch.as_tensor(data.train_images[:n_train])
-        mean = float(train_u8.float().mean() / 255.0)
-        sd = float(train_u8.float().std() / 255.0) or 1.0
-        net = ClassifierNet(cfg["arch"], data.n_classes, cfg["width"], mean, sd).to(dev)
-        if dev.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-        layer_weights = similarity_loss.LayerWeights(cfg["layers"]).to(dev) if regularized else None
-        optimizer = make_optimizer(net, layer_weights, cfg)
-        sd_data = StepData(train_x=train_u8.to(dev)[:, None].float().div_(255.0),
-                           train_y=torch.as_tensor(data.train_labels[:n_train]).to(dev))
-        test_x = torch.as_tensor(data.test_images).to(dev)[:, None].float().div_(255.0)
-        test_y = torch.as_tensor(data.test_labels).to(dev)
-        n_stim = n_held = 0
-        held_x = held_target = None
-        if regularized:
-            tr, held = heldout_split(len(target.images), cfg["heldout_fraction"], cfg["heldout_max"])
-            n_stim, n_held = len(tr), len(held)
-            if n_stim < cfg["stim_batch"]:
-                raise ClassifierDataError(f"{n_stim} training stimuli, fewer than stim_batch = {cfg['stim_batch']}")
-            stim = torch.as_tensor(np.asarray(target.images, np.float32))[:, None]
-            matrix = torch.as_tensor(np.asarray(target.matrix, np.float32))
-            sd_data.stim_x = stim[tr].to(dev)
-            sd_data.stim_target = matrix[tr][:, tr].to(dev)
-            if n_held:
-                held_x, held_target = stim[held].to(dev), matrix[held][:, held].to(dev)
-        fingerprints = {"data": data_fingerprint(data), "target": target.fingerprint() if regularized else None}
-        n_steps = n_train // cfg["batch_size"]
-        pairs = cfg["stim_batch"] * (cfg["stim_batch"] - 1) // 2 if regularized else 0
-
-        feature_mean = similarity_loss.RunningFeatureMean(cfg["layers"], cfg["center_momentum"]) if regularized else None
-
-        def held_loss():
-            if held_x is None:
-                return None
-            return heldout_similarity_loss(net, layer_weights.gamma().detach(), held_x, held_target, cfg["layers"],
-                                           cfg["clip"], cfg, feature_mean.center())
-
-        history: list[dict] = []
-        start_epoch = 0
-        initial_held = None
-        blob = checkpoint.load() if checkpoint is not None else None
-        if blob is not None:
-            state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-            if (state.get("format") == STATE_FORMAT and state.get("config") == cfg and state.get("seed") == int(seed)
-                    and state.get("fingerprints") == fingerprints and state.get("epoch", 0) < cfg["epochs"]):
-                net.load_state_dict(state["net"])
-                if layer_weights is not None:
-                    layer_weights.load_state_dict(state["layer_weights"])
-                optimizer.load_state_dict(state["optimizer"])
-                if feature_mean is not None:
-                    feature_mean.load_state_dict(state["feature_mean"], device=dev)
-                history = list(state["history"])
-                start_epoch = int(state["epoch"])
-                initial_held = state.get("initial_heldout_loss")
-                say(f"resuming after epoch {start_epoch} of {cfg['epochs']} from the checkpoint")
-            else:
-                say("ignoring a checkpoint made with another config, seed or data; training from epoch 0")
-        if start_epoch == 0:
-            if regularized:         # Eq. 9's f_bar, exact over all training stimuli (seeded chunk order)
-                t_mean = time.perf_counter()
-                feature_mean.reset(stimulus_feature_mean(net, sd_data.stim_x, cfg["layers"], cfg,
-                                                         _epoch_generator(seed, -1)))
-                say(f"feature mean over {n_stim} training stimuli: {time.perf_counter() - t_mean:.1f} s")
-            initial_held = held_loss()
+        run = _setup(data, target, cfg, int(seed), dev, say)
+        state = resume(checkpoint, run.identity, cfg["epochs"], say)
+        if state is not None:
+            run.restore(state)
+        else:
+            _start(run)
         say(f"{cfg['arch']} width {cfg['width']} on {data.summary()}; "
-            + (f"target {target.label or 'similarity'}: {n_stim} training stimuli, {n_held} held out, "
-               f"{pairs} pairs per step, alpha {cfg['alpha']:g}" if regularized else "no similarity loss")
-            + f"; {n_steps} steps per epoch on {describe_device(dev)}")
-        net.train()
-        for epoch in range(start_epoch, cfg["epochs"]):
-            t0 = time.perf_counter()
-            lr = learning_rate(cfg, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            gen = _epoch_generator(seed, epoch)
-            perm = torch.randperm(n_train, generator=gen)
-            sums = torch.zeros(3, dtype=torch.float64, device=dev)
-            for step in range(n_steps):
-                idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]].to(dev)
-                crops = None
-                if cfg["augment"]:
-                    b, span = len(idx), 2 * cfg["crop_padding"] + 1
-                    crops = (torch.randint(0, span, (b,), generator=gen), torch.randint(0, span, (b,), generator=gen),
-                             torch.rand(b, generator=gen) < 0.5)
-                stim_idx = None
-                if regularized:
-                    stim_idx = torch.randperm(n_stim, generator=gen)[:cfg["stim_batch"]].to(dev)
-                task, sim, correct = train_step(net, layer_weights, optimizer, sd_data, idx, stim_idx, cfg, crops,
-                                                feature_mean)
-                if not bool(torch.isfinite(task)) or (regularized and not bool(torch.isfinite(sim))):
-                    raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
-                                        f"(task {float(task):.4g}, similarity {float(sim):.4g}); lr {lr:g}")
-                sums += torch.stack([task.double(), (sim.double() if regularized else task.double() * 0),
-                                     correct.double()])
-            sums = sums.cpu().numpy()
-            record = {"epoch": epoch + 1, "lr": lr, "task_loss": float(sums[0] / n_steps),
-                      "similarity_loss": float(sums[1] / n_steps) if regularized else None,
-                      "train_accuracy": float(sums[2] / (n_steps * cfg["batch_size"])),
-                      "test_accuracy": accuracy(net, test_x, test_y, cfg["eval_batch_size"]),
-                      "heldout_similarity_loss": held_loss(),
-                      "gamma": layer_weights.gamma().detach().cpu().tolist() if layer_weights is not None else None}
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            say(f"epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.3g}, task {record['task_loss']:.3f}"
-                + (f", similarity {record['similarity_loss']:.3f}" if regularized else "")
-                + f", train acc {record['train_accuracy']:.3f}, test acc {record['test_accuracy']:.3f}"
-                + (f", held-out similarity {record['heldout_similarity_loss']:.3f}"
-                   if record["heldout_similarity_loss"] is not None else "") + f" ({record['seconds']:.1f} s)")
+            + (f"target {target.label or 'similarity'}: {run.n_stim} training stimuli, {run.n_held} held out, "
+               f"{run.pairs} pairs per step, alpha {cfg['alpha']:g}" if run.regularized else "no similarity loss")
+            + f"; {run.n_steps} steps per epoch on {describe_device(dev)}")
+        run.net.train()
+        for epoch in range(run.start_epoch, cfg["epochs"]):
+            run.history.append(_train_epoch(run, epoch))
             if checkpoint is not None and epoch + 1 < cfg["epochs"]:
-                buffer = io.BytesIO()
-                torch.save({"format": STATE_FORMAT, "config": cfg, "seed": int(seed), "fingerprints": fingerprints,
-                            "epoch": epoch + 1, "history": history, "initial_heldout_loss": initial_held,
-                            "net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                            "layer_weights": layer_weights.state_dict() if layer_weights is not None else None,
-                            "feature_mean": feature_mean.state_dict() if feature_mean is not None else None},
-                           buffer)
-                checkpoint.save(buffer.getvalue())
-        net.eval()
-        last = history[-1]
-        gamma = layer_weights.gamma().detach().cpu().numpy() if layer_weights is not None else None
-        return ClassifierResult(
-            state=serialize_classifier(net, layer_weights, feature_mean), history=history,
-            test_accuracy=accuracy(net, test_x, test_y, cfg["eval_batch_size"]),
-            train_accuracy=last["train_accuracy"], gamma=gamma, layers=list(cfg["layers"]),
-            initial_heldout_loss=initial_held, heldout_loss=last["heldout_similarity_loss"],
-            n_parameters=sum(p.numel() for p in net.parameters()), n_stimuli_train=n_stim,
-            n_stimuli_heldout=n_held, pairs_per_step=pairs, resumed_from_epoch=start_epoch,
-            device=describe_device(dev), seconds=time.perf_counter() - t_start,
-            meta={"n_train": n_train, "steps_per_epoch": n_steps, "fingerprints": fingerprints})
+                checkpoint.save(run.training_state(epoch + 1).to_bytes())
+        return _result(run, t_start)
+
+
+def _setup(data: ClassificationData, target: SimilarityTarget | None, cfg: dict, seed: int, dev: torch.device,
+           say: Callable[[str], None]) -> _Run:
+    """The network (initialised from torch's generator, seeded by the caller), the optimizer, the
+    data on the device and the split of the target's stimuli."""
+    regularized = target is not None and cfg["alpha"] > 0
+    n_train = len(data.train_images) if not cfg["max_train"] else min(cfg["max_train"], len(data.train_images))
+    if n_train < cfg["batch_size"]:
+        raise ClassifierDataError(f"{data.name}: {n_train} training images, fewer than one batch of "
+                                  f"{cfg['batch_size']}")
+    train_u8 = torch.as_tensor(data.train_images[:n_train])
+    pixel_mean = float(train_u8.float().mean() / 255.0)
+    pixel_sd = float(train_u8.float().std() / 255.0) or 1.0
+    net = ClassifierNet(cfg["arch"], data.n_classes, cfg["width"], pixel_mean, pixel_sd).to(dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    layer_weights = similarity_loss.LayerWeights(cfg["layers"]).to(dev) if regularized else None
+    optimizer = make_optimizer(net, layer_weights, cfg)
+    step_data = StepData(train_x=train_u8.to(dev)[:, None].float().div_(255.0),
+                         train_y=torch.as_tensor(data.train_labels[:n_train]).to(dev))
+    test_x = torch.as_tensor(data.test_images).to(dev)[:, None].float().div_(255.0)
+    test_y = torch.as_tensor(data.test_labels).to(dev)
+    n_stim = n_held = 0
+    held_x = held_target = None
+    if regularized:
+        tr, held = heldout_split(len(target.images), cfg["heldout_fraction"], cfg["heldout_max"])
+        n_stim, n_held = len(tr), len(held)
+        if n_stim < cfg["stim_batch"]:
+            raise ClassifierDataError(f"{n_stim} training stimuli, fewer than stim_batch = {cfg['stim_batch']}")
+        stim = torch.as_tensor(np.asarray(target.images, np.float32))[:, None]
+        matrix = torch.as_tensor(np.asarray(target.matrix, np.float32))
+        step_data.stim_x = stim[tr].to(dev)
+        step_data.stim_target = matrix[tr][:, tr].to(dev)
+        if n_held:
+            held_x, held_target = stim[held].to(dev), matrix[held][:, held].to(dev)
+    fingerprints = {"data": data_fingerprint(data), "target": target.fingerprint() if regularized else None}
+    feature_mean = (similarity_loss.RunningFeatureMean(cfg["layers"], cfg["center_momentum"])
+                    if regularized else None)
+    return _Run(cfg=cfg, seed=seed, dev=dev, say=say, regularized=regularized, net=net,
+                layer_weights=layer_weights, optimizer=optimizer, feature_mean=feature_mean, step_data=step_data,
+                test_x=test_x, test_y=test_y, held_x=held_x, held_target=held_target, n_train=n_train,
+                n_stim=n_stim, n_held=n_held, fingerprints=fingerprints)
+
+
+def _start(run: _Run) -> None:
+    """Before the first epoch of a run trained from scratch: Eq. 9's f_bar, exact over all training
+    stimuli (seeded chunk order), and the held-out loss of the initial network."""
+    if run.regularized:
+        t_mean = time.perf_counter()
+        run.feature_mean.reset(stimulus_feature_mean(run.net, run.step_data.stim_x, run.cfg["layers"], run.cfg,
+                                                     _epoch_generator(run.seed, -1)))
+        run.say(f"feature mean over {run.n_stim} training stimuli: {time.perf_counter() - t_mean:.1f} s")
+    run.initial_held = run.held_loss()
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """One epoch (0-based `epoch`): its learning rate, n_steps steps on batches, crops and stimuli
+    drawn from the epoch's generator, then the evaluation. Returns the history record."""
+    cfg, dev = run.cfg, run.dev
+    t0 = time.perf_counter()
+    lr = learning_rate(cfg, epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    gen = _epoch_generator(run.seed, epoch)
+    perm = torch.randperm(run.n_train, generator=gen)
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    for step in range(run.n_steps):
+        idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]].to(dev)
+        crops = None
+        if cfg["augment"]:
+            b, span = len(idx), 2 * cfg["crop_padding"] + 1
+            crops = (torch.randint(0, span, (b,), generator=gen), torch.randint(0, span, (b,), generator=gen),
+                     torch.rand(b, generator=gen) < 0.5)
+        stim_idx = None
+        if run.regularized:
+            stim_idx = torch.randperm(run.n_stim, generator=gen)[:cfg["stim_batch"]].to(dev)
+        task, sim, correct = train_step(run.net, run.layer_weights, run.optimizer, run.step_data, idx, stim_idx,
+                                        cfg, crops, run.feature_mean)
+        if not bool(torch.isfinite(task)) or (run.regularized and not bool(torch.isfinite(sim))):
+            raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
+                                f"(task {float(task):.4g}, similarity {float(sim):.4g}); lr {lr:g}")
+        sums += torch.stack([task.double(), (sim.double() if run.regularized else task.double() * 0),
+                             correct.double()])
+    return _evaluate_epoch(run, epoch, lr, sums.cpu().numpy(), t0)
+
+
+def _evaluate_epoch(run: _Run, epoch: int, lr: float, sums: np.ndarray, t0: float) -> dict:
+    """The history record of an epoch from its summed (task loss, similarity loss, correct) and the
+    evaluation after it: test accuracy, held-out similarity loss, gamma; reported through `say`."""
+    cfg, n_steps = run.cfg, run.n_steps
+    record = {"epoch": epoch + 1, "lr": lr, "task_loss": float(sums[0] / n_steps),
+              "similarity_loss": float(sums[1] / n_steps) if run.regularized else None,
+              "train_accuracy": float(sums[2] / (n_steps * cfg["batch_size"])),
+              "test_accuracy": accuracy(run.net, run.test_x, run.test_y, cfg["eval_batch_size"]),
+              "heldout_similarity_loss": run.held_loss(),
+              "gamma": run.layer_weights.gamma().detach().cpu().tolist() if run.layer_weights is not None else None}
+    if run.dev.type == "cuda":
+        torch.cuda.synchronize(run.dev)
+    record["seconds"] = time.perf_counter() - t0
+    run.say(f"epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.3g}, task {record['task_loss']:.3f}"
+            + (f", similarity {record['similarity_loss']:.3f}" if run.regularized else "")
+            + f", train acc {record['train_accuracy']:.3f}, test acc {record['test_accuracy']:.3f}"
+            + (f", held-out similarity {record['heldout_similarity_loss']:.3f}"
+               if record["heldout_similarity_loss"] is not None else "") + f" ({record['seconds']:.1f} s)")
+    return record
+
+
+def _result(run: _Run, t_start: float) -> ClassifierResult:
+    """The trained network in eval mode, its final test accuracy and the run's counts; `seconds`
+    counts from `t_start` to the end of the final evaluation."""
+    run.net.eval()
+    last = run.history[-1]
+    lw = run.layer_weights
+    return ClassifierResult(
+        state=serialize_classifier(run.net, lw, run.feature_mean), history=run.history,
+        test_accuracy=accuracy(run.net, run.test_x, run.test_y, run.cfg["eval_batch_size"]),
+        train_accuracy=last["train_accuracy"], gamma=lw.gamma().detach().cpu().numpy() if lw is not None else None,
+        layers=list(run.cfg["layers"]), initial_heldout_loss=run.initial_held,
+        heldout_loss=last["heldout_similarity_loss"], n_parameters=sum(p.numel() for p in run.net.parameters()),
+        n_stimuli_train=run.n_stim, n_stimuli_heldout=run.n_held, pairs_per_step=run.pairs,
+        resumed_from_epoch=run.start_epoch, device=describe_device(run.dev),
+        seconds=time.perf_counter() - t_start,
+        meta={"n_train": run.n_train, "steps_per_epoch": run.n_steps, "fingerprints": run.fingerprints})

@@ -30,6 +30,12 @@ The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpr
   a learning rate below `min_lr`) training stops and the best state is restored.
 - A non-finite training loss or validation prediction raises `TrainingError`: no result is
   returned for a diverged run.
+- Resume (the trainer contract of compute/training.py): with a `checkpoint`, the trainer saves a
+  `training.TrainingState` after every epoch that training continues from (network, Adam state,
+  history, the numpy and torch generator states; in `extra` the best state so far and the
+  early-stopping counters) and at start continues after the epoch of a saved state of the same
+  config, seed and data (`PredictiveData.fingerprint`). On the CPU a resumed run ends identical to
+  an uninterrupted one.
 - Deterministic on the CPU for a given seed (torch and numpy generators seeded, global RNG state
   restored afterwards). On a GPU, cuDNN and `grid_sample`'s backward are not bit-deterministic.
 - Threads: on the CPU, torch's intra-op threads are capped at the cores this process may use
@@ -44,7 +50,7 @@ behavior and eye position, the denoised responses Eq. 6 of the paper is computed
 from __future__ import annotations
 
 import copy
-import io
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -53,19 +59,17 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
+from .errors import TrainingError
 from .models.predictive import IMAGE_SHAPE, PredictiveNetwork, poisson_loss
+from .modes import eval_mode
+from .recording import TIERS
 from .runtime import describe_device, resolve_device, torch_threads
-
-STATE_FORMAT = 1
-TIERS = ("train", "validation", "oracle", "withheld")
+from .serialization import PREDICTIVE_NETWORK_FORMAT, torch_bytes, torch_payload
+from .training import Checkpoint, TrainingState, resume
 
 
 class PredictiveDataError(ValueError):
     """The data handed to `train_predictive` is unusable; the message names the problem."""
-
-
-class TrainingError(RuntimeError):
-    """Training failed (non-finite loss or predictions); the message names the epoch and cause."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +104,17 @@ class PredictiveData:
     @property
     def n_trials(self) -> int:
         return int(np.shape(self.responses)[0])
+
+    def fingerprint(self) -> str:
+        """md5 of every array (images, ids, trials, responses, behavior, eye, tiers): a checkpoint
+        resumes only on the data it was made with."""
+        md5 = hashlib.md5()
+        for a in (np.asarray(self.images, np.float32), np.asarray(self.image_ids, np.int64),
+                  np.asarray(self.trial_image, np.int64), np.asarray(self.responses, np.float32),
+                  np.asarray(self.behavior, np.float32), np.asarray(self.eye, np.float32)):
+            md5.update(np.ascontiguousarray(a).tobytes())
+        md5.update("\n".join(np.asarray(self.tiers).astype(str).tolist()).encode())
+        return md5.hexdigest()
 
     def tier(self, name: str) -> np.ndarray:
         """Trial indices (int64) of one tier."""
@@ -293,6 +308,13 @@ class PredictiveResult:
     n_parameters: int          # trainable parameters
     device: str                # e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'
     seconds: float             # wall time of train_predictive, evaluation included
+    resumed_from_epoch: int = 0  # epochs restored from a checkpoint (0: trained in one run)
+
+    @property
+    def score(self) -> float:
+        """The headline number of the trainer contract (training.TrainerResult): the mean over
+        neurons of v_a, the held-out single-trial correlation on the oracle trials."""
+        return float(np.mean(self.test_corr))
 
 
 def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -321,16 +343,14 @@ def correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def serialize_network(network: PredictiveNetwork) -> bytes:
     """torch.save bytes of {"state_dict" (CPU tensors), "config", "n_neurons", "image_shape",
     "format"}; `load_network` rebuilds the network from them."""
-    buffer = io.BytesIO()
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    torch.save({"state_dict": state, "config": dict(network.config), "n_neurons": network.n_neurons,
-                "image_shape": list(network.image_shape), "format": STATE_FORMAT}, buffer)
-    return buffer.getvalue()
+    return torch_bytes({"state_dict": state, "config": dict(network.config), "n_neurons": network.n_neurons,
+                        "image_shape": list(network.image_shape), "format": PREDICTIVE_NETWORK_FORMAT})
 
 
 def load_network(state: bytes, device: Union[str, torch.device] = "cpu") -> PredictiveNetwork:
     """Rebuild a trained network from `PredictiveResult.state`, in eval mode on `device`."""
-    blob = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+    blob = torch_payload(state)
     network = PredictiveNetwork(blob["config"], blob["n_neurons"],
                                 tuple(blob.get("image_shape", IMAGE_SHAPE)))
     network.load_state_dict(blob["state_dict"])
@@ -354,16 +374,12 @@ def predict(network: PredictiveNetwork, images: np.ndarray, behavior: np.ndarray
         raise ValueError(f"predict: {n} images need behavior (n, 3) and eye (n, 2), got "
                          f"{np.shape(behavior)} and {np.shape(eye)}")
     device = next(network.parameters()).device
-    was_training = network.training
-    network.eval()
     out = np.empty((n, network.n_neurons), np.float32)
-    try:
+    with eval_mode(network):
         for i in range(0, n, batch_size):
             sl = slice(i, min(i + batch_size, n))
             out[sl] = network(_as_tensor(images[sl], device), _as_tensor(behavior[sl], device),
                               _as_tensor(eye[sl], device), sample=False).cpu().numpy()
-    finally:
-        network.train(was_training)
     return out
 
 
@@ -484,13 +500,16 @@ def train_step(network: PredictiveNetwork, optimizer: torch.optim.Optimizer, ima
 
 def train_predictive(data: PredictiveData, config: dict, seed: int,
                      progress: Optional[Callable[[str], None]] = None,
-                     device: Union[None, str, torch.device] = None) -> PredictiveResult:
+                     device: Union[None, str, torch.device] = None, *,
+                     checkpoint: Optional[Checkpoint] = None) -> PredictiveResult:
     """Train the predictive network on the 'train' trials of `data` with early stopping on the
-    'validation' trials and score it on the 'oracle' trials; see the module docstring.
+    'validation' trials and score it on the 'oracle' trials; see the module docstring (the trainer
+    contract of compute/training.py).
 
     config: a dict from `default_config` (missing keys take the defaults, unknown keys are
     refused). seed: torch and numpy seed. progress: called with one line per epoch. device: None
-    -> CUDA when available, else the CPU.
+    -> CUDA when available, else the CPU. checkpoint: where the state after each epoch is saved
+    and a run of the same config, seed and data resumes from (None: no checkpoints).
 
     Raises PredictiveDataError for unusable data, ValueError for a bad config, TrainingError when
     the loss or the predictions become non-finite."""
@@ -504,13 +523,15 @@ def train_predictive(data: PredictiveData, config: dict, seed: int,
     with torch_threads(dev), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(int(seed))
         rng = np.random.default_rng(int(seed))
-        result = _train(data, cfg, rng, dev, say)
+        identity = {"config": cfg, "seed": int(seed), "data": data.fingerprint()}
+        result = _train(data, cfg, rng, dev, say, checkpoint, identity)
     result.seconds = time.perf_counter() - started
     return result
 
 
 def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch.device,
-           say: Callable[[str], None]) -> PredictiveResult:
+           say: Callable[[str], None], checkpoint: Optional[Checkpoint] = None,
+           identity: Optional[dict] = None) -> PredictiveResult:
     train, val, oracle = data.tier("train"), data.tier("validation"), data.tier("oracle")
     responses = np.asarray(data.responses, np.float32)
     behavior = np.asarray(data.behavior, np.float64)
@@ -551,12 +572,34 @@ def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch
     def snapshot() -> dict:
         return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
-    best_state = snapshot()
-    best_corr = float(validation_corr().mean())
-    best_epoch = 0
-    history: list[dict] = []
-    patience_left, decays_done = cfg["patience"], 0
-    for epoch in range(1, cfg["max_epochs"] + 1):
+    def rng_states() -> dict:
+        states = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+        if dev.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(dev)
+        return states
+
+    state = resume(checkpoint, identity, cfg["max_epochs"], say)
+    if state is None:
+        start_epoch = 0
+        best_state = snapshot()
+        best_corr = float(validation_corr().mean())
+        best_epoch = 0
+        history: list[dict] = []
+        patience_left, decays_done = cfg["patience"], 0
+    else:                   # continue after state.epoch as if the run had not stopped
+        start_epoch = int(state.epoch)
+        network.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        rng.bit_generator.state = state.rng["numpy"]
+        torch.set_rng_state(state.rng["torch"])
+        if dev.type == "cuda" and "cuda" in state.rng:
+            torch.cuda.set_rng_state(state.rng["cuda"], dev)
+        extra = state.extra
+        best_state = {k: v.to(dev) for k, v in extra["best_state"].items()}
+        best_corr, best_epoch, lr = float(extra["best_corr"]), int(extra["best_epoch"]), float(extra["lr"])
+        patience_left, decays_done = int(extra["patience_left"]), int(extra["decays_done"])
+        history = list(state.history)
+    for epoch in range(start_epoch + 1, cfg["max_epochs"] + 1):
         t0 = time.perf_counter()
         network.train()
         order = torch.as_tensor(rng.permutation(train), device=dev)
@@ -598,6 +641,12 @@ def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch
             for group in optimizer.param_groups:
                 group["lr"] = lr
             patience_left = cfg["patience"]
+        if checkpoint is not None and epoch < cfg["max_epochs"]:
+            checkpoint.save(TrainingState(
+                epoch=epoch, identity=identity, model=network.state_dict(), optimizer=optimizer.state_dict(),
+                history=history, rng=rng_states(),
+                extra={"best_state": best_state, "best_corr": best_corr, "best_epoch": best_epoch, "lr": lr,
+                       "patience_left": patience_left, "decays_done": decays_done}).to_bytes())
 
     network.load_state_dict(best_state)
     network.eval()
@@ -617,7 +666,7 @@ def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch
     return PredictiveResult(state=serialize_network(network), history=history, best_epoch=best_epoch,
                             val_corr=val_corr, test_corr=test_corr, oracle_corr=oracle_corr,
                             predictions=predictions, n_parameters=n_params,
-                            device=describe_device(dev), seconds=0.0)
+                            device=describe_device(dev), seconds=0.0, resumed_from_epoch=start_epoch)
 
 
 __all__ = ["PredictiveData", "PredictiveDataError", "TrainingError", "PredictiveResult", "CONFIGS",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralreg_schema.compute import rsa, train_classifier as tc
+from neuralreg_schema.compute import modes, rsa, train_classifier as tc
 from neuralreg_schema.compute.datasets import ClassificationData
 
 
@@ -135,14 +135,14 @@ def test_exact_feature_mean_and_heldout_centre(mode):
     got = tc.stimulus_feature_mean(net, x, cfg["layers"], cfg)
     with torch.no_grad():
         if mode == "eval":
-            with tc.batchnorm_eval(net):
+            with modes.batchnorm_eval(net):
                 _, f = net(x, cfg["layers"])
             ref = {k: v.reshape(20, -1).mean(0) for k, v in f.items()}
         else:   # chunks 0-7, 8-15, 16-19 (filled up with 0-3 for BatchNorm, those rows not counted)
             parts = []
             for rows, keep in ((torch.arange(8), 8), (torch.arange(8, 16), 8), (torch.cat([torch.arange(16, 20),
                                                                                           torch.arange(4)]), 4)):
-                with tc.batchnorm_batch_stats(net):
+                with modes.batchnorm_batch_stats(net):
                     parts.append(net(x[rows], cfg["layers"])[1])
                 parts[-1] = {k: v[:keep].reshape(keep, -1) for k, v in parts[-1].items()}
             ref = {k: torch.cat([p[k] for p in parts]).mean(0) for k in cfg["layers"]}
