@@ -29,6 +29,7 @@ import logging
 import numpy as np
 
 from . import settings
+from .configs import derived_name, insert_named
 from .experiment import image_pixels
 from .hashing import config_hash
 from .similarity import AveragedSimilarity, ScanGroup, SimilarityConfig
@@ -56,11 +57,11 @@ class ClassificationDataset(dj.Lookup):
     ---
     display_name : varchar(128)          # e.g. 'cifar10 (grayscale)'; the offline ones say they are stand-ins
     is_stand_in : bool                   # true: not CIFAR but the small offline substitute (say so in every report)
-    n_classes : int32
+    n_classes : int32                    # classes (labels 0 .. n_classes - 1)
     n_train : int32                      # training images
     n_test : int32                       # test images
-    image_height : int32
-    image_width : int32
+    image_height : int32                 # (pixels) image height
+    image_width : int32                  # (pixels) image width
     content_md5 : char(32)               # md5 of images and labels: every worker must load identical data
     classes : json                       # class names, in label order
     source : varchar(1024)               # where the data came from (archive checksum, package version)
@@ -107,33 +108,34 @@ class ClassifierConfig(dj.Lookup):
     # a complete classifier training recipe, addressed by its content
     clf_hash : char(32)                  # md5 of the canonical JSON of `config`
     ---
-    config_name : varchar(64)            # label, e.g. 'paper', 'demo', 'paper-alpha5'
+    config_name : varchar(64)            # unique name, e.g. 'paper', 'demo', 'paper-alpha5' (configs.derived_name)
     alpha : float64                      # Eq. 7 regularization strength (also in config; here for queries)
     arch : varchar(16)                   # resnet18 | resnet34
     config : json                        # every setting (compute.train_classifier.check_config)
+    unique index (config_name)
     """
 
     @classmethod
     def add(cls, config: dict | str = "demo", name: str | None = None, **overrides) -> dict:
         """Insert a recipe (a name of train_classifier.CONFIGS or a dict, with overrides) and return
-        its key; an identical recipe returns the existing key."""
+        its key; an identical recipe returns the existing key (under its first name). Without `name`,
+        a recipe with overrides is named after both ('paper-archresnet34'); a name that already names
+        another recipe is refused (ValueError)."""
         from .compute import train_classifier
+        recipe = None
         if isinstance(config, str):
-            name = name or (config if not overrides else
-                            config + "-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items())))
-            config = train_classifier.default_config(config)
+            recipe, config = config, train_classifier.default_config(config)
         config = train_classifier.check_config({**config, **overrides})
         key = {"clf_hash": config_hash(config)}
-        cls.insert1({**key, "config_name": (name or "custom")[:64], "alpha": config["alpha"],
-                     "arch": config["arch"], "config": config}, skip_duplicates=True)
-        return key
+        return insert_named(cls, key, {**key, "config_name": name or derived_name(recipe, overrides, key["clf_hash"]),
+                                       "alpha": config["alpha"], "arch": config["arch"], "config": config})
 
 
 @schema
 class Seed(dj.Lookup):
     definition = """
     # a random seed of classifier training (initialisation, batch order, augmentation)
-    seed : int32
+    seed : int32                         # seed of torch and numpy in compute.train_classifier; not the predictive model's model_seed
     """
 
     @classmethod
@@ -157,25 +159,28 @@ class Regularizer(dj.Lookup):
 
     @classmethod
     def add(cls, kind: str, group: str | dict | None = None, *, model: dict | str | None = None,
-            shuffle_seed: int = 0, vgg_layer: str = "conv3_1", blur_sigma: float | None = None) -> dict:
-        """A regularizer of `kind` towards the averaged matrix of scan `group`; model: the
-        PredictiveModelConfig for 'neural-model' and 'shuffle'; blur_sigma: the blur (stimulus pixels)
-        of 'lowpass' / 'highpass' (default compute.pixel_targets.DEFAULT_SIGMA). Creates the
-        SimilarityConfig it needs."""
+            model_seed: int | None = None, shuffle_seed: int = 0, vgg_layer: str = "conv3_1",
+            blur_sigma: float | None = None) -> dict:
+        """A regularizer of `kind` towards the averaged matrix of scan `group`; model, model_seed: the
+        PredictiveModelConfig and its seed for 'neural-model' and 'shuffle' (SimilarityConfig.add);
+        blur_sigma: the blur (stimulus pixels) of 'lowpass' / 'highpass' (default
+        compute.pixel_targets.DEFAULT_SIGMA). Creates the SimilarityConfig it needs."""
         if kind not in KINDS:
             raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {', '.join(KINDS)}")
         method, label = KINDS[kind]
         group = group["scan_group"] if isinstance(group, dict) else group
-        if method is not None and method not in ("model", "shuffle") and model is not None:
+        if method is not None and method not in ("model", "shuffle") and (model is not None or model_seed is not None):
             raise ValueError(f"regularizer {kind!r} takes no predictive model")
         if method is None:
-            if group is not None or model is not None:
+            if group is not None or model is not None or model_seed is not None:
                 raise ValueError("the 'none' regularizer takes no scan group or model")
             row = {"kind": kind, "label": label, "scan_group": None, "sim_hash": None}
         else:
             if not group or not (ScanGroup & {"scan_group": group}):
                 raise ValueError(f"regularizer {kind!r} needs an existing scan group, got {group!r}")
-            sim = SimilarityConfig.add(method, "stimulus", model=model if method in ("model", "shuffle") else None,
+            uses_model = method in ("model", "shuffle")
+            sim = SimilarityConfig.add(method, "stimulus", model=model if uses_model else None,
+                                       model_seed=model_seed if uses_model else None,
                                        shuffle_seed=shuffle_seed if method == "shuffle" else None,
                                        vgg_layer=vgg_layer if method == "vgg" else None,
                                        blur_sigma=blur_sigma if method in ("lowpass", "highpass") else None)
@@ -185,12 +190,14 @@ class Regularizer(dj.Lookup):
         return key
 
     @classmethod
-    def add_standard(cls, group: str, model: dict | str, *, vgg: bool = False, shuffle_seed: int = 0) -> dict:
-        """The paper's set for one scan group and predictive model config: None, Neural (model),
-        Neural (data), Shuffle (+ VGG). Returns {label: key}."""
+    def add_standard(cls, group: str, model: dict | str, *, model_seed: int | None = None, vgg: bool = False,
+                     shuffle_seed: int = 0) -> dict:
+        """The paper's set for one scan group and predictive model (config `model`, seed `model_seed`):
+        None, Neural (model), Neural (data), Shuffle (+ VGG). Returns {label: key}."""
         kinds = ["none", "neural-model", "neural-data", "shuffle"] + (["vgg"] if vgg else [])
         return {KINDS[k][1]: cls.add(k, None if k == "none" else group,
                                      model=model if k in ("neural-model", "shuffle") else None,
+                                     model_seed=model_seed if k in ("neural-model", "shuffle") else None,
                                      shuffle_seed=shuffle_seed) for k in kinds}
 
 
@@ -203,7 +210,7 @@ class ClassifierPlan(dj.Manual):
     -> Regularizer
     -> Seed
     ---
-    planned_at = CURRENT_TIMESTAMP : datetime
+    planned_at = CURRENT_TIMESTAMP : datetime   # when the combination was planned
     """
 
     @classmethod
@@ -265,8 +272,8 @@ class RegularizedClassifier(dj.Computed):
     # a ResNet trained on a data set with (or without) the neural similarity loss (Eqs. 7-10)
     -> ClassifierPlan
     ---
-    test_accuracy : float64              # clean test accuracy of the final network
-    train_accuracy : float64             # accuracy on the last epoch's (augmented) training batches
+    test_accuracy : float64              # (fraction correct) clean test accuracy of the final network
+    train_accuracy : float64             # (fraction correct) accuracy on the last epoch's (augmented) training batches
     alpha : float64                      # Eq. 7 weight applied (0 for the 'none' regularizer)
     initial_heldout_loss = null : float64   # Eq. 8 over all pairs of the held-out stimuli, before training
     heldout_loss = null : float64        # ... after training (null without a target or held-out stimuli)
@@ -278,9 +285,9 @@ class RegularizedClassifier(dj.Computed):
     n_train_images : int32               # classification images trained on
     n_parameters : int64                 # network parameters (layer logits excluded)
     weights : <hash@main>                # torch.save bytes: train_classifier.load_classifier
-    train_seconds : float64              # wall time of the run that finished it (s)
+    train_seconds : float64              # (s) wall time of the run that finished it
     """ + settings.PROVENANCE + """
-    trained_at = CURRENT_TIMESTAMP : datetime
+    trained_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
     # s a job may stay reserved before populate.jobs reclaims it: a paper-size model trains for hours on
     # a GPU (4.5 h in the paper) and days on a CPU; a dead worker's job is reclaimed at once by its
@@ -296,11 +303,11 @@ class RegularizedClassifier(dj.Computed):
         lr : float64                     # learning rate of the epoch
         task_loss : float64              # mean cross-entropy over the epoch's steps
         similarity_loss = null : float64   # mean Eq. 8 loss over the steps (null: unregularized)
-        train_accuracy : float64
-        test_accuracy : float64          # clean test accuracy after the epoch
+        train_accuracy : float64         # (fraction correct) running accuracy over the epoch's augmented training batches
+        test_accuracy : float64          # (fraction correct) clean test accuracy after the epoch
         heldout_loss = null : float64    # Eq. 8 over the held-out stimulus pairs after the epoch
         gamma = null : json              # the K layer weights after the epoch
-        seconds : float64
+        seconds : float64                # (s) wall time of the epoch and its evaluation
         """
 
     class LayerWeight(dj.Part):

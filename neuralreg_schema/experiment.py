@@ -58,7 +58,7 @@ class Scan(dj.Manual):
     n_neurons : int32                    # units recorded (rows of Scan.Unit)
     n_trials : int32                     # trials (rows of Trial)
     n_oracle_images : int32              # distinct oracle images with responses (0: none, Neuron is not computed)
-    responses : <npy@main>               # float32 (n_trials, n_neurons); row = Trial.row, column = Scan.Unit.column; simulated: spike counts, Sensorium: deconvolved activity (a.u.)
+    responses : <npy@main>               # (simulated: spike counts; Sensorium: deconvolved activity, a.u.) float32 (n_trials, n_neurons); row = Trial.row, column = Scan.Unit.column
     data_hash : char(32)                 # md5 of responses, trial order, image ids, units and tiers: re-ingesting different data under this key is refused
     notes = '' : varchar(4000)           # problems detected at import and tolerated (e.g. withheld test responses)
     ingested_at = CURRENT_TIMESTAMP : datetime   # when the scan was inserted
@@ -71,9 +71,9 @@ class Scan(dj.Manual):
         unit_id : int32                  # unit id within the scan (Sensorium: meta/neurons/unit_ids)
         ---
         column : int32                   # column of this unit in Scan.responses
-        cortex_x : float32               # cortical position x (um)
-        cortex_y : float32               # cortical position y (um)
-        cortex_z : float32               # cortical depth z (um)
+        cortex_x : float32               # (um) cortical position x
+        cortex_y : float32               # (um) cortical position y
+        cortex_z : float32               # (um) cortical depth z
         """
 
 
@@ -83,15 +83,15 @@ class SimulatedUnit(dj.Manual):
     # ground truth of a simulated unit (simulated scans only): what the estimates are checked against
     -> Scan.Unit
     ---
-    true_reliability : float64           # true Eq. 1 signal-to-noise ratio sigma/eta (noise and behavior averaged exactly)
-    rf_x : float32                       # receptive field centre, horizontal (pixels of the 36 x 64 image)
-    rf_y : float32                       # receptive field centre, vertical (pixels)
-    orientation : float32                # preferred orientation (radians)
-    spatial_frequency : float32          # cycles per pixel
-    rf_size : float32                    # Gaussian envelope s.d. (pixels)
+    true_reliability : float64           # (dimensionless) true Eq. 1 signal-to-noise ratio sigma/eta (noise and behavior averaged exactly)
+    rf_x : float32                       # (pixels of the 36 x 64 image) receptive field centre, horizontal
+    rf_y : float32                       # (pixels) receptive field centre, vertical
+    orientation : float32                # (radians) preferred orientation
+    spatial_frequency : float32          # (cycles/pixel) preferred spatial frequency
+    rf_size : float32                    # (pixels) Gaussian envelope s.d.
     cell_type : enum('simple', 'complex')  # linear (half-rectified Gabor) or energy model
-    pupil_gain : float32                 # log-gain per unit of pupil (standardized)
-    running_gain : float32               # log-gain per unit of running speed (standardized)
+    pupil_gain : float32                 # (log-gain per s.d. of pupil) gain modulation by the standardized pupil
+    running_gain : float32               # (log-gain per s.d. of running) gain modulation by the standardized running speed
     """
 
 
@@ -105,11 +105,11 @@ class Trial(dj.Manual):
     -> Image                             # the image shown (its image_set is the scan's)
     row : int32                          # row of this trial in Scan.responses
     tier : enum('train', 'validation', 'oracle', 'withheld')   # oracle: repeated test images; withheld: responses not published
-    pupil : float32                      # pupil diameter (a.u.)
-    dpupil : float32                     # temporal derivative of the pupil diameter (a.u./s)
-    running : float32                    # treadmill running speed (cm/s)
-    eye_x : float32                      # eye position, horizontal (pupil centre, camera pixels)
-    eye_y : float32                      # eye position, vertical (pupil centre, camera pixels)
+    pupil : float32                      # (a.u.) pupil diameter
+    dpupil : float32                     # (a.u./s) temporal derivative of the pupil diameter
+    running : float32                    # (cm/s) treadmill running speed
+    eye_x : float32                      # (camera pixels) eye position, horizontal (pupil centre)
+    eye_y : float32                      # (camera pixels) eye position, vertical (pupil centre)
     """
 
 
@@ -135,7 +135,7 @@ class Neuron(dj.Computed):
     ---
     n_oracle_images : int32              # distinct oracle images used
     n_oracle_trials : int32              # oracle trials used (images x repeats)
-    median_weight : float64              # median w_a over the scan's units (dimensionless)
+    median_weight : float64              # (dimensionless) median w_a over the scan's units
     n_constant : int32                   # units that never vary on the oracle trials (w_a = 0)
     """
     reserve_timeout = 1800   # s a job may stay reserved before populate.jobs reclaims it (Eq. 1 of one scan takes seconds)
@@ -146,9 +146,9 @@ class Neuron(dj.Computed):
         -> master
         -> Scan.Unit
         ---
-        signal_var : float64             # sigma_a^2 = Var_i(E_t r_ait): variance over oracle images of the mean over repeats (response unit^2)
-        noise_var : float64              # eta_a^2 = E_i(Var_t r_ait): mean over oracle images of the variance over repeats, ddof=1 (response unit^2)
-        snr_weight : float64             # w_a = sigma_a / eta_a (dimensionless); 0 for a constant unit, capped for a noiseless one
+        signal_var : float64             # (response unit^2) sigma_a^2 = Var_i(E_t r_ait): variance over oracle images of the mean over repeats
+        noise_var : float64              # (response unit^2) eta_a^2 = E_i(Var_t r_ait): mean over oracle images of the variance over repeats, ddof=1
+        snr_weight : float64             # (dimensionless) w_a = sigma_a / eta_a; 0 for a constant unit, capped for a noiseless one
         snr_status : enum('ok', 'constant', 'noiseless')   # how w_a was obtained (see compute.rsa.SNR)
         """
 

@@ -1,9 +1,11 @@
 """Predictive schema: a CNN with Gaussian readout, shifter and modulator per scan (paper section 2.2).
 
 `PredictiveModelConfig` holds content-addressed training configurations (the same config dict
-always gives the same key). `PredictiveModel` trains one network per scan and config with the
-three-part make: the training runs in `make_compute`, outside any transaction, so a training of
-any length never holds a database connection idle inside a transaction. The per-neuron
+always gives the same key; a config's name identifies it too), `PredictiveSeed` the seeds (rows, as
+the classifier's `Seed`; the seed is no part of a config). `PredictiveModel` trains one network per
+scan, config and seed (`model_key` picks one: {'model_hash', 'model_seed'}) with the three-part
+make: the training runs in `make_compute`, outside any transaction, so a training of any length
+never holds a database connection idle inside a transaction. The per-neuron
 correlations (v_a of Eq. 6 and the oracle correlation) go to `PredictiveModel.Unit`; the model's
 responses to every image of the scan under average behavior and centered eye position (what Eq. 6
 uses) go to the object store with the weights.
@@ -19,6 +21,7 @@ import numpy as np
 from . import settings
 from .compute.serialization import jsonable
 from .experiment import Scan, Trial, image_pixels, scan_responses
+from .configs import derived_name, insert_named
 from .hashing import config_hash
 from .settings import import_datajoint
 
@@ -36,25 +39,59 @@ class PredictiveModelConfig(dj.Lookup):
     # a complete training configuration of the predictive model, addressed by its content
     model_hash : char(32)                # md5 of the canonical JSON of `config`
     ---
-    config_name : varchar(64)            # label, e.g. 'demo', 'paper' or the base recipe of a variant
-    config : json                        # every architecture and training setting, seed included (see compute.train_predictive)
+    config_name : varchar(64)            # unique name, e.g. 'demo', 'paper', 'tiny-lr0.001' (configs.derived_name)
+    config : json                        # every architecture and training setting, the seed excepted (see compute.train_predictive)
+    unique index (config_name)
     """
 
     @classmethod
     def add(cls, config: dict | str = "demo", name: str | None = None, **overrides) -> dict:
         """Insert a configuration (a named recipe of train_predictive.CONFIGS, or a full dict, with
-        overrides) and return its key; an identical configuration returns the existing key."""
+        overrides) and return its key; an identical configuration returns the existing key (under its
+        first name). Without `name`, a recipe with overrides is named after both ('tiny-lr0.001'); a
+        name that already names another configuration is refused (ValueError). The seed is no part
+        of a configuration: it is a row of PredictiveSeed."""
         from .compute import train_predictive
+        recipe = None
         if isinstance(config, str):
-            name = name or config
-            config = train_predictive.default_config(config)
+            recipe, config = config, train_predictive.default_config(config)
         config = {**config, **overrides}
-        seed = int(config.pop("seed", 0))
-        config = {**train_predictive.check_config(config), "seed": seed}     # complete, validated
+        if "seed" in config or "model_seed" in config:
+            raise ValueError("the predictive model's seed is not part of its config: it is a row of "
+                             "PredictiveSeed (PredictiveSeed.add(1)), and a similarity config names the seed "
+                             "it uses (SimilarityConfig.add(..., model_seed=1))")
+        config = train_predictive.check_config(config)     # complete, validated
         key = {"model_hash": config_hash(config)}
-        cls.insert1({**key, "config_name": (name or config.get("name") or "custom")[:64], "config": config},
-                    skip_duplicates=True)
-        return key
+        return insert_named(cls, key, {**key, "config_name": name or derived_name(recipe, overrides, key["model_hash"]),
+                                       "config": config})
+
+
+@schema
+class PredictiveSeed(dj.Lookup):
+    definition = """
+    # a random seed of the predictive model (initialisation and batch order): every config trains once per seed and scan
+    model_seed : int32                   # seed of torch and numpy in compute.train_predictive; not the classifier's seed
+    """
+    contents = [{"model_seed": 0}]       # the default seed, as before seeds were rows
+
+    @classmethod
+    def add(cls, *seeds: int) -> list[dict]:
+        """Insert seeds (idempotent); each trains a model for every config and scan. Returns the keys."""
+        rows = [{"model_seed": int(s)} for s in seeds]
+        cls.insert(rows, skip_duplicates=True)
+        return rows
+
+
+def model_key(model: dict | str, model_seed: int | None = None) -> dict:
+    """The key {'model_hash', 'model_seed'} that picks one trained predictive model of a scan.
+    `model`: a PredictiveModelConfig key or hash, or a dict that also holds 'model_seed'; `model_seed`:
+    the seed (default: the one in `model`, else 0). A seed given twice must agree."""
+    model_hash = model["model_hash"] if isinstance(model, dict) else model
+    stored = model.get("model_seed") if isinstance(model, dict) else None
+    if model_seed is not None and stored is not None and int(model_seed) != int(stored):
+        raise ValueError(f"model seed {model_seed} contradicts the model key's model_seed {stored}")
+    seed = model_seed if model_seed is not None else stored
+    return {"model_hash": model_hash, "model_seed": int(seed if seed is not None else 0)}
 
 
 @schema
@@ -63,8 +100,8 @@ class PredictiveModel(dj.Computed):
     # a predictive model of one scan's neurons, trained on its train tier (early stopping on validation)
     -> Scan
     -> PredictiveModelConfig
+    -> PredictiveSeed
     ---
-    seed : int32                         # random seed of the initialisation and batch order (config['seed'])
     n_train_trials : int32               # trials trained on (tier 'train')
     n_validation_trials : int32          # trials used for early stopping (tier 'validation')
     n_oracle_trials : int32              # held-out trials of the oracle images: test and oracle correlation
@@ -78,7 +115,7 @@ class PredictiveModel(dj.Computed):
     predictions : <npy@main>             # float32 (n_images, n_neurons): responses to each image under the scan's average behavior and mean eye position; rows follow image_ids, columns Scan.Unit.column
     image_ids : <blob>                   # int64 (n_images,): the scan's images, sorted
     n_parameters : int64                 # trainable parameters
-    train_seconds : float64              # wall time of the training and evaluation (s)
+    train_seconds : float64              # (s) wall time of the training and evaluation
     """ + settings.PROVENANCE + """
     trained_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
@@ -98,7 +135,7 @@ class PredictiveModel(dj.Computed):
     @property
     def key_source(self):
         # test correlations need held-out oracle trials with responses
-        return (Scan & "n_oracle_images >= 2").proj() * PredictiveModelConfig.proj()
+        return (Scan & "n_oracle_images >= 2").proj() * PredictiveModelConfig.proj() * PredictiveSeed.proj()
 
     # three-part make: fetch small identifiers, train outside any transaction, insert
     def make_fetch(self, key):
@@ -108,7 +145,7 @@ class PredictiveModel(dj.Computed):
     def make_compute(self, key, data_hash, config_name):
         from .compute import train_predictive
         config = dict((PredictiveModelConfig & key).fetch1("config"))
-        seed = int(config.pop("seed", 0))
+        seed = int(key["model_seed"])
         data, image_ids = load_scan_data(key)
         name = "{animal_id}-{session}-{scan_idx}".format(**key)
 
@@ -117,12 +154,12 @@ class PredictiveModel(dj.Computed):
 
         result = train_predictive.train_predictive(data, config, seed=seed, progress=progress)
         counts = {tier: int(np.sum(np.asarray(data.tiers) == tier)) for tier in ("train", "validation", "oracle")}
-        return result, image_ids, seed, counts
+        return result, image_ids, counts
 
-    def make_insert(self, key, result, image_ids, seed, counts):
+    def make_insert(self, key, result, image_ids, counts):
         columns = (Scan.Unit & key).to_arrays("unit_id", "column", order_by="column")
         self.insert1({
-            **key, "seed": seed, "n_train_trials": counts["train"],
+            **key, "n_train_trials": counts["train"],
             "n_validation_trials": counts["validation"], "n_oracle_trials": counts["oracle"],
             "best_epoch": int(result.best_epoch), "epochs_run": len(result.history),
             "mean_validation_corr": float(np.mean(result.val_corr)),

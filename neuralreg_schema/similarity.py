@@ -1,7 +1,8 @@
 """Similarity schema: the representational similarity matrices of the paper and their checks.
 
     ScanGroup (+ .Member)    scans whose matrices are averaged (same image set), e.g. the 8 scans of the paper
-    SimilarityConfig         how a matrix is made: method x image subset (+ predictive model config, seed, layer)
+    SimilarityConfig         how a matrix is made: method x image subset (+ predictive model config and
+                             model seed, shuffle seed, layer)
     SimilarityMatrix         one matrix per scan and config (float32, object store, with its image ids)
     AveragedSimilarity       the mean over a ScanGroup's scans: the regularization target of a classifier
     SimilarityStability      Eqs. 4-5 and the Fig. 1D correlations for a group and a predictive model
@@ -10,6 +11,7 @@ Methods (compute/rsa.py holds the equations):
     data     Eq. 2 on single-trial responses scaled by w_a (Eq. 1)            subset 'stimulus'
     oracle   Eq. 3: Eq. 2 between all repeats of two oracle images, averaged    subset 'oracle'
     model    Eq. 6: Eq. 2 on the predictive model's responses scaled by w_a v_a  both subsets
+             (one trained model: the config's PredictiveModelConfig and PredictiveSeed, both columns)
     shuffle  the model matrix with its images relabelled by a seeded permutation  both subsets
     vgg      Eq. 2 on VGG19 conv3_1 features of the images (ImageNet weights)     both subsets
     lowpass  Eq. 2 on the Gaussian-blurred pixels (blur_sigma px): a known-answer     both subsets
@@ -29,7 +31,7 @@ import numpy as np
 from .compute import rsa
 from .experiment import ImageSet, Neuron, OracleTrial, Scan, Trial, image_pixels, scan_responses
 from .hashing import config_hash
-from .predictive import PredictiveModel, PredictiveModelConfig
+from .predictive import PredictiveModel, PredictiveModelConfig, PredictiveSeed, model_key
 from .settings import import_datajoint
 
 dj = import_datajoint()
@@ -100,18 +102,22 @@ class SimilarityConfig(dj.Lookup):
     method : enum('data', 'oracle', 'model', 'shuffle', 'vgg', 'lowpass', 'highpass')   # see the module docstring
     image_subset : enum('stimulus', 'oracle')   # stimulus: train+validation images (the target); oracle: the repeated images
     -> [nullable] PredictiveModelConfig  # model, shuffle: whose responses (null otherwise)
+    -> [nullable] PredictiveSeed         # model, shuffle: the seed of that trained model (null otherwise)
     shuffle_seed = null : int32          # shuffle: seed of the image permutation
     vgg_layer = null : varchar(16)       # vgg: feature layer, e.g. 'conv3_1'
-    blur_sigma = null : float64          # lowpass, highpass: s.d. of the Gaussian blur, in stimulus pixels
+    blur_sigma = null : float64          # (stimulus pixels) lowpass, highpass: s.d. of the Gaussian blur
     label : varchar(64)                  # short name for tables and figures, e.g. 'model/stimulus'
     """
 
     @classmethod
     def add(cls, method: str, image_subset: str = "stimulus", *, model: dict | str | None = None,
-            shuffle_seed: int | None = None, vgg_layer: str | None = None,
+            model_seed: int | None = None, shuffle_seed: int | None = None, vgg_layer: str | None = None,
             blur_sigma: float | None = None) -> dict:
         """Insert a configuration and return its key (an identical one returns the existing key).
-        blur_sigma: for 'lowpass' / 'highpass' (default compute.pixel_targets.DEFAULT_SIGMA)."""
+        model: for 'model' / 'shuffle', a PredictiveModelConfig key (or hash); model_seed: which of its
+        seeds (default: the key's 'model_seed', else 0; inserted into PredictiveSeed, so that model
+        is trained). blur_sigma: for 'lowpass' / 'highpass' (default
+        compute.pixel_targets.DEFAULT_SIGMA)."""
         if (method, image_subset) not in _VALID:
             raise ValueError(f"similarity method {method!r} is not defined on the {image_subset!r} images; "
                              f"valid: {sorted(_VALID)}")
@@ -120,8 +126,10 @@ class SimilarityConfig(dj.Lookup):
             if not model_hash or not (PredictiveModelConfig & {"model_hash": model_hash}):
                 raise ValueError(f"similarity method {method!r} needs an existing PredictiveModelConfig "
                                  f"(got {model_hash!r})")
-        elif model_hash:
-            raise ValueError(f"similarity method {method!r} takes no predictive model")
+            model_seed = model_key(model, model_seed)["model_seed"]
+            PredictiveSeed.add(model_seed)
+        elif model_hash or model_seed is not None:
+            raise ValueError(f"similarity method {method!r} takes no predictive model or model seed")
         if method == "shuffle":
             shuffle_seed = 0 if shuffle_seed is None else int(shuffle_seed)
         elif shuffle_seed is not None:
@@ -132,6 +140,8 @@ class SimilarityConfig(dj.Lookup):
             raise ValueError("vgg_layer is only for the 'vgg' method")
         settings = {"method": method, "image_subset": image_subset, "model_hash": model_hash or None,
                     "shuffle_seed": shuffle_seed, "vgg_layer": vgg_layer}
+        if method in ("model", "shuffle"):
+            settings["model_seed"] = model_seed    # hashed only here: the other methods' addresses are unchanged
         if method in PIXEL_METHODS:
             from .compute import pixel_targets
             blur_sigma = pixel_targets.DEFAULT_SIGMA if blur_sigma is None else blur_sigma
@@ -148,14 +158,18 @@ class SimilarityConfig(dj.Lookup):
         return key
 
     @classmethod
-    def add_standard(cls, model: dict | str, *, vgg: bool = True, shuffle_seed: int = 0) -> dict[str, dict]:
-        """The paper's set for one predictive model config: every method on the stimulus images, plus
-        oracle and model on the oracle images (Fig. 1). Returns {label: key}."""
+    def add_standard(cls, model: dict | str, *, model_seed: int | None = None, vgg: bool = True,
+                     shuffle_seed: int = 0) -> dict[str, dict]:
+        """The paper's set for one trained predictive model (config `model`, seed `model_seed` as in
+        `add`): every method on the stimulus images, plus oracle and model on the oracle images
+        (Fig. 1). Returns {label: key}."""
         keys = {}
         for method, subset in [("data", "stimulus"), ("model", "stimulus"), ("shuffle", "stimulus"),
                                ("oracle", "oracle"), ("model", "oracle")] + \
                               ([("vgg", "stimulus")] if vgg else []):
-            key = cls.add(method, subset, model=model if method in ("model", "shuffle") else None,
+            uses_model = method in ("model", "shuffle")
+            key = cls.add(method, subset, model=model if uses_model else None,
+                          model_seed=model_seed if uses_model else None,
                           shuffle_seed=shuffle_seed if method == "shuffle" else None)
             keys[(cls & key).fetch1("label")] = key
         return keys
@@ -179,7 +193,7 @@ class SimilarityMatrix(dj.Computed):
 
     class Source(dj.Part):
         definition = """
-        # the predictive model whose predictions a model or shuffle matrix was computed from: deleting
+        # the predictive model (config and seed) a model or shuffle matrix was computed from: deleting
         # the model deletes the matrix (delete(part_integrity="cascade")), so no matrix outlives its source
         -> master
         -> PredictiveModel
@@ -192,7 +206,8 @@ class SimilarityMatrix(dj.Computed):
         with_w = (Scan.proj() & Neuron.proj())
         plain = with_w * (SimilarityConfig & "method in ('data', 'oracle')").proj()
         vgg = Scan.proj() * (SimilarityConfig & "method in ('vgg', 'lowpass', 'highpass')").proj()   # pixels only
-        model = ((Scan.proj() & Neuron.proj()) * (SimilarityConfig & "method in ('model', 'shuffle')").proj("model_hash")
+        model = ((Scan.proj() & Neuron.proj())
+                 * (SimilarityConfig & "method in ('model', 'shuffle')").proj("model_hash", "model_seed")
                  * PredictiveModel.proj()).proj()
         return plain + vgg + model
 
@@ -210,9 +225,9 @@ class SimilarityMatrix(dj.Computed):
                       "matrix": np.ascontiguousarray(matrix, dtype=np.float32), "n_dims": int(n_dims),
                       "mean_offdiag": float(off.mean()), "std_offdiag": float(off.std()),
                       "details": details[:255]})
-        model_hash = (SimilarityConfig & key).fetch1("model_hash")
+        model_hash, model_seed = (SimilarityConfig & key).fetch1("model_hash", "model_seed")
         if model_hash:
-            self.Source.insert1({**key, "model_hash": model_hash})
+            self.Source.insert1({**key, "model_hash": model_hash, "model_seed": model_seed})
 
 
 @schema
@@ -273,9 +288,10 @@ class AveragedSimilarity(dj.Computed):
 @schema
 class SimilarityStability(dj.Computed):
     definition = """
-    # the paper's checks on the oracle images (Fig. 1C, D) for a group and a predictive model config
+    # the paper's checks on the oracle images (Fig. 1C, D) for a group and a predictive model (config and seed)
     -> ScanGroup
     -> PredictiveModelConfig
+    -> PredictiveSeed
     ---
     n_scans : int32                      # scans of the group
     n_oracle_images : int32              # oracle images common to all scans (Eq. 4)
@@ -306,8 +322,9 @@ class SimilarityStability(dj.Computed):
     @property
     def key_source(self):
         ready = PredictiveModel.proj() & Neuron.proj()
-        missing = (ScanGroup.Member.proj() * PredictiveModelConfig.proj()) - ready
-        return (ScanGroup.proj() * PredictiveModelConfig.proj()) - missing.proj()
+        models = PredictiveModelConfig.proj() * PredictiveSeed.proj()
+        missing = (ScanGroup.Member.proj() * models) - ready
+        return (ScanGroup.proj() * models) - missing.proj()
 
     def make_fetch(self, key):
         return tuple((Scan & (ScanGroup.Member & key)).to_arrays("data_hash", order_by="animal_id, session, scan_idx"))
@@ -315,7 +332,7 @@ class SimilarityStability(dj.Computed):
     def make_compute(self, key, *hashes):
         members = (ScanGroup.Member & key).keys(order_by="animal_id, session, scan_idx")
         try:
-            master, rows = rsa.stability([oracle_data(k, model_hash=key["model_hash"]) for k in members])
+            master, rows = rsa.stability([oracle_data(k, _one_model(key)) for k in members])
         except ValueError as error:
             raise ValueError(f"scan group {key['scan_group']!r}: {error}") from error
         return master, [{**member, **row} for member, row in zip(members, rows)]
@@ -340,14 +357,20 @@ def _weights(key) -> np.ndarray:
     return _per_column(Neuron.Unit, "snr_weight", key)
 
 
-def _test_corr(key, model_hash) -> np.ndarray:
-    """v_a per Scan.Unit column."""
-    return _per_column(PredictiveModel.Unit & {"model_hash": model_hash}, "test_corr", key)
+def _one_model(model: dict) -> dict:
+    """The restriction to one trained predictive model: both its config and its seed, never a default."""
+    return {"model_hash": model["model_hash"], "model_seed": int(model["model_seed"])}
 
 
-def _predictions(key, model_hash, image_ids) -> np.ndarray:
-    """The predictive model's responses to `image_ids` (rows) under average behavior."""
-    row = (PredictiveModel & key & {"model_hash": model_hash}).fetch1()
+def _test_corr(key, model: dict) -> np.ndarray:
+    """v_a per Scan.Unit column of the predictive model `model` ({'model_hash', 'model_seed'})."""
+    return _per_column(PredictiveModel.Unit & _one_model(model), "test_corr", key)
+
+
+def _predictions(key, model: dict, image_ids) -> np.ndarray:
+    """The responses of the predictive model `model` ({'model_hash', 'model_seed'}) to `image_ids`
+    (rows) under average behavior."""
+    row = (PredictiveModel & key & _one_model(model)).fetch1()
     all_ids = np.asarray(row["image_ids"])
     idx = np.searchsorted(all_ids, image_ids)
     if np.any(idx >= len(all_ids)) or np.any(all_ids[np.minimum(idx, len(all_ids) - 1)] != image_ids):
@@ -367,12 +390,13 @@ def subset_trials(key, subset: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(rows, dtype=np.int64), np.asarray(ids, dtype=np.int64)
 
 
-def oracle_data(key, model_hash: str) -> dict:
-    """The arguments of rsa.scan_checks for one scan: oracle trials, weights, model responses."""
+def oracle_data(key, model: dict) -> dict:
+    """The arguments of rsa.scan_checks for one scan: oracle trials, weights, the responses of the
+    predictive model `model` ({'model_hash', 'model_seed'})."""
     rows, trial_ids = subset_trials(key, "oracle")
     return {"responses": scan_responses(key)[rows], "image_ids": trial_ids, "weights": _weights(key),
-            "test_corr": _test_corr(key, model_hash),
-            "predictions": _predictions(key, model_hash, np.unique(trial_ids))}
+            "test_corr": _test_corr(key, model),
+            "predictions": _predictions(key, model, np.unique(trial_ids))}
 
 
 def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, str]:
@@ -391,8 +415,9 @@ def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, 
         return (rsa.similarity(mean, w), ids, int(np.sum(w > 0)),
                 f"single trials; {repeated} repeated trials averaged" if repeated else "single trials")
     if method in ("model", "shuffle"):
-        w, v = _weights(key), _test_corr(key, cfg["model_hash"])
-        matrix = rsa.model_similarity(_predictions(key, cfg["model_hash"], image_ids), w, v)
+        model = {"model_hash": cfg["model_hash"], "model_seed": cfg["model_seed"]}
+        w, v = _weights(key), _test_corr(key, model)
+        matrix = rsa.model_similarity(_predictions(key, model, image_ids), w, v)
         dims = int(np.sum((w > 0) & (v > 0)))
         if method == "shuffle":
             matrix, _ = rsa.shuffle_similarity(matrix, int(cfg["shuffle_seed"]))

@@ -25,19 +25,22 @@ DEMO_MODEL = {"tiny": "tiny", "demo": "demo", "full": "paper"}
 DEMO_STUDY = {"tiny": "tiny", "demo": "demo", "full": "demo"}
 
 
-def plan_similarity(prefix: str, model: str, vgg: bool | None = None) -> dict:
-    """Insert the predictive-model config `model` and the paper's similarity configs for it.
+def plan_similarity(prefix: str, model: str, vgg: bool | None = None, model_seed: int = 0) -> dict:
+    """Insert the predictive-model config `model`, its seed `model_seed` and the paper's similarity
+    configs for that model; returns its key {'model_hash', 'model_seed'}.
     vgg=None includes the VGG control only when its ImageNet weights are already on this machine."""
     from neuralreg_schema.compute.models import vgg as vgg_models
     modules = pipeline.activate(prefix)
-    key = modules["predictive"].PredictiveModelConfig.add(model)
+    predictive = modules["predictive"]
+    key = predictive.model_key(predictive.PredictiveModelConfig.add(model), model_seed)
     if vgg is None:
         vgg = vgg_models.weights_available()
         if not vgg:
             _say("  VGG19 ImageNet weights are not on this machine: the 'vgg' control is left out "
                  f"(put them at {vgg_models.weights_location()} or name the file with NEURALREG_VGG19_WEIGHTS)")
     labels = modules["similarity"].SimilarityConfig.add_standard(key, vgg=vgg)
-    _say(f"  predictive model config {model!r} ({key['model_hash'][:8]}); similarity: {', '.join(labels)}")
+    _say(f"  predictive model config {model!r} ({key['model_hash'][:8]}), seed {key['model_seed']}; "
+         f"similarity: {', '.join(labels)}")
     return key
 
 
@@ -70,10 +73,11 @@ STUDIES = {
 
 def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
                seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
-               model: str | None = None, data_root: str | None = None) -> list[dict]:
-    """Insert every row that defines `study` (idempotent): the predictive and similarity configs, the
-    data set, the classifier recipe(s), the seeds, the regularizers towards each scan group's target
-    and the planned combinations, the default noise levels and the study's attack suite. Returns the
+               model: str | None = None, data_root: str | None = None, model_seed: int = 0) -> list[dict]:
+    """Insert every row that defines `study` (idempotent): the predictive and similarity configs (the
+    neural-model and shuffle targets from the predictive model of seed `model_seed`), the data set,
+    the classifier recipe(s), the seeds, the regularizers towards each scan group's target and the
+    planned combinations, the default noise levels and the study's attack suite. Returns the
     ClassifierPlan keys."""
     from neuralreg_schema.compute.models import vgg as vgg_models
     if study not in STUDIES:
@@ -88,7 +92,7 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         if not vgg:
             _say("  the VGG control is left out: its ImageNet weights are not on this machine")
         kinds = [k for k in kinds if k != "vgg"] + (["vgg"] if vgg else [])
-    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds)
+    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds, model_seed=model_seed)
     groups = groups or list(sim.ScanGroup.to_arrays("scan_group", order_by="scan_group"))
     if not groups:
         raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")

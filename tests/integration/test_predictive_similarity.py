@@ -28,7 +28,7 @@ def study(modules, prefix):
     group = {"scan_group": experiment.image_set.name}
     assert len(sim.ScanGroup.Member & group) == len(experiment.scans)
     assert cli.main(["--prefix", prefix, "plan-similarity", "--model", "tiny", "--no-vgg"]) == 0
-    model = {"model_hash": pred.PredictiveModelConfig.add("tiny")["model_hash"]}
+    model = {**pred.PredictiveModelConfig.add("tiny"), "model_seed": 0}   # one trained model: config and seed
     scans = exp.Scan & (sim.ScanGroup.Member & group)
     exp.Neuron.populate(scans, reserve_jobs=True)
     for table in (pred.PredictiveModel, sim.SimilarityMatrix, sim.AveragedSimilarity, sim.SimilarityStability):
@@ -46,11 +46,12 @@ def _scan_key(scan):
 
 def test_config_is_content_addressed(modules, study):
     pred = modules["predictive"]
-    assert pred.PredictiveModelConfig.add("tiny") == study["model"]
-    config = (pred.PredictiveModelConfig & study["model"]).fetch1("config")
-    assert pred.PredictiveModelConfig.add(dict(config), name="again") == study["model"]
-    other = pred.PredictiveModelConfig.add("tiny", seed=config["seed"] + 1)
-    assert other != study["model"]
+    config_key = {"model_hash": study["model"]["model_hash"]}
+    assert pred.PredictiveModelConfig.add("tiny") == config_key
+    config = (pred.PredictiveModelConfig & config_key).fetch1("config")
+    assert pred.PredictiveModelConfig.add(dict(config), name="again") == config_key
+    other = pred.PredictiveModelConfig.add("tiny", max_epochs=config["max_epochs"] + 1)
+    assert other != config_key
     (pred.PredictiveModelConfig & other).delete(prompt=False)
 
 
@@ -226,15 +227,15 @@ def test_model_matrices_wait_for_their_predictive_model(modules, study):
     """A model-based similarity config whose predictive model is not trained yet gets no job, while
     the data-based configs of the same scans do not depend on any model."""
     pred, sim = modules["predictive"], modules["similarity"]
-    untrained = pred.PredictiveModelConfig.add("tiny", name="untrained", seed=99)
+    untrained = {**study["model"], "model_seed": 99}       # the tiny config's seed 99: not populated
     model_cfg = sim.SimilarityConfig.add("model", "oracle", model=untrained)
     scans = study["scans"].proj()
     assert not (sim.SimilarityMatrix().key_source & model_cfg & scans)
     data_cfg = sim.SimilarityConfig.add("data", "stimulus")
     assert len(sim.SimilarityMatrix().key_source & data_cfg & scans) == len(study["experiment"].scans)
     assert not (sim.SimilarityStability().key_source & untrained)
-    (pred.PredictiveModelConfig & untrained).delete(prompt=False)
-    assert not (sim.SimilarityConfig & model_cfg)          # the model-based config went with it
+    (pred.PredictiveSeed & {"model_seed": 99}).delete(prompt=False)
+    assert not (sim.SimilarityConfig & model_cfg)          # the model-based config went with its seed
 
 
 def test_derived_rows_depend_on_what_they_were_computed_from(modules, study):
