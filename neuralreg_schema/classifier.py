@@ -29,6 +29,7 @@ import logging
 import numpy as np
 
 from . import settings
+from .checkpoints import StoreCheckpoint
 from .configs import derived_name, insert_named
 from .experiment import image_pixels
 from .hashing import config_hash
@@ -225,45 +226,6 @@ class ClassifierPlan(dj.Manual):
                 for r in many(regularizers) for s in seeds]
         cls.insert(keys, skip_duplicates=True)
         return keys
-
-
-class StoreCheckpoint:
-    """The training state of one job in the object store (any protocol DataJoint's stores support),
-    at `_checkpoints/<database>/<table>/<md5 of the key>.pt`; written atomically on a file store."""
-
-    def __init__(self, table, key: dict):
-        from datajoint.storage import get_storage_backend
-        dj_ = settings.configure()
-        self.backend = get_storage_backend(dj_.config.get_store_spec(settings.STORE))
-        plain = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dict(key).items()}
-        self.path = f"_checkpoints/{table.database}/{table.table_name}/{config_hash(plain)}.pt"
-
-    def load(self) -> bytes | None:
-        return self.backend.get_buffer(self.path) if self.backend.exists(self.path) else None
-
-    def save(self, state: bytes) -> None:
-        if self.backend.protocol == "file":
-            # DataJoint's put_buffer never replaces an existing file (its store is content-addressed):
-            # write a temporary file and rename it over the old checkpoint (atomic on POSIX)
-            import os
-            import tempfile
-            from pathlib import Path
-            target = Path(self.backend._full_path(self.path))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".saving")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(state)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        else:
-            self.backend.put_buffer(state, self.path)      # fsspec pipe_file replaces the object
-
-    def remove(self) -> None:
-        if self.backend.exists(self.path):
-            self.backend.remove(self.path)
 
 
 @schema

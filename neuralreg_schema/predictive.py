@@ -10,7 +10,10 @@ correlations (v_a of Eq. 6 and the oracle correlation) go to `PredictiveModel.Un
 responses to every image of the scan under average behavior and centered eye position (what Eq. 6
 uses) go to the object store with the weights.
 
-The numbers come from `compute/train_predictive.py`; this module only fetches and inserts.
+After every epoch the training state goes to the object store (`checkpoints.StoreCheckpoint`); a job
+that is killed and run again resumes after its last finished epoch, and the checkpoint is deleted
+once the row is inserted. The numbers come from `compute/train_predictive.py`; this module only
+fetches and inserts.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import logging
 import numpy as np
 
 from . import settings
+from .checkpoints import StoreCheckpoint
 from .compute.serialization import jsonable
 from .experiment import Scan, Trial, image_pixels, scan_responses
 from .configs import derived_name, insert_named
@@ -152,7 +156,9 @@ class PredictiveModel(dj.Computed):
         def progress(message):
             log.info("PredictiveModel %s [%s]: %s", name, config_name, message)
 
-        result = train_predictive.train_predictive(data, config, seed=seed, progress=progress)
+        # a job killed mid-training resumes after its last finished epoch (checkpoints.StoreCheckpoint)
+        result = train_predictive.train_predictive(data, config, seed=seed, progress=progress,
+                                                   checkpoint=StoreCheckpoint(self, key))
         counts = {tier: int(np.sum(np.asarray(data.tiers) == tier)) for tier in ("train", "validation", "oracle")}
         return result, image_ids, counts
 
@@ -174,6 +180,8 @@ class PredictiveModel(dj.Computed):
                            "oracle_corr": float(result.oracle_corr[c]),
                            "validation_corr": float(result.val_corr[c])}
                           for u, c in zip(unit_ids, cols)])
+        # the row is in (its transaction commits next); a lost checkpoint now only costs a re-run
+        StoreCheckpoint(self, key).remove()
 
     def network(self, key=None):
         """The trained network of one row (restricted to a single key), in eval mode on the CPU."""
