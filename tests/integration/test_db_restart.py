@@ -41,7 +41,7 @@ import sys
 from neuralreg_schema import pipeline
 m = pipeline.activate(sys.argv[1])
 key = m["predictive"].PredictiveModelConfig.add("tiny", name=sys.argv[2], max_epochs=%d, patience=%d,
-                                                seed=int(sys.argv[3]))
+                                                eval_batch_size=250 + int(sys.argv[3]))   # a new config
 m["similarity"].SimilarityConfig.add_standard(key, vgg=False)
 """ % (EPOCHS, EPOCHS)
 
@@ -207,7 +207,8 @@ def _assert_complete(state, models):
 @pytest.fixture(scope="module")
 def study(server, tmp_path_factory):
     """One prefix on the dedicated server with the tiny experiment; each test adds its own slow
-    config (a new seed), so its models are new work. The server (and so the schemas) goes at the end."""
+    config (another evaluation batch size: the same training, new content), so its models are new
+    work. The server (and so the schemas) goes at the end."""
     prefix = f"neuralreg_r{uuid.uuid4().hex[:8]}"
     env = server.env(tmp_path_factory.mktemp("store"))
     out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
