@@ -1,60 +1,41 @@
 """RegularizedClassifier on the tiny simulated study and the offline stand-in data set: the target is
 held back until its AveragedSimilarity exists; every regularizer trains; rows, history and layer
-weights agree with the stored network and the target matrix."""
+weights agree with the stored network and the target matrix. The study is planned and trained by the
+fixtures of tests/integration/conftest.py; its evaluation is tested in test_evaluation.py."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import similarity_loss, simulate, train_classifier
+from neuralreg_schema.compute import similarity_loss, train_classifier
 from populate import plans
 
-SEED = 11   # simulated experiment of this module (other modules use other seeds)
 
-
-@pytest.fixture(scope="module")
-def study(modules, prefix):
-    exp, pred, sim, clf = (modules[m] for m in ("experiment", "predictive", "similarity", "classifier"))
-    assert cli.main(["--prefix", prefix, "ingest", "simulated", "--profile", "tiny", "--seed", str(SEED)]) == 0
-    experiment = simulate.simulate_experiment("tiny", seed=SEED)
-    group = experiment.image_set.name
-    model = pred.PredictiveModelConfig.add("tiny")
-    dataset = clf.ClassificationDataset.add("offline")
-    config = clf.ClassifierConfig.add("tiny")
-    regs = clf.Regularizer.add_standard(group, model)
-    clf.ClassifierPlan.add(dataset, config, list(regs.values()), [0])
-    yield {"experiment": experiment, "group": group, "model": model, "dataset": dataset, "config": config,
-           "regs": regs}
-    clf.ClassifierPlan.delete(prompt=False)
-    clf.Regularizer.delete(prompt=False)
-    clf.ClassifierConfig.delete(prompt=False)
-    clf.Seed.delete(prompt=False)
-    sim.SimilarityConfig.delete(prompt=False)
-    pred.PredictiveModelConfig.delete(prompt=False)
-    (sim.ScanGroup & {"scan_group": group}).delete(prompt=False)
-
-
-def test_targets_hold_regularized_jobs_back(modules, study):
-    clf, sim, pred, exp = (modules[m] for m in ("classifier", "similarity", "predictive", "experiment"))
-    ready = clf.RegularizedClassifier.key_source & study["config"]
-    kinds = set((clf.Regularizer & ready.proj()).to_arrays("kind"))
-    assert kinds == {"none"}          # no averaged matrix yet
-    scans = exp.Scan & (sim.ScanGroup.Member & {"scan_group": study["group"]})
-    exp.Neuron.populate(scans)
-    # only this module's scans: other modules leave deliberately failing keys in the shared prefix
-    for table, restriction in ((pred.PredictiveModel, scans), (sim.SimilarityMatrix, scans),
-                               (sim.AveragedSimilarity, {"scan_group": study["group"]})):
-        result = table.populate(restriction, reserve_jobs=True, suppress_errors=True)
+def test_targets_hold_regularized_jobs_back(modules, classifier_targets):
+    """A planned classifier waits for its target: regularizers towards a scan group of their own (the
+    study's scans under a second name) are not ready until that group's AveragedSimilarity exists."""
+    clf, sim = modules["classifier"], modules["similarity"]
+    study = classifier_targets
+    group = sim.ScanGroup.add(study["group"] + "-held", study["scans"].keys())
+    try:
+        regs = clf.Regularizer.add_standard(group["scan_group"], study["model"])
+        clf.ClassifierPlan.add(study["dataset"], study["config"], list(regs.values()), [0])
+        mine = clf.Regularizer & list(regs.values())
+        ready = clf.RegularizedClassifier.key_source & study["config"] & mine.proj()
+        assert set((clf.Regularizer & ready.proj()).to_arrays("kind")) == {"none"}        # no averaged matrix yet
+        result = sim.AveragedSimilarity.populate(group, reserve_jobs=True, suppress_errors=True)
         assert not result["error_list"], result["error_list"]
-    ready = clf.RegularizedClassifier.key_source & study["config"]
-    assert set((clf.Regularizer & ready.proj()).to_arrays("kind")) == {"none", "neural-model", "neural-data", "shuffle"}
+        ready = clf.RegularizedClassifier.key_source & study["config"] & mine.proj()
+        assert set((clf.Regularizer & ready.proj()).to_arrays("kind")) == {"none", "neural-model", "neural-data",
+                                                                           "shuffle"}
+    finally:
+        # (the 'none' regularizer and its plan are the study's own; the group's cascade to the others)
+        (sim.ScanGroup & group).delete(prompt=False)
 
 
-def test_every_regularizer_trains(modules, study):
+def test_every_regularizer_trains(modules, trained_classifiers):
+    study = trained_classifiers
     clf = modules["classifier"]
-    result = clf.RegularizedClassifier.populate(study["config"], reserve_jobs=True, suppress_errors=True)
-    assert not result["error_list"], result["error_list"]
     assert len(clf.RegularizedClassifier & study["config"]) == 4
     cfg = (clf.ClassifierConfig & study["config"]).fetch1("config")
     for label, reg in study["regs"].items():
@@ -88,8 +69,9 @@ def test_every_regularizer_trains(modules, study):
         assert acc == pytest.approx(row["test_accuracy"]) == pytest.approx(history[-1]["test_accuracy"])
 
 
-def test_heldout_loss_matches_the_target(modules, study):
+def test_heldout_loss_matches_the_target(modules, trained_classifiers):
     """The stored held-out loss is Eq. 8 between the stored network's features and the averaged matrix."""
+    study = trained_classifiers
     clf, sim = modules["classifier"], modules["similarity"]
     reg = study["regs"]["Neural (model)"]
     key = {**study["dataset"], **study["config"], **reg, "seed": 0}
@@ -123,7 +105,8 @@ def test_heldout_loss_matches_the_target(modules, study):
     assert float(loss) == pytest.approx(row["heldout_loss"], rel=1e-4)
 
 
-def test_dataset_and_config_rows(modules, study):
+def test_dataset_and_config_rows(modules, classifier_study):
+    study = classifier_study
     clf = modules["classifier"]
     row = (clf.ClassificationDataset & study["dataset"]).fetch1()
     assert row["is_stand_in"] and "stand-in" in row["display_name"] and row["n_classes"] == 10
@@ -156,7 +139,8 @@ def test_store_checkpoint_is_replaced_and_removed(modules):
     assert cp.load() is None
 
 
-def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, study):
+def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, classifier_study):
+    study = classifier_study
     clf = modules["classifier"]
     before = set(map(lambda k: tuple(sorted(k.items())), clf.ClassifierPlan.keys()))
     assert cli.main(["--prefix", prefix, "plan", "tiny", "--group", study["group"]]) == 0    # what the fixture planned
@@ -178,119 +162,7 @@ def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, study):
         plans.plan_study(prefix, "nope")
 
 
-def test_noise_robustness_and_report(modules, prefix, study, tmp_path):
-    """NoiseRobustness equals compute.noise on the stored network; the report draws Figs. 1 and 4."""
-    from neuralreg_schema import report
-    from neuralreg_schema.compute import noise
-    ev, clf, sim = modules["evaluation"], modules["classifier"], modules["similarity"]
-    sim.SimilarityStability.populate({"scan_group": study["group"]}, reserve_jobs=True)
-    cfg_key = ev.NoiseConfig.add("test", [0.0, 0.05, 0.2], noise_seed=1)
-    with pytest.raises(ValueError, match="other settings"):
-        ev.NoiseConfig.add("test", [0.0, 0.1])
-    result = ev.NoiseRobustness.populate(cfg_key, reserve_jobs=True, suppress_errors=True)
-    assert not result["error_list"], result["error_list"]
-    assert len(ev.NoiseRobustness & cfg_key) == len(clf.RegularizedClassifier & study["config"])
-    data = clf.ClassificationDataset.load(study["dataset"])
-    key = {**study["dataset"], **study["config"], **study["regs"]["Shuffle"], "seed": 0}
-    acc, correct = noise.noise_accuracy(clf.RegularizedClassifier().network(key), data.test_images, data.test_labels,
-                                        [0.0, 0.05, 0.2], seed=1)
-    levels = (ev.NoiseRobustness.Level & key & cfg_key).to_dicts(order_by="level")
-    np.testing.assert_allclose([lv["accuracy"] for lv in levels], acc)
-    np.testing.assert_array_equal(np.stack([lv["correct"] for lv in levels]), correct)
-    row = (ev.NoiseRobustness & key & cfg_key).fetch1()
-    assert row["clean_accuracy"] == pytest.approx((clf.RegularizedClassifier & key).fetch1("test_accuracy"))
-    assert row["n_samples"] == len(data.test_images) and row["device"] == "cpu"
-
-    written = {p.name for p in report.write_report(prefix, tmp_path)}
-    assert {"classifiers.csv", "table1_gamma.csv", "fig4_noise.csv", "fig1_checks.csv"} <= written
-    assert any(n.startswith("fig4_noise_") and n.endswith(".png") for n in written)
-    assert any(n.startswith("fig1_similarity_") for n in written)
-    fig4 = pd.read_csv(tmp_path / "fig4_noise.csv", keep_default_na=False)     # the label "None" is not NaN
-    assert set(fig4["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
-    assert fig4["display_name"].str.contains("stand-in").all()
-    gamma = pd.read_csv(tmp_path / "table1_gamma.csv")
-    assert np.allclose(gamma.filter(like="gamma_").sum(axis=1), 1.0)
-    (ev.NoiseConfig & cfg_key).delete(prompt=False)
-
-
-def test_attacks_and_minimal_perturbation(modules, prefix, study, tmp_path):
-    """AttackResult per attack of the tiny suite on two classifiers; MinimalPerturbation is the
-    per-sample minimum over them; the same samples for every model; Fig. 5 is drawn."""
-    from neuralreg_schema import report
-    ev = modules["evaluation"]
-    suite = ev.AttackSuite.add_recipe("tiny")
-    assert ev.AttackSuite.add_recipe("tiny") == suite
-    with pytest.raises(ValueError, match="other settings"):
-        ev.AttackSuite.add_recipe("tiny", sample_seed=5)
-    keys = [{**study["dataset"], **study["config"], **study["regs"][label], "seed": 0}
-            for label in ("None", "Neural (model)")]
-    for key in keys:
-        result = ev.AttackResult.populate(key, suite, reserve_jobs=True, suppress_errors=True)
-        assert not result["error_list"], result["error_list"]
-        ev.MinimalPerturbation.populate(key, suite)
-    n_attacks = len(ev.AttackSuite.Member & suite)
-    assert len(ev.AttackResult & suite) == 2 * n_attacks and len(ev.MinimalPerturbation & suite) == 2
-    indices = {tuple(i) for i in (ev.AttackResult & suite).to_arrays("sample_index")}
-    assert len(indices) == 1                                          # the same samples for every model and attack
-    for key in keys:
-        rows = (ev.AttackResult & key & suite).to_dicts()
-        stack = np.stack([np.asarray(r["distances"].load()) for r in rows])          # (attacks, n, 4)
-        assert not np.isnan(stack).any() and (stack >= 0).all()
-        for i, norm in enumerate(("l0", "l1", "l2", "linf")):
-            part = (ev.MinimalPerturbation.Norm & key & suite & {"norm": norm}).fetch1()
-            np.testing.assert_array_equal(part["distances"], stack[:, :, i].min(axis=0))
-            expected = np.median(stack[:, :, i].min(axis=0))
-            assert (part["median"] is None and not np.isfinite(expected)) or part["median"] == pytest.approx(expected)
-        for r in rows:
-            d = np.asarray(r["distances"].load())
-            assert np.all((d[~r["success"]] == np.inf)) and np.all(np.isfinite(d[r["success"]]))
-            assert r["device"] == "cpu" and r["runs"]
-            # the budget curve of each attack ends at its final result
-            budgets = (ev.AttackResult.Budget & key & {"attack_hash": r["attack_hash"]}).to_dicts(order_by="budget")
-            assert len(budgets) >= 2 and budgets[-1]["budget"] == max(p["params"]["steps"] for p in r["runs"])
-            np.testing.assert_array_equal(budgets[-1]["distances"], d)
-        master = (ev.MinimalPerturbation & key & suite).fetch1()
-        correct = np.asarray(master["clean_correct"], bool)
-        assert master["n_correct"] == correct.sum() and master["n_attacks"] == n_attacks
-        for norm_row in (ev.MinimalPerturbation.Norm & key & suite).to_dicts():
-            d = np.asarray(norm_row["distances"], float)
-            assert (d[~correct] == 0).all()                       # clean errors count as distance 0
-            for name, values in (("", d), ("_correct", d[correct])):
-                stored_median, stored_mean = norm_row[f"median{name}"], norm_row[f"mean{name}"]
-                if np.isfinite(values).all() and len(values):
-                    assert stored_mean == pytest.approx(values.mean())
-                    if len(values) > 1:
-                        assert norm_row[f"sem{name}"] == pytest.approx(values.std(ddof=1) / np.sqrt(len(values)))
-                    else:
-                        assert norm_row[f"sem{name}"] is None       # undefined for one sample
-                else:
-                    assert stored_mean is None
-                expected = np.median(values) if len(values) else np.nan
-                assert (stored_median is None and not np.isfinite(expected)) or stored_median == pytest.approx(expected)
-            curve = (ev.MinimalPerturbation.Budget & key & suite & {"norm": norm_row["norm"]}).to_dicts(order_by="budget")
-            assert len(curve) >= 3                               # the tiny suite's budgets: 1, 2, 3, 4, 5, 10
-            np.testing.assert_array_equal(curve[-1]["distances"], d)       # the largest budget: the final score
-            first = np.asarray(curve[0]["distances"])
-            assert np.isinf(first[correct]).sum() >= np.isinf(d[correct]).sum()
-    written = {p.name for p in report.write_report(prefix, tmp_path)}
-    assert {"fig5_minimal_perturbation.csv", "fig7_mean_perturbation.csv", "classifiers.csv"} <= written
-    assert any(n.startswith("fig5_minimal_perturbation_") and n.endswith(".png") for n in written)
-    assert any(n.startswith("fig7_mean_perturbation_") and n.endswith(".png") for n in written)
-    fig5 = pd.read_csv(tmp_path / "fig5_minimal_perturbation.csv", keep_default_na=False)
-    assert fig5.query("suite == 'tiny'")["budget"].nunique() >= 3
-    # robust accuracy at RobustBench's budgets, from the stored per-sample distances
-    table = pd.read_csv(tmp_path / "classifiers.csv", keep_default_na=False)
-    for key in keys:
-        row = table.set_index(["clf_hash", "reg_hash", "seed"]).loc[(key["clf_hash"], key["reg_hash"], 0)]
-        for norm, eps, column in (("linf", 8 / 255, "robust_acc_linf_8_255_tiny"), ("l2", 0.5, "robust_acc_l2_0.5_tiny")):
-            d = np.asarray((ev.MinimalPerturbation.Norm & key & suite & {"norm": norm}).fetch1("distances"))
-            assert float(row[column]) == pytest.approx(np.mean(d > eps))
-        correct = np.asarray((ev.MinimalPerturbation & key & suite).fetch1("clean_correct"), bool)
-        assert float(row["attacked_clean_acc_tiny"]) == pytest.approx(correct.mean())
-    (ev.AttackSuite & suite).delete(prompt=False)
-
-
-def test_notebook_queries_run(modules, prefix, study, monkeypatch):
+def test_notebook_queries_run(modules, prefix, trained_classifiers, monkeypatch):
     """notebooks/queries.ipynb runs top to bottom against these tables (its code cells, in order)."""
     import json
     from pathlib import Path
@@ -306,9 +178,10 @@ def test_notebook_queries_run(modules, prefix, study, monkeypatch):
     assert set(namespace["table"]["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
 
 
-def test_plan_with_a_data_folder(modules, prefix, study, tmp_path, monkeypatch):
+def test_plan_with_a_data_folder(modules, prefix, classifier_study, tmp_path, monkeypatch):
     """`plan --data-root`: an extracted CIFAR folder outside the cache is refused with the fix, before
     any data set row exists; with NEURALREG_DATA pointing at its parent the study is planned on it."""
+    study = classifier_study
     from tests.unit.test_datasets import make_cifar10_folder
     clf = modules["classifier"]
     folder, expected = make_cifar10_folder(tmp_path / "mine")
@@ -328,10 +201,11 @@ def test_plan_with_a_data_folder(modules, prefix, study, tmp_path, monkeypatch):
         (clf.ClassificationDataset & {"dataset": "cifar10"}).delete(prompt=False)
 
 
-def test_plan_paper_cifar100(modules, prefix, study, tmp_path, monkeypatch):
+def test_plan_paper_cifar100(modules, prefix, classifier_study, tmp_path, monkeypatch):
     """`neuralreg plan paper-cifar100` (Fig. 4B): ResNet34 (paper recipe, K = 5 uniformly located layers
     1/9/17/25/33, 64 stimuli per step) on grayscale CIFAR-100; None, Neural (model) and Shuffle x 5
     seeds; noise levels, no attack suite. A fixture CIFAR-100 folder stands in (nothing is downloaded)."""
+    study = classifier_study
     from tests.unit.test_datasets import make_cifar100_folder
     clf, ev = modules["classifier"], modules["evaluation"]
     make_cifar100_folder(tmp_path / "data")
