@@ -1,12 +1,25 @@
-"""Shared fixtures. Integration tests get one unique schema prefix per run, dropped afterwards,
-and a private object store in a temporary folder."""
+"""Shared fixtures and collection rules. Integration tests get one unique schema prefix per run,
+dropped afterwards, and a private object store in a temporary folder; a test that needs a prefix of
+its own (for a CLI or worker process, which binds one per process) asks for `fresh_prefix`.
+Everything under tests/integration is marked `integration`; `-m "not slow"` leaves out the tests
+marked `slow`."""
 import os
-import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from neuralreg_schema.compute.recording import ImageSet, ScanRecording
+from tests.helpers import new_prefix
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test under tests/integration `integration` (it needs the database)."""
+    for item in items:
+        if INTEGRATION in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def make_recording(animal_id=1, session=1, scan_idx=1, *, image_set="toy", n_neurons=6, n_single=20,
@@ -35,7 +48,7 @@ def make_recording(animal_id=1, session=1, scan_idx=1, *, image_set="toy", n_neu
 
 @pytest.fixture(scope="session")
 def prefix():
-    return f"neuralreg_t{uuid.uuid4().hex[:10]}"
+    return new_prefix("t")
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +64,15 @@ def modules(prefix, tmp_path_factory):
     mods = pipeline.activate(prefix)
     yield mods
     pipeline.drop_all(prefix)
+
+
+@pytest.fixture
+def fresh_prefix(modules):
+    """A schema prefix of the test's own, on the session's server and store (`modules` checked the
+    login and set NEURALREG_STORE); every schema under it is dropped afterwards."""
+    from neuralreg_schema import pipeline
+    prefix = new_prefix("f")
+    try:
+        yield prefix
+    finally:
+        pipeline.drop_all(prefix)

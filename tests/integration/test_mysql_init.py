@@ -11,8 +11,6 @@ import pytest
 from neuralreg_schema import db
 from tests.unit.test_compose import _init_sql
 
-pytestmark = pytest.mark.integration
-
 
 def _statements(sql: str) -> list[str]:
     body = "\n".join(line for line in sql.splitlines() if not line.startswith("-- "))

@@ -21,8 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("NEURALREG_TEST_PG_PORT", "5432"))
 
-pytestmark = pytest.mark.integration
-
 RESERVE_AND_EXIT = """
 import sys
 from neuralreg_schema import pipeline

@@ -19,8 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "neuralreg-test"
 
-pytestmark = pytest.mark.integration
-
 READ_BACK = """
 import io, json, sys
 import numpy as np, torch

@@ -1,0 +1,102 @@
+"""Shared by the tests that drive real processes: run a command at the repository root with a timeout
+(its output captured; on timeout its whole process group is killed, grandchildren included, and
+subprocess.TimeoutExpired raised with what it printed), start a long-running one (a worker, a
+server) in a process group of its own and stop that group, make a fresh schema prefix, and read the
+state of a prefix's tables from outside the test process (each process binds one prefix)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def new_prefix(tag: str = "x") -> str:
+    """A schema prefix no other run uses: 'neuralreg_' (the application account's grants), `tag`
+    (which test made it, for a reader of the server's schema list) and 10 random hex digits."""
+    return f"neuralreg_{tag}{uuid.uuid4().hex[:10]}"
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to the process group that `proc` leads (spawn and run start one per command)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:       # the group is gone already
+        pass
+
+
+def run(cmd, *, env=None, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+    """`cmd` (a list) in `cwd`, text output captured. Like subprocess.run, except that on timeout the
+    whole process group is killed (subprocess.run kills only the child, and a grandchild holding the
+    pipes open would block the test) before TimeoutExpired is raised."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err) from None
+    except BaseException:            # interrupted: leave nothing running
+        kill_group(proc)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def run_python(args, env=None, timeout=300, cwd=ROOT) -> subprocess.CompletedProcess:
+    """`python *args` (this interpreter) at the repository root; see run."""
+    return run([sys.executable, *args], env=env, cwd=cwd, timeout=timeout)
+
+
+def cli(prefix: str, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`neuralreg --prefix PREFIX *args` in a subprocess; see run."""
+    return run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, *args], env=env, timeout=timeout)
+
+
+def spawn(args, env=None, cwd=ROOT, **popen) -> subprocess.Popen:
+    """Start `python *args` in a process group of its own, stdout and stderr merged into one text
+    pipe (unless `popen` says otherwise); end it with stop."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, start_new_session=True, **popen)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Kill the process group of a spawned process (whatever still runs in it) and reap the process."""
+    kill_group(proc)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+PROBE = """
+import json, sys
+from neuralreg_schema import pipeline
+m = pipeline.activate(sys.argv[1])
+out = {}
+for name in json.loads(sys.argv[2]):
+    mod, table = name.split(".")
+    t = getattr(m[mod], table)
+    remaining, total = t.progress(display=False)
+    out[name] = {"rows": len(t()), "remaining": remaining, "jobs": t.jobs.progress(),
+                 "errors": [str(e) for e in t.jobs.errors.to_arrays("error_message")]}
+pred = m["predictive"]
+out["units"] = len(pred.PredictiveModel.Unit())
+out["n_scans"] = len(m["experiment"].Scan())
+configs = list(zip(*pred.PredictiveModelConfig.to_arrays("model_hash", "config_name")))
+out["models"] = {c: len(pred.PredictiveModel & {"model_hash": h}) for h, c in configs}
+out["model_errors"] = {c: len(pred.PredictiveModel.jobs.errors & {"model_hash": h}) for h, c in configs}
+print(json.dumps(out, default=str))
+"""
+
+
+def probe(prefix, tables, env=None) -> dict:
+    """{table: rows, remaining, job counts, error messages} for `tables` ('module.Class'), plus the
+    PredictiveModel.Unit count ('units'), the scan count and the models and model errors per config."""
+    out = run_python(["-c", PROBE, prefix, json.dumps(list(tables))], env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
