@@ -4,7 +4,7 @@
 #   ./run.sh test [pytest args]                the whole test suite (unit + integration)
 #   ./run.sh <neuralreg subcommand ...>        e.g. ./run.sh db status, ./run.sh status
 # It creates .venv (or $NEURALREG_VENV) and installs the project into it when needed.
-# $NEURALREG_TORCH picks the PyTorch build (default torch==2.13.0: CPU wheel here, CUDA build from PyPI).
+# $NEURALREG_TORCH: pip arguments for PyTorch (default torch==2.13.0: the CUDA build from PyPI on Linux x86_64).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${NEURALREG_VENV:-.venv}
@@ -27,7 +27,7 @@ bootstrap() {
         echo "installing neuralreg and its dependencies into $VENV (a few minutes the first time)"
         "$VENV/bin/python" -m pip install -q --upgrade pip
         "$VENV/bin/python" -c "import torch" 2>/dev/null || \
-            "$VENV/bin/python" -m pip install -q "${NEURALREG_TORCH:-torch==2.13.0}"
+            "$VENV/bin/python" -m pip install -q ${NEURALREG_TORCH:-torch==2.13.0}   # unquoted: several pip arguments
         "$VENV/bin/python" -m pip install -q -e ".[test]"
         touch "$VENV/.installed"
     fi
