@@ -1,17 +1,35 @@
-"""The `neuralreg` command.
+"""The `neuralreg` command: argument parsing and dispatch.
 
-    neuralreg db up | status | down          bring the database up (idempotent), report, stop ours
+    neuralreg db up | status [--json] | down | worker-user   bring the database up (idempotent), report, stop ours
     neuralreg ingest simulated [--profile demo] [--seed 0]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
-    neuralreg populate                         run the worker loop once over the whole graph
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
     neuralreg plan-similarity [--model demo] [--vgg]   predictive-model config + the paper's similarity configs
-    neuralreg status                           rows per table and job queues
-    neuralreg jobs [errors|retry|ignore|reclaim] [--table T] [--key NAME=VALUE ...]   job administration
+    neuralreg plan STUDY [...]                 every row that defines a study (populate/plans.py)
+    neuralreg populate [worker options]        the worker loop (populate/worker.py) over the whole graph
+    neuralreg status [--json]                  rows per table and job queues
+    neuralreg jobs [errors|retry|ignore|prioritize|reclaim] [--json] [--table T] [--key NAME=VALUE ...]
+    neuralreg report [--out DIR]               the paper's figures and tables from the database
+    neuralreg drop [--yes]                     drop every schema of the prefix (asks to type it back)
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
     neuralreg compose-gpus N [--remote]        docker-compose.gpus.yml: one compose worker per GPU
 
-`--prefix` (or NEURALREG_PREFIX) selects the schemas: `<prefix>_experiment`, ... (default 'neuralreg').
+`--prefix P` (or $NEURALREG_PREFIX) selects the schemas `P_experiment`, ... (default 'neuralreg'; the
+demo's: 'neuralreg_demo'); like `--threads`, it goes before or after the subcommand. Read-only
+commands (status, jobs, jobs errors, db status, report) open existing schemas only: for a prefix
+without schemas they say so and name the prefixes that have them. `--json` (status, jobs, jobs
+errors, db status) prints one JSON object:
+
+    status       {"prefix", "connection", "tables": [{"table", "rows", and for computed tables "done",
+                 "remaining", "pending", "reserved", "error", "ignore"}]}   (rows null: not in the database)
+    jobs         {"prefix", "tables": [{"table", "done", "remaining", "pending", "reserved", "error", "ignore"}]}
+    jobs errors  {"prefix", "errors": [{"table", "key", "message", "stack", "host", "pid", "when"}]}
+    db status    {"backend", "host", "port", "database", "user", "answers", "login", "local_server_pid",
+                 "docker", and once logged in the server's settings (e.g. "version") and "schemas"}
+
+Exit status: 0 success; 1 a runtime error (one line `neuralreg: error: ...` on stderr; NEURALREG_DEBUG=1
+adds the traceback), a job that failed in `populate` or `demo`, or `db status` that cannot log in;
+2 a usage error.
 """
 from __future__ import annotations
 
@@ -28,11 +46,30 @@ from . import settings
 
 
 def _prefix(args) -> str:
-    return args.prefix or os.environ.get("NEURALREG_PREFIX") or settings.DEFAULT_PREFIX
+    return getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX") or settings.DEFAULT_PREFIX
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, default=str), flush=True)
+
+
+def _stdout_for_json() -> None:
+    """Keep stdout for the JSON object: DataJoint's log lines (it logs to stdout) go to stderr."""
+    import logging
+    settings.configure()                                # imports datajoint, which sets up its logger
+    for handler in logging.getLogger("datajoint").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+def _open_existing(args) -> dict:
+    """The pipeline bound to the existing schemas of the prefix: read-only commands create nothing."""
+    from . import pipeline
+    return pipeline.open_existing(_prefix(args))
 
 
 # ------------------------------------------------------------------ db
@@ -43,8 +80,11 @@ def cmd_db(args) -> int:
         db.up(say=_say, reset_password=args.reset_password)
     elif args.action == "status":
         info = db.status()
-        for key, value in info.items():
-            print(f"{key:>20}: {value}")
+        if args.json:
+            _print_json(info)
+        else:
+            for key, value in info.items():
+                print(f"{key:>20}: {value}")
         return 0 if info["login"] else 1
     elif args.action == "worker-user":
         db.worker_user(args.name, say=_say)
@@ -65,8 +105,7 @@ def cmd_compose_gpus(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ ingest
-
+# ------------------------------------------------------------------ ingest, plans
 
 def cmd_ingest(args) -> int:
     from populate import ingest
@@ -78,50 +117,59 @@ def cmd_ingest(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ populate / status
+def cmd_group(args) -> int:
+    from . import pipeline
+    modules = pipeline.activate(_prefix(args))
+    scans = None
+    if args.scans:
+        scans = [dict(zip(("animal_id", "session", "scan_idx"), map(int, s.split("-")))) for s in args.scans]
+    key = modules["similarity"].ScanGroup.add(args.name, scans, image_set=args.image_set,
+                                               description=args.description)
+    n = len(modules["similarity"].ScanGroup.Member & key)
+    _say(f"scan group {args.name!r}: {n} scans")
+    return 0
+
+
+def cmd_plan_similarity(args) -> int:
+    plans.plan_similarity(_prefix(args), args.model, vgg=args.vgg)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    plans.plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds,
+                     vgg=args.vgg, classifier=args.classifier, model=args.model, data_root=args.data_root)
+    return 0
+
+
+# ------------------------------------------------------------------ populate, status, jobs, report, drop
 
 def cmd_populate(args) -> int:
     from populate import worker
-    argv = ["--prefix", _prefix(args)] + (["--forever"] if args.forever else [])
-    if args.threads:
-        argv += ["--threads", str(args.threads)]
-    return worker.main(argv)
-
-
-def _tables(module, dj) -> list:
-    """The master tables defined in a schema module, in definition order, each followed by its parts."""
-    found = []
-    for table in vars(module).values():
-        if isinstance(table, type) and issubclass(table, dj.Table) and table.__module__ == module.__name__:
-            found.append(table)
-            found += [p for p in vars(table).values() if isinstance(p, type) and issubclass(p, dj.Part)]
-    return found
-
-
-def status_table(prefix: str) -> list[tuple[str, int, str]]:
-    """(table, rows, job summary) for every table of the activated pipeline."""
-    from . import pipeline
-    dj = settings.configure()
-    rows = []
-    for name, module in pipeline.activate(prefix).items():
-        for table in _tables(module, dj):
-            jobs = ""
-            if issubclass(table, (dj.Computed, dj.Imported)):
-                remaining, total = table.progress()
-                p = table.jobs.progress()
-                jobs = (f"{total - remaining}/{total} done; jobs: {p['pending']} pending, "
-                        f"{p['reserved']} reserved, {p['error']} error")
-            label = table.__qualname__ if issubclass(table, dj.Part) else table.__name__
-            rows.append((f"{name}.{label}", len(table()), jobs))
-    return rows
+    args.prefix, args.threads = _prefix(args), getattr(args, "threads", None)
+    return worker.run(args)
 
 
 def cmd_status(args) -> int:
-    prefix = _prefix(args)
-    print(f"schemas with prefix '{prefix}' on {settings.connection_summary()}")
-    for name, count, jobs in status_table(prefix):
-        print(f"  {name:<42} {count:>9}  {jobs}")
+    _show_status(_prefix(args), _open_existing(args), as_json=args.json)
     return 0
+
+
+def _show_status(prefix: str, modules: dict, as_json: bool = False) -> None:
+    from populate import jobs
+    rows = jobs.table_status(modules)
+    if as_json:
+        _print_json({"prefix": prefix, "connection": settings.connection_summary(), "tables": rows})
+        return
+    print(f"schemas with prefix '{prefix}' on {settings.connection_summary()}")
+    for r in rows:
+        count = "-" if r["rows"] is None else r["rows"]
+        queue = ""
+        if "done" in r and r["done"] is not None:
+            queue = (f"{r['done']}/{r['done'] + r['remaining']} done; jobs: {r['pending']} pending, "
+                     f"{r['reserved']} reserved, {r['error']} error")
+        elif r["rows"] is None:
+            queue = "(not in the database)"
+        print(f"  {r['table']:<42} {count:>9}  {queue}")
 
 
 def _parse_key(items: list[str]) -> dict:
@@ -136,15 +184,22 @@ def _parse_key(items: list[str]) -> dict:
 
 def cmd_jobs(args) -> int:
     from populate import jobs, worker
-    from . import pipeline
-    tables = worker.computed_tables(pipeline.activate(_prefix(args)))
+    prefix = _prefix(args)
+    tables = [t for t in worker.computed_tables(_open_existing(args)) if t().is_declared]
     if args.action == "status":
+        rows = jobs.progress(tables)
+        if args.json:
+            _print_json({"prefix": prefix, "tables": rows})
+            return 0
         print(f"{'table':<36} {'done':>7} {'remaining':>9} {'pending':>8} {'reserved':>9} {'error':>6} {'ignore':>7}")
-        for r in jobs.progress(tables):
+        for r in rows:
             print(f"{r['table']:<36} {r['done']:>7} {r['remaining']:>9} {r['pending']:>8} {r['reserved']:>9} "
                   f"{r['error']:>6} {r['ignore']:>7}")
     elif args.action == "errors":
         found = jobs.errors(tables, args.table)
+        if args.json:
+            _print_json({"prefix": prefix, "errors": found})
+            return 0
         for e in found:
             print(f"{e['table']} {e['key']} on {e['host']} pid {e['pid']} at {e['when']}:\n  {e['message']}")
             if args.trace and e["stack"]:
@@ -169,167 +224,9 @@ def cmd_jobs(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ demo
-
-def demo_summary(prefix: str, model: dict | None = None) -> dict:
-    """The numbers the demo prints: per scan, Spearman(w_a, true reliability), the predictive
-    model's correlations and Spearman(v_a, true reliability); per group, the Fig. 1C/D checks.
-    `model` ({'model_hash': ...}) picks the predictive-model config (default: the first one)."""
-    import numpy as np
-    from scipy.stats import spearmanr
-    from . import pipeline
-    modules = pipeline.activate(prefix)
-    experiment, predictive, similarity = modules["experiment"], modules["predictive"], modules["similarity"]
-    if model is None:
-        hashes = predictive.PredictiveModelConfig.to_arrays("model_hash", order_by="model_hash")
-        model = {"model_hash": hashes[0] if len(hashes) else ""}
-    scans = {}
-    for key in experiment.Scan.keys(order_by="animal_id, session, scan_idx"):
-        scan = (experiment.Scan & key).fetch1()
-        row = {"neurons": scan["n_neurons"], "trials": scan["n_trials"],
-               "oracle_images": scan["n_oracle_images"], "source": scan["source"]}
-        joined = experiment.Neuron.Unit * experiment.SimulatedUnit & key
-        if len(joined):
-            w, truth = joined.to_arrays("snr_weight", "true_reliability")
-            row["median_w"] = float(np.median(w))
-            row["spearman_w_truth"] = float(spearmanr(w, truth).statistic)
-        for fit in (predictive.PredictiveModel & key & model).to_dicts():
-            mkey = {**key, **model}
-            row["model_test_corr"] = fit["mean_test_corr"]
-            row["model_oracle_corr"] = fit["mean_oracle_corr"]
-            row["model_epochs"] = fit["epochs_run"]
-            row["model_seconds"] = fit["train_seconds"]
-            units = predictive.PredictiveModel.Unit * experiment.SimulatedUnit & mkey
-            if len(units):
-                v, truth = units.to_arrays("test_corr", "true_reliability")
-                row["spearman_v_truth"] = float(spearmanr(v, truth).statistic)
-        scans["{animal_id}-{session}-{scan_idx}".format(**key)] = row
-    groups = {}
-    for st in (similarity.SimilarityStability & model).to_dicts(order_by="scan_group"):
-        groups[st["scan_group"]] = {
-            "scans": st["n_scans"], "oracle_images": st["n_oracle_images"],
-            "r_model_oracle": st["r_model_oracle"], "r_data_oracle": st["r_data_oracle"],
-            "eq4_scan_std": (st["scan_fluctuation"] or {}).get("std"),
-            "eq5_repeat_std": st["repeat_fluctuation"]["std"]}
-    configs = similarity.SimilarityConfig & [model, "model_hash is null"]
-    targets = [{"group": r["scan_group"], "label": (similarity.SimilarityConfig & r).fetch1("label"),
-                "images": r["n_images"], "scans": r["n_scans"], "std_offdiag": r["std_offdiag"]}
-               for r in (similarity.AveragedSimilarity & configs.proj()).to_dicts(order_by="scan_group, sim_hash")]
-    return {"scans": scans, "groups": groups, "targets": targets}
-
-
-def print_summary(summary: dict) -> None:
-    nan = float("nan")
-    print(f"\n{'scan':>14} {'neurons':>8} {'trials':>7} {'oracle':>7} {'median w_a':>11} {'rho(w_a,true)':>14} "
-          f"{'test r':>7} {'oracle r':>9} {'rho(v_a,true)':>14} {'train s':>8}")
-    for name, row in summary["scans"].items():
-        print(f"{name:>14} {row['neurons']:>8} {row['trials']:>7} {row['oracle_images']:>7} "
-              f"{row.get('median_w', nan):>11.3f} {row.get('spearman_w_truth', nan):>14.3f} "
-              f"{row.get('model_test_corr', nan):>7.3f} {row.get('model_oracle_corr', nan):>9.3f} "
-              f"{row.get('spearman_v_truth', nan):>14.3f} {row.get('model_seconds', nan):>8.0f}")
-    for name, g in summary["groups"].items():
-        eq4 = g["eq4_scan_std"]
-        print(f"\nscan group {name} ({g['scans']} scans, {g['oracle_images']} oracle images):\n"
-              f"  r(S_model, S_oracle) = {g['r_model_oracle']:.3f}   r(S_data, S_oracle) = {g['r_data_oracle']:.3f}"
-              f"   (paper, Fig. 1D: 0.73 and 0.39)\n"
-              f"  s.d. of Eq. 4 (across scans) = {eq4 if eq4 is None else format(eq4, '.3f')}   "
-              f"s.d. of Eq. 5 (across repeats) = {g['eq5_repeat_std']:.3f}   (paper, Fig. 1C: Eq. 4 narrower)")
-    if summary["targets"]:
-        print("\naveraged similarity matrices (regularization targets):")
-        for t in summary["targets"]:
-            print(f"  {t['group']:<16} {t['label']:<24} {t['images']:>5} images x {t['scans']} scans, "
-                  f"s.d. off-diagonal {t['std_offdiag']:.3f}")
-
-
-def classifier_summary(prefix: str) -> list[dict]:
-    """Per data set, classifier recipe and regularizer: clean test accuracy over seeds, the held-out
-    similarity loss before and after training, the layer with the largest final gamma_k, the accuracy
-    at the strongest level of the first noise config and the median and mean minimal L2 / Linf
-    perturbation of the first attack suite (clean errors as 0; when evaluated). Built on report's
-    queries (one query per table)."""
-    import numpy as np
-    import pandas as pd
-    from . import pipeline, report
-    modules = pipeline.activate(prefix)
-    runs = report.classifier_table(modules)
-    if runs.empty:
-        return []
-    key = report.CLASSIFIER_KEY
-    runs = runs.sort_values(["dataset", "config_name", "kind", "seed"], kind="stable")
-    noisy, noise_sd = pd.Series(dtype=float), None
-    noise = report.noise_table(modules)
-    if not noise.empty:
-        noise = noise[noise["noise_name"] == sorted(noise["noise_name"].unique())[0]]
-        noise_sd = float(noise["sigma"].max())
-        noisy = noise[noise["sigma"] == noise_sd].set_index(key)["accuracy"]
-    medians, means = {}, {}
-    perturbation = report.perturbation_table(modules)
-    if not perturbation.empty:
-        perturbation = perturbation[perturbation["suite"] == sorted(perturbation["suite"].unique())[0]]
-        medians = {norm: part.set_index(key)["median"] for norm, part in perturbation.groupby("norm")}
-        means = {norm: part.set_index(key)["mean"] for norm, part in perturbation.groupby("norm")}
-    weights = pd.DataFrame(modules["classifier"].RegularizedClassifier.LayerWeight.to_dicts())
-    top = (weights.loc[weights.groupby(key)["gamma"].idxmax()].set_index(key)["layer"] if not weights.empty
-           else pd.Series(dtype=int))
-    out = []
-    for (_, config, label, group), part in runs.groupby(["dataset", "config_name", "label", "scan_group"],
-                                                         sort=False, dropna=False):
-        index = pd.MultiIndex.from_frame(part[key])
-        held = part.dropna(subset=["heldout_loss"])
-        acc = part["test_accuracy"].to_numpy(float)
-        out.append({
-            "dataset": part["dataset"].iloc[0], "config": config, "regularizer": label,
-            "scan_group": None if pd.isna(group) else group,
-            "accuracy": acc.tolist(), "seconds": part["train_seconds"].tolist(),
-            "heldout_before": held["initial_heldout_loss"].tolist(), "heldout_after": held["heldout_loss"].tolist(),
-            "top_layer": [int(k) for k in top.reindex(index).dropna()],
-            "noisy_accuracy": noisy.reindex(index).dropna().tolist(), "noise_sd": noise_sd if len(noisy) else None,
-            **{f"median_{n}": medians[n].reindex(index).dropna().tolist() if n in medians else []
-               for n in ("l2", "linf")},
-            **{f"mean_{n}": means[n].reindex(index).dropna().tolist() if n in means else []
-               for n in ("l2", "linf")},
-            "seeds": len(acc), "mean_accuracy": float(acc.mean()),
-            "sem_accuracy": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else 0.0})
-    return out
-
-
-def print_classifiers(rows: list[dict]) -> None:
-    if not rows:
-        return
-    import numpy as np
-    sd = next((r["noise_sd"] for r in rows if r["noise_sd"] is not None), None)
-    noisy = f"acc. at sd {sd:g}" if sd is not None else "noisy acc."
-    print(f"\n{'classifier':<36} {'seeds':>5} {'clean accuracy':>16} {noisy:>14} {'median L2':>10} "
-          f"{'mean L2':>8} {'median Linf':>11} {'mean Linf':>10} {'held-out Eq. 8 loss':>22} {'top layer':>10} "
-          f"{'train s':>8}")
-
-    def mean(values, fmt):
-        return format(float(np.mean(values)), fmt) if values else "-"
-
-    for r in rows:
-        held = (f"{np.mean(r['heldout_before']):.3f} -> {np.mean(r['heldout_after']):.3f}"
-                if r["heldout_after"] else "-")
-        top = ",".join(str(k) for k in r["top_layer"]) or "-"
-        name = f"{r['regularizer']} ({r['config']}, {r['dataset']})"
-        print(f"{name:<36} {r['seeds']:>5} {r['mean_accuracy']:>9.3f} +- {r['sem_accuracy']:.3f} "
-              f"{mean(r['noisy_accuracy'], '.3f'):>14} {mean(r['median_l2'], '.4f'):>10} "
-              f"{mean(r['mean_l2'], '.4f'):>8} {mean(r['median_linf'], '.4f'):>11} {mean(r['mean_linf'], '.4f'):>10} "
-              f"{held:>22} {top:>10} {np.mean(r['seconds']):>8.0f}")
-
-
-def cmd_plan_similarity(args) -> int:
-    plans.plan_similarity(_prefix(args), args.model, vgg=args.vgg)
-    return 0
-
-
-def cmd_plan(args) -> int:
-    plans.plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds, vgg=args.vgg,
-               classifier=args.classifier, model=args.model, data_root=args.data_root)
-    return 0
-
-
 def cmd_report(args) -> int:
     from . import report
+    _open_existing(args)
     written = report.write_report(_prefix(args), args.out)
     if not written:
         _say("nothing to report yet: no classifiers or checks in these tables")
@@ -339,24 +236,37 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_group(args) -> int:
+def cmd_drop(args) -> int:
     from . import pipeline
-    modules = pipeline.activate(_prefix(args))
-    scans = None
-    if args.scans:
-        scans = [dict(zip(("animal_id", "session", "scan_idx"), map(int, s.split("-")))) for s in args.scans]
-    key = modules["similarity"].ScanGroup.add(args.name, scans, image_set=args.image_set,
-                                               description=args.description)
-    n = len(modules["similarity"].ScanGroup.Member & key)
-    _say(f"scan group {args.name!r}: {n} scans")
+    prefix = _prefix(args)
+    pipeline.schema_names(prefix)                                   # a valid prefix, or ValueError
+    existing = pipeline.existing_prefixes()
+    if prefix not in existing:
+        others = ", ".join(p for p in existing if p != prefix) or "none"
+        raise pipeline.SchemasMissing(f"prefix {prefix!r} has no schemas on {settings.connection_summary()}; "
+                                      f"prefixes with schemas here: {others}")
+    names = [f"{prefix}_{m}" for m in existing[prefix]]
+    _say(f"on {settings.connection_summary()}, drop {len(names)} schema(s) with all their rows and stored files: "
+         f"{', '.join(names)}")
+    if not args.yes:
+        try:
+            answer = input(f"type the prefix ({prefix}) to drop them: ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != prefix:
+            raise ValueError(f"not confirmed (typed {answer.strip()!r}, not {prefix!r}): nothing dropped")
+    pipeline.drop_all(prefix)
+    _say(f"dropped {', '.join(names)}")
     return 0
 
+
+# ------------------------------------------------------------------ demo
 
 def cmd_demo(args) -> int:
     import logging
     from populate import ingest
-    from . import db
-    prefix = args.prefix or os.environ.get("NEURALREG_PREFIX") or plans.DEMO_PREFIX
+    from . import db, pipeline, report
+    prefix = getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX") or plans.DEMO_PREFIX
     args.prefix = prefix
     started = time.time()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -368,96 +278,124 @@ def cmd_demo(args) -> int:
     _say("== 3/5 study configuration")
     plans.plan_study(prefix, plans.DEMO_STUDY[args.profile], model=plans.DEMO_MODEL[args.profile],
                      dataset=args.dataset, vgg=False if args.profile != "full" else None)
-    from . import pipeline
-    model = pipeline.activate(prefix)["predictive"].PredictiveModelConfig.add(plans.DEMO_MODEL[args.profile])
+    modules = pipeline.activate(prefix)
+    predictive = modules["predictive"]
+    model = predictive.model_key(predictive.PredictiveModelConfig.add(plans.DEMO_MODEL[args.profile]), 0)
     _say("== 4/5 populate the graph (Eq. 1, predictive models, similarity matrices, checks, classifiers, "
          "noise and attack evaluation)")
     from populate import worker
-    made = worker.run_once(worker.computed_tables(pipeline.activate(prefix)))
+    made = worker.run_once(worker.computed_tables(modules))
     errors = {name: e for name, (_, e) in made.items() if e}
     _say("== 5/5 summary")
-    cmd_status(args)
-    summary = demo_summary(prefix, model)
-    summary["classifiers"] = classifier_summary(prefix)
-    print_summary(summary)
-    print_classifiers(summary["classifiers"])
-    from . import report
+    _show_status(prefix, modules)
+    summary = report.demo_summary(modules, model)
+    summary["classifiers"] = report.classifier_summary(modules)
+    print(report.format_demo_summary(summary))
+    if summary["classifiers"]:
+        print(report.format_classifiers(summary["classifiers"]))
     figures = report.write_report(prefix, args.out)
     _say(f"\nfigures and tables (PNG, CSV) from the tables, in {Path(args.out).resolve()}: "
          f"{', '.join(p.name for p in figures if p.suffix == '.png')}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*':\n"
-         f"  neuralreg --prefix {prefix} status    or    pipeline.activate('{prefix}') in Python")
+    _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*'. "
+         f"Every command takes that prefix:\n"
+         f"  neuralreg --prefix {prefix} status    (or: export NEURALREG_PREFIX={prefix})\n"
+         f"  pipeline.activate('{prefix}') in Python")
     if errors:
-        _say(f"jobs failed: {errors} (see the job tables: Table.jobs.errors)")
+        _say(f"jobs failed: {errors} (neuralreg --prefix {prefix} jobs errors)")
         return 1
     return 0
 
 
-# ------------------------------------------------------------------ main
+# ------------------------------------------------------------------ parser
+
+class _Version(argparse.Action):
+    """--version: the package version and, in a git checkout, its commit (settings.code_version)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"neuralreg {settings.code_version()}")
+        parser.exit()
+
+
+def _common() -> argparse.ArgumentParser:
+    """--prefix and --threads: on the command and on every subcommand, so either position works (a
+    value after the subcommand wins)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prefix", default=argparse.SUPPRESS,
+                        help="schema prefix (default: $NEURALREG_PREFIX or 'neuralreg'; demo: 'neuralreg_demo')")
+    common.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                        help="torch CPU threads (default: the CPUs this process may use, divided by "
+                             "$NEURALREG_WORKERS)")
+    return common
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neuralreg", description=__doc__,
+    from populate import worker
+    common = _common()
+    parser = argparse.ArgumentParser(prog="neuralreg", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefix", help="schema prefix (default: $NEURALREG_PREFIX or 'neuralreg')")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the CPUs this process may "
-                                                    "use, divided by $NEURALREG_WORKERS)")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("db", help="database bring-up")
+    def command(name, func, **kwargs):
+        p = sub.add_parser(name, parents=[common], **kwargs)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("db", cmd_db, help="database bring-up")
     p.add_argument("action", choices=["up", "status", "down", "worker-user"])
     p.add_argument("--name", default="neuralreg_worker", help="worker-user: the account to create")
     p.add_argument("--reset-password", action="store_true",
                    help="with up: set the existing application account's password to a new one")
-    p.set_defaults(func=cmd_db)
+    p.add_argument("--json", action="store_true", help="status: print one JSON object")
 
-    p = sub.add_parser("compose-gpus", help="write docker-compose.gpus.yml: one compose worker per GPU")
+    p = command("compose-gpus", cmd_compose_gpus, help="write docker-compose.gpus.yml: one compose worker per GPU")
     p.add_argument("gpus", type=int, help="GPUs (workers) on this host")
     p.add_argument("--remote", action="store_true", help="copy the `remote` profile's worker (no database here)")
     p.add_argument("--first-gpu", type=int, default=0, help="id of the first GPU (default 0)")
     p.add_argument("--out", help="file to write (default: docker-compose.gpus.yml in the project)")
-    p.set_defaults(func=cmd_compose_gpus)
 
-    p = sub.add_parser("ingest", help="insert recordings")
+    p = command("ingest", cmd_ingest, help="insert recordings")
     isub = p.add_subparsers(dest="source", required=True)
-    q = isub.add_parser("simulated", help="the embedded simulated experiment")
+    q = isub.add_parser("simulated", parents=[common], help="the embedded simulated experiment")
     q.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
     q.add_argument("--seed", type=int, default=0)
-    q = isub.add_parser("sensorium", help="Sensorium 2022 static scans (folders or zips)")
+    q = isub.add_parser("sensorium", parents=[common], help="Sensorium 2022 static scans (folders or zips)")
     q.add_argument("paths", nargs="+")
-    p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("populate", help="run the worker loop over the graph")
-    p.add_argument("--forever", action="store_true")
-    p.set_defaults(func=cmd_populate)
+    p = command("populate", cmd_populate, help="run the worker loop over the graph (the worker's options)",
+                description=worker.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    worker.add_options(p, common=False)
 
-    p = sub.add_parser("status", help="rows per table and job queues")
-    p.set_defaults(func=cmd_status)
+    p = command("status", cmd_status, help="rows per table and job queues")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("jobs", help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers")
+    p = command("jobs", cmd_jobs, help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers")
     p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim",
                                                                       "prioritize"])
     p.add_argument("--priority", type=int, help="prioritize: the new priority (lower runs first; default jobs: 5)")
     p.add_argument("--key", nargs="+", metavar="NAME=VALUE", help="parts of a key (retry, ignore)")
     p.add_argument("--table", help="e.g. PredictiveModel or predictive.PredictiveModel")
     p.add_argument("--trace", action="store_true", help="errors: print the tracebacks")
-    p.set_defaults(func=cmd_jobs)
+    p.add_argument("--json", action="store_true", help="status, errors: print one JSON object")
 
-    p = sub.add_parser("group", help="define a scan group (scans whose similarity matrices are averaged)")
+    p = command("group", cmd_group, help="define a scan group (scans whose similarity matrices are averaged)")
     p.add_argument("name")
     p.add_argument("--image-set", help="every scan of this image set (default: the scans named by --scans)")
     p.add_argument("--scans", nargs="+", metavar="ANIMAL-SESSION-SCAN", help="e.g. 26872-17-20")
     p.add_argument("--description", default="")
-    p.set_defaults(func=cmd_group)
 
-    p = sub.add_parser("plan-similarity", help="insert a predictive-model config and the paper's similarity configs")
+    p = command("plan-similarity", cmd_plan_similarity,
+                help="insert a predictive-model config and the paper's similarity configs")
     p.add_argument("--model", default="demo", help="predictive-model recipe: tiny, demo or paper")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
-    p.set_defaults(func=cmd_plan_similarity)
 
-    p = sub.add_parser("plan", help="insert the rows that define a study: configs, regularizers, seeds")
+    p = command("plan", cmd_plan, help="insert the rows that define a study: configs, regularizers, seeds")
     p.add_argument("study", choices=list(plans.STUDIES))
     p.add_argument("--group", nargs="+", help="scan groups whose averaged matrices are the targets (default: all)")
     p.add_argument("--dataset", help="cifar10, cifar100, offline (stand-in: digits) or offline-photos (stand-in: "
@@ -469,13 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
-    p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("report", help="the paper's figures (PNG) and tables (CSV), from queries")
+    p = command("report", cmd_report, help="the paper's figures (PNG) and tables (CSV), from queries")
     p.add_argument("--out", default="report", help="output folder (default: ./report)")
-    p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="database up, simulated experiment, populate, summary")
+    p = command("drop", cmd_drop, help="drop every schema of the prefix, after you type the prefix back")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+
+    p = command("demo", cmd_demo, help="database up, simulated experiment, populate, summary")
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default="offline-photos",
@@ -483,33 +422,59 @@ def build_parser() -> argparse.ArgumentParser:
                         "scikit-image, default), offline (stand-in: the bundled digits), cifar10 or cifar100")
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--out", default="demo_output", help="folder for the report's figures and CSV tables")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
+# ------------------------------------------------------------------ main
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)                      # a usage error exits 2 here
+    if args.command == "jobs" and args.json and args.action not in ("status", "errors"):
+        parser.error("--json goes with `jobs` (status) and `jobs errors`")
+    if args.command == "db" and args.json and args.action != "status":
+        parser.error("--json goes with `db status`")
     from pymysql.err import OperationalError
     from . import db
     from .compute import runtime
-    from .compute.datasets import DatasetError
-    from .compute.recording import RecordingError
     try:
-        runtime.configure_threads(args.threads)
+        if args.command != "demo" and getattr(args, "json", False):
+            _stdout_for_json()
+        runtime.configure_threads(getattr(args, "threads", None))
         if args.command not in ("db", "demo", "compose-gpus"):
             target = db.configured_target()
             if not db.answers(target, timeout=3):
                 raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "
                                        "`neuralreg db up`, or point DJ_HOST/DJ_PORT at your server")
         return args.func(args)
-    except (RecordingError, db.DatabaseError, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"neuralreg: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("neuralreg: error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:                           # e.g. the worker's "no computed table named ..."
+        if isinstance(exc.code, str):
+            print(f"neuralreg: error: {_one_line(exc.code)}", file=sys.stderr)
+            return 1
+        raise
     except (OperationalError, *db.driver_errors()) as exc:
+        if os.environ.get("NEURALREG_DEBUG"):
+            raise
         target = db.configured_target()
-        print(f"neuralreg: error: database at {target.host}:{target.port}: {exc.args[-1]} "
+        print(f"neuralreg: error: database at {target.host}:{target.port}: {_one_line(exc.args[-1])} "
               "(is it up? `neuralreg db up`; are DJ_USER/DJ_PASS or .secrets/ right?)", file=sys.stderr)
-        return 2
+        return 1
+    except Exception as exc:                            # noqa: BLE001 - every runtime error: one line, exit 1
+        if os.environ.get("NEURALREG_DEBUG"):
+            raise
+        from .compute.datasets import DatasetError
+        from .compute.recording import RecordingError
+        expected = (RecordingError, db.DatabaseError, DatasetError, FileNotFoundError, ValueError, LookupError)
+        what = _one_line(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {_one_line(exc)}"
+        print(f"neuralreg: error: {what}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

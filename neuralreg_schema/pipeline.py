@@ -72,3 +72,48 @@ def drop_all(prefix: str) -> None:
             for section in (spec.get("schema_prefix", "_schema"), spec.get("hash_prefix", "_hash"),
                             "_checkpoints"):
                 shutil.rmtree(Path(spec["location"]) / section / db, ignore_errors=True)
+
+
+def existing_prefixes(connection=None) -> dict[str, list[str]]:
+    """{prefix: its modules with a schema on the server} for every schema named <prefix>_<module>
+    (read-only: one query of information_schema)."""
+    if connection is None:
+        connection = settings.configure().conn()
+    rows = connection.query("SELECT schema_name FROM information_schema.schemata").fetchall()
+    found: dict[str, list[str]] = {}
+    for (name,) in rows:
+        for module in MODULES:
+            if name.endswith(f"_{module}") and len(name) > len(module) + 1:
+                found.setdefault(name[:-len(module) - 1], []).append(module)
+    return {prefix: [m for m in MODULES if m in mods] for prefix, mods in sorted(found.items())}
+
+
+class SchemasMissing(LookupError):
+    """The prefix has no (or not all) schemas on the server; the message lists the prefixes that exist."""
+
+
+def open_existing(prefix: str) -> dict:
+    """Bind the schema modules to the existing schemas of `prefix`, creating no database and no table
+    (what read-only commands use; a table missing from an existing schema stays undeclared:
+    `Table().is_declared` is False). Raises SchemasMissing, naming the prefixes that do exist, when a
+    schema of `prefix` is missing."""
+    dj = settings.configure()
+    names = schema_names(prefix)
+    if _active.get("prefix") == prefix:
+        return _modules()
+    existing = existing_prefixes(dj.conn())
+    missing = [m for m in MODULES if m not in existing.get(prefix, [])]
+    if missing:
+        complete = [p for p, mods in existing.items() if len(mods) == len(MODULES)]
+        others = (f"prefixes with schemas here: {', '.join(complete)} (choose one with --prefix)" if complete
+                  else "no neuralreg schemas exist here yet")
+        what = "no schemas" if len(missing) == len(MODULES) else f"no schema {', '.join(names[m] for m in missing)}"
+        raise SchemasMissing(f"prefix {prefix!r} has {what} on {settings.connection_summary()}; {others}")
+    if _active and _active.get("prefix") != prefix:
+        raise RuntimeError(f"this process is bound to prefix {_active['prefix']!r}; cannot switch to {prefix!r}")
+    connection = dj.conn()
+    modules = _modules()
+    for module, db in names.items():
+        modules[module].schema.activate(db, connection=connection, create_schema=False, create_tables=False)
+    _active["prefix"] = prefix
+    return modules

@@ -1,7 +1,8 @@
 """Job administration over DataJoint 2's per-table job queues (`Table.jobs`).
 
-    neuralreg jobs                     progress per table: pending, reserved, error, ignore, done
-    neuralreg jobs errors [--trace]    failed keys with their messages (and tracebacks)
+    neuralreg status [--json]          rows per table, and the job queues of the computed ones
+    neuralreg jobs [--json]            progress per table: pending, reserved, error, ignore, done
+    neuralreg jobs errors [--trace] [--json]   failed keys with their messages (and tracebacks)
     neuralreg jobs retry [--table T] [--key NAME=VALUE ...]   clear errors: the next populate retries
     neuralreg jobs ignore --table T --key NAME=VALUE ...      never compute this key
     neuralreg jobs reclaim             give back jobs of dead workers
@@ -45,6 +46,37 @@ def progress(tables) -> list[dict]:
     return rows
 
 
+def _tables(module, dj) -> list:
+    """The master tables defined in a schema module, in definition order, each followed by its parts."""
+    found = []
+    for table in vars(module).values():
+        if isinstance(table, type) and issubclass(table, dj.Table) and table.__module__ == module.__name__:
+            found.append(table)
+            found += [p for p in vars(table).values() if isinstance(p, type) and issubclass(p, dj.Part)]
+    return found
+
+
+def table_status(modules: dict) -> list[dict]:
+    """Every table of the activated pipeline (`neuralreg status`), masters in definition order, each
+    followed by its parts: {'table': 'module.Class' or 'module.Class.Part', 'rows': n, or None when
+    the table is not in the database}; a computed table also has progress()'s 'done', 'remaining',
+    'pending', 'reserved', 'error' and 'ignore' (None while it is not in the database). Reads only."""
+    from neuralreg_schema import settings
+    dj = settings.configure()
+    rows = []
+    for name, module in modules.items():
+        for table in _tables(module, dj):
+            label = table.__qualname__ if issubclass(table, dj.Part) else table.__name__
+            declared = table().is_declared
+            row = {"table": f"{name}.{label}", "rows": len(table()) if declared else None}
+            if issubclass(table, (dj.Computed, dj.Imported)):
+                counts = progress([table])[0] if declared else {}
+                row.update({k: counts.get(k) for k in ("done", "remaining", "pending", "reserved", "error",
+                                                       "ignore")})
+            rows.append(row)
+    return rows
+
+
 def _select(tables, name: str | None):
     if name is None:
         return list(tables)
@@ -75,6 +107,8 @@ def errors(tables, name: str | None = None) -> list[dict]:
     """Every job in error: table, key, message, traceback, host, pid, when."""
     found = []
     for table in _select(tables, name):
+        if not table.jobs.is_declared:          # no worker has run on it yet: no job, and nothing created
+            continue
         pk = table.jobs.primary_key
         for row in table.jobs.errors.to_dicts():
             found.append({"table": table_name(table), "key": {k: row[k] for k in pk},

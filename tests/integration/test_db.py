@@ -51,7 +51,7 @@ def test_db_up_starts_a_local_server_when_none_answers(isolated_env):
             for f in copy.iterdir():
                 f.unlink()
         refused = run(["db", "up"], env)
-        assert refused.returncode == 2 and "already exists" in refused.stderr, refused.stdout + refused.stderr
+        assert refused.returncode == 1 and "already exists" in refused.stderr, refused.stdout + refused.stderr
         reset = run(["db", "up", "--reset-password"], env)
         assert reset.returncode == 0, reset.stdout + reset.stderr
         assert run(["db", "status"], env).returncode == 0
@@ -64,6 +64,6 @@ def test_dead_database_gives_a_clear_error(isolated_env):
     env, port, home = isolated_env
     env.update(DJ_USER="neuralreg", DJ_PASS="whatever")
     result = run(["status"], env, timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 1                          # a runtime error (2 is for usage errors)
     assert f"127.0.0.1:{port}" in result.stderr and "neuralreg db up" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,16 +1,12 @@
 """Job administration: jobs of dead workers are reclaimed, live ones are not (until their timeout);
 errors are listed with their tracebacks and retried; ignored keys are skipped."""
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from neuralreg_schema import cli
 from neuralreg_schema.compute import rsa
 from populate import jobs, worker
 from tests.conftest import make_recording
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_python
 
 RESERVE_AND_DIE = """
 import sys
@@ -52,8 +48,7 @@ def _scan(exp, animal_id):
 def test_job_of_a_dead_worker_is_reclaimed_and_finished(modules, prefix):
     exp = modules["experiment"]
     key = _scan(exp, 501)
-    out = subprocess.run([sys.executable, "-c", RESERVE_AND_DIE, prefix, "501"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = run_python(["-c", RESERVE_AND_DIE, prefix, "501"], timeout=120)
     assert "reserved" in out.stdout, out.stderr
     assert len(exp.Neuron.jobs.reserved & key) == 1            # its worker is gone, the job is not
     exp.Neuron.populate(key, reserve_jobs=True)
@@ -109,7 +104,7 @@ def test_ignored_key_is_skipped(modules, prefix):
                      "animal_id=504", "session=1", "scan_idx=1"]) == 0
     exp.Neuron.populate(key, reserve_jobs=True)
     assert not (exp.Neuron & key)
-    assert cli.main(["--prefix", prefix, "jobs", "ignore", "--table", "Nope", "--key", "animal_id=1"]) == 2
+    assert cli.main(["--prefix", prefix, "jobs", "ignore", "--table", "Nope", "--key", "animal_id=1"]) == 1
     (exp.Neuron.jobs & key).delete()                           # leave the queue clean for other modules
 
 
@@ -219,8 +214,7 @@ def test_a_worker_stuck_in_a_job_ends_itself_and_records_the_error(modules, pref
     key = _scan(exp, 511)
     try:
         started = time.monotonic()
-        out = subprocess.run([sys.executable, "-c", HANGING_WORKER, prefix], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+        out = run_python(["-c", HANGING_WORKER, prefix], timeout=120)
         assert out.returncode == watchdog.HUNG_EXIT, out.stderr[-3000:]
         assert time.monotonic() - started < 60
         assert "stuck" in out.stdout and "Hung:" in out.stderr and "stuck" in out.stderr   # with the stack
@@ -241,9 +235,9 @@ def test_retry_and_prioritize_refuse_unknown_key_names(modules, prefix, capsys):
         for name in ("animal=99999", "animal_id.x:char(10)) OR (1=1=3"):
             for action in (["retry"], ["prioritize", "--priority", "1"]):
                 code = cli.main(["--prefix", prefix, "jobs", *action, "--table", "Neuron", "--key", name])
-                assert code == 2, (name, action)
+                assert code == 1, (name, action)
                 assert "not attributes of the job key" in capsys.readouterr().err
-            assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", name]) == 2
+            assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", name]) == 1
             capsys.readouterr()
         assert len(table.jobs.errors & {"animal_id": 512}) == 1                 # nothing was cleared
         assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", "animal_id=512"]) == 0
@@ -286,8 +280,7 @@ def test_a_job_computed_elsewhere_first_is_discarded_not_a_crash(modules, prefix
     def raced(self, k):
         if k["animal_id"] != 514:
             return real(self, k)
-        out = subprocess.run([sys.executable, "-c", OTHER_WORKER, prefix, "514"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+        out = run_python(["-c", OTHER_WORKER, prefix, "514"], timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         return real(self, k)
     monkeypatch.setattr(exp.Neuron, "make", raced)

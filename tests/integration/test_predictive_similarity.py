@@ -3,7 +3,7 @@ simulated profile, each stored matrix checked against a direct computation from 
 import numpy as np
 import pytest
 
-from neuralreg_schema import cli
+from neuralreg_schema import cli, report
 from neuralreg_schema.compute import simulate
 from tests.conftest import make_recording
 
@@ -149,7 +149,7 @@ def test_similarity_stability(modules, study):
 
 
 def test_demo_summary_reports_the_checks(modules, prefix, study):
-    summary = cli.demo_summary(prefix)
+    summary = report.demo_summary(modules)
     group = summary["groups"][study["group"]["scan_group"]]
     assert {"r_model_oracle", "r_data_oracle", "eq4_scan_std", "eq5_repeat_std"} <= set(group)
     scan = summary["scans"]["{animal_id}-{session}-{scan_idx}".format(**_scan_key(study["experiment"].scans[0]))]
