@@ -50,7 +50,7 @@ class NoiseConfig(dj.Lookup):
     # Gaussian noise levels of the Fig. 4 evaluation
     noise_name : varchar(32)             # e.g. 'default'
     ---
-    sigmas : json                        # noise sds on [0, 1] images, ascending (0 = clean)
+    sigmas : json                        # (pixels in [0, 1]) noise sds, ascending (0 = clean)
     noise_seed : int32                   # seed of the standard-normal noise images (identical for every model)
     max_samples = 0 : int32              # evaluate the first max_samples test images (0: all)
     """
@@ -85,11 +85,11 @@ class NoiseRobustness(dj.Computed):
     -> NoiseConfig
     ---
     n_samples : int32                    # test images evaluated
-    clean_accuracy : float64             # at sigma 0 (the first level when it is 0), else at the lowest level
-    mean_accuracy : float64              # mean over the levels (area under the Fig. 4 curve / number of levels)
-    seconds : float64
+    clean_accuracy : float64             # (fraction correct) at sigma 0 (the first level when it is 0), else at the lowest level
+    mean_accuracy : float64              # (fraction correct) mean over the levels (area under the Fig. 4 curve / number of levels)
+    seconds : float64                    # (s) wall time of the evaluation (make_compute)
     """ + settings.PROVENANCE + """
-    evaluated_at = CURRENT_TIMESTAMP : datetime
+    evaluated_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
     reserve_timeout = 7200   # s: 10000 test images x 9 levels of a ResNet18 take ~10 min on a CPU
 
@@ -99,25 +99,31 @@ class NoiseRobustness(dj.Computed):
         -> master
         level : int32                    # index into NoiseConfig.sigmas
         ---
-        sigma : float64                  # noise sd on [0, 1] images
-        accuracy : float64
+        sigma : float64                  # (pixels in [0, 1]) noise sd added to the images
+        accuracy : float64               # (fraction correct) test accuracy at this sd
         correct : <blob>                 # bool (n_samples,): per test image (paired comparisons between models)
         """
 
-    def make(self, key):
+    def make_fetch(self, key):
+        cfg = (NoiseConfig & key).fetch1()
+        return ((ClassificationDataset & key).fetch1("content_md5"), [float(s) for s in cfg["sigmas"]],
+                int(cfg["noise_seed"]), int(cfg["max_samples"]))
+
+    def make_compute(self, key, content_md5, sigmas, noise_seed, max_samples):
         import time
         from .compute import noise
         t0 = time.perf_counter()
-        cfg = (NoiseConfig & key).fetch1()
         data = ClassificationDataset.load(key)
-        n = len(data.test_images) if not cfg["max_samples"] else min(cfg["max_samples"], len(data.test_images))
+        n = len(data.test_images) if not max_samples else min(max_samples, len(data.test_images))
         dev, described = _device()
         net = RegularizedClassifier().network(key, device=dev)
-        accuracy, correct = noise.noise_accuracy(net, data.test_images[:n], data.test_labels[:n], cfg["sigmas"],
-                                                 seed=cfg["noise_seed"], device=dev)
-        sigmas = [float(s) for s in cfg["sigmas"]]
+        accuracy, correct = noise.noise_accuracy(net, data.test_images[:n], data.test_labels[:n], sigmas,
+                                                 seed=noise_seed, device=dev)
+        return n, sigmas, accuracy, correct, time.perf_counter() - t0, described
+
+    def make_insert(self, key, n, sigmas, accuracy, correct, seconds, described):
         self.insert1({**key, "n_samples": n, "clean_accuracy": float(accuracy[0]),
-                      "mean_accuracy": float(np.mean(accuracy)), "seconds": time.perf_counter() - t0,
+                      "mean_accuracy": float(np.mean(accuracy)), "seconds": float(seconds),
                       **settings.provenance(described)})
         self.Level.insert([{**key, "level": i, "sigma": s, "accuracy": float(a), "correct": correct[i]}
                            for i, (s, a) in enumerate(zip(sigmas, accuracy))])
@@ -149,7 +155,7 @@ class AttackConfig(dj.Lookup):
     kind : enum('min', 'eps')            # minimization attack, or fixed-epsilon attack with a batched binary search
     grid : json                          # hyperparameter grid (dict of lists); every setting x repeats runs
     repeats : int32                      # seeds per setting of a randomized attack
-    batch_size : int32
+    batch_size : int32                   # (samples) attacked at once
     """
 
     @classmethod
@@ -177,7 +183,7 @@ class AttackSuite(dj.Lookup):
     n_samples : int32                    # test samples attacked (fewer if the test set is smaller)
     sample_seed : int32                  # seed of the sample choice (attack_samples)
     attack_seed : int32                  # seed of the randomized attacks
-    note = '' : varchar(255)
+    note = '' : varchar(255)             # what the suite is for (the recipe's note)
     """
 
     class Member(dj.Part):
@@ -219,25 +225,25 @@ class AttackResult(dj.Computed):
     -> AttackSuite.Member
     ---
     n_samples : int32                    # test samples attacked
-    clean_accuracy : float64             # on the attacked samples (misclassified ones count as distance 0)
-    success_rate : float64               # fraction with a re-checked adversarial (or misclassified clean)
+    clean_accuracy : float64             # (fraction correct) on the attacked samples (misclassified ones count as distance 0)
+    success_rate : float64               # (fraction of samples) with a re-checked adversarial (or misclassified clean)
     rejected : int32                     # claimed adversarials that failed the re-check (not counted)
-    median_own = null : float64          # median distance in the attack's own norm (null: infinite, most samples never fooled)
-    median_l0 = null : float64           # median over samples of the best adversarial's L0 size (null: infinite)
-    median_l1 = null : float64           # as median_l0, L1 (sum of absolute pixel changes, images in [0, 1])
-    median_l2 = null : float64           # as median_l0, L2 (Euclidean norm of the change)
-    median_linf = null : float64         # as median_l0, Linf (largest absolute pixel change)
-    mean_own = null : float64            # mean own-norm distance over all samples, clean errors 0 (null: infinite, a sample never fooled)
-    sem_own = null : float64             # its standard error over samples, std(ddof=1)/sqrt(n) (null: infinite or n < 2)
-    mean_own_success = null : float64    # mean own-norm distance over the successful samples
+    median_own = null : float64          # (own norm, pixels in [0, 1]) median distance in the attack's own norm (null: infinite, most samples never fooled)
+    median_l0 = null : float64           # (pixels changed) median over samples of the best adversarial's L0 size (null: infinite)
+    median_l1 = null : float64           # (pixels in [0, 1]) as median_l0, L1: sum of absolute pixel changes
+    median_l2 = null : float64           # (pixels in [0, 1]) as median_l0, L2: Euclidean norm of the change
+    median_linf = null : float64         # (pixels in [0, 1]) as median_l0, Linf: largest absolute pixel change
+    mean_own = null : float64            # (own norm) mean own-norm distance over all samples, clean errors 0 (null: infinite, a sample never fooled)
+    sem_own = null : float64             # (own norm) its standard error over samples, std(ddof=1)/sqrt(n) (null: infinite or n < 2)
+    mean_own_success = null : float64    # (own norm) mean own-norm distance over the successful samples (null: none)
     sample_index : <blob>                # int64 (n_samples,): indices into the test set
     clean_correct : <blob>               # bool (n_samples,): classified correctly without attack
     distances : <npy@main>               # float64 (n_samples, 4): columns l0, l1, l2, linf; 0 = misclassified clean, inf = failed
     success : <blob>                     # bool (n_samples,)
     runs : json                          # per setting and repeat: params, seed, successes, rejected, iterations (summed over samples), seconds
-    seconds : float64                    # wall time of the whole attack (s)
+    seconds : float64                    # (s) wall time of the whole attack (summed over resumed runs)
     """ + settings.PROVENANCE + """
-    evaluated_at = CURRENT_TIMESTAMP : datetime
+    evaluated_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
     reserve_timeout = 86400   # s: a paper-size grid on 1000 samples takes hours on a CPU
 
@@ -247,8 +253,8 @@ class AttackResult(dj.Computed):
         -> master
         budget : int32                   # iterations per run (the query budget): the grid's steps values and 1, 2, 5, 10, 20, ...
         ---
-        success_rate : float64           # fraction of samples with an adversarial within the budget (or misclassified clean)
-        median_own = null : float64      # median own-norm distance over all samples (null: infinite)
+        success_rate : float64           # (fraction of samples) with an adversarial within the budget (or misclassified clean)
+        median_own = null : float64      # (own norm) median own-norm distance over all samples (null: infinite)
         distances : <blob>               # float64 (n_samples, 4): l0, l1, l2, linf; 0 = misclassified clean, inf = none within the budget
         """
 
@@ -322,14 +328,14 @@ class MinimalPerturbation(dj.Computed):
         -> master
         norm : enum('l0', 'l1', 'l2', 'linf')   # L0: pixels changed; L1, L2, Linf: norms of the change
         ---
-        median = null : float64          # median over all samples, clean errors 0 (null: infinite, most samples never fooled)
-        mean = null : float64            # mean over all samples, clean errors 0 (null: infinite, some sample never fooled)
-        sem = null : float64             # its standard error over samples, std(ddof=1)/sqrt(n) (null: infinite or n < 2)
-        median_correct = null : float64  # median over the clean-correct samples only (null: infinite or none)
-        mean_correct = null : float64    # mean over the clean-correct samples only (null: infinite or none)
-        sem_correct = null : float64     # its standard error over those samples (null: infinite or fewer than 2)
-        mean_success = null : float64    # mean over the samples some attack fooled
-        success_rate : float64           # fraction of samples with a finite distance
+        median = null : float64          # (the norm's unit) median over all samples, clean errors 0 (null: infinite, most samples never fooled)
+        mean = null : float64            # (the norm's unit) mean over all samples, clean errors 0 (null: infinite, some sample never fooled)
+        sem = null : float64             # (the norm's unit) its standard error over samples, std(ddof=1)/sqrt(n) (null: infinite or n < 2)
+        median_correct = null : float64  # (the norm's unit) median over the clean-correct samples only (null: infinite or none)
+        mean_correct = null : float64    # (the norm's unit) mean over the clean-correct samples only (null: infinite or none)
+        sem_correct = null : float64     # (the norm's unit) its standard error over those samples (null: infinite or fewer than 2)
+        mean_success = null : float64    # (the norm's unit) mean over the samples some attack fooled
+        success_rate : float64           # (fraction of samples) with a finite distance
         distances : <blob>               # float64 (n_samples,): min over attacks; 0 = misclassified clean, inf = never fooled
         """
 
@@ -340,12 +346,12 @@ class MinimalPerturbation(dj.Computed):
         norm : enum('l0', 'l1', 'l2', 'linf')   # as in Norm
         budget : int32                   # iterations per run of every attack (the union of the attacks' budgets)
         ---
-        median = null : float64          # over all samples, clean errors 0 (null: infinite)
-        mean = null : float64            # over all samples, clean errors 0 (null: infinite)
-        sem = null : float64             # standard error of the mean over samples (null: infinite or n < 2)
-        median_correct = null : float64  # over the clean-correct samples (null: infinite or none)
-        mean_correct = null : float64    # over the clean-correct samples (null: infinite or none)
-        success_rate : float64           # fraction of samples fooled within the budget (or misclassified clean)
+        median = null : float64          # (the norm's unit) over all samples, clean errors 0 (null: infinite)
+        mean = null : float64            # (the norm's unit) over all samples, clean errors 0 (null: infinite)
+        sem = null : float64             # (the norm's unit) standard error of the mean over samples (null: infinite or n < 2)
+        median_correct = null : float64  # (the norm's unit) over the clean-correct samples (null: infinite or none)
+        mean_correct = null : float64    # (the norm's unit) over the clean-correct samples (null: infinite or none)
+        success_rate : float64           # (fraction of samples) fooled within the budget (or misclassified clean)
         distances : <blob>               # float64 (n_samples,): min over attacks within the budget; inf = none
         """
 
