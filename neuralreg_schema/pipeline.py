@@ -76,10 +76,10 @@ def drop_all(prefix: str) -> None:
 
 def existing_prefixes(connection=None) -> dict[str, list[str]]:
     """{prefix: its modules with a schema on the server} for every schema named <prefix>_<module>
-    (read-only: one query of information_schema)."""
+    (read-only: one query of the server's schema list)."""
     if connection is None:
         connection = settings.configure().conn()
-    rows = connection.query("SELECT schema_name FROM information_schema.schemata").fetchall()
+    rows = connection.query(connection.adapter.list_schemas_sql()).fetchall()
     found: dict[str, list[str]] = {}
     for (name,) in rows:
         for module in MODULES:

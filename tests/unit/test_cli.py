@@ -1,0 +1,148 @@
+"""The `neuralreg` command's conventions without a database: exit status 2 for usage errors and 1 for
+runtime errors (one line on stderr), --version, --prefix and --threads before or after the
+subcommand, `neuralreg populate` taking exactly the worker's options, --json only where documented."""
+import argparse
+import os
+import socket
+
+import pytest
+
+from neuralreg_schema import cli
+from populate import worker
+from tests.helpers import run_python
+
+
+def neuralreg(*args, env=None, timeout=120):
+    return run_python(["-m", "neuralreg_schema.cli", *args], env=env, timeout=timeout)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    from importlib import metadata
+    out = neuralreg("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"neuralreg {metadata.version('neuralreg')}"), out.stdout
+
+
+@pytest.mark.parametrize("args", [["status", "--bogus"], ["nope"], [], ["jobs", "reclaim", "--json"],
+                                  ["db", "up", "--json"], ["populate", "--max-jobs", "many"]])
+def test_usage_errors_exit_2(args):
+    out = neuralreg(*args)
+    assert out.returncode == 2, (args, out.stdout, out.stderr)
+    assert "usage:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_runtime_error_exits_1_with_one_line():
+    env = {**os.environ, "DJ_HOST": "127.0.0.1", "DJ_PORT": str(_free_port())}     # nothing listens there
+    for args in (["status"], ["status", "--json"], ["jobs"], ["report", "--out", "x"], ["drop", "--yes"]):
+        out = neuralreg(*args, env=env)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("neuralreg: error:")]
+        assert len(errors) == 1 and "no database answers" in errors[0] and "neuralreg db up" in errors[0], out.stderr
+        assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys):
+    from neuralreg_schema import compose
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full\nwhile writing")
+
+    monkeypatch.setattr(compose, "write_gpu_override", broken)
+    assert cli.main(["compose-gpus", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err == "neuralreg: error: RuntimeError: disk full while writing\n"
+    monkeypatch.setenv("NEURALREG_DEBUG", "1")                       # the traceback, on request
+    with pytest.raises(RuntimeError, match="disk full"):
+        cli.main(["compose-gpus", "2"])
+
+
+def test_prefix_and_threads_go_before_or_after_the_subcommand(monkeypatch):
+    monkeypatch.delenv("NEURALREG_PREFIX", raising=False)
+    parser = cli.build_parser()
+    for argv in (["--prefix", "neuralreg_a", "--threads", "3", "status"], ["status", "--prefix", "neuralreg_a", "--threads", "3"],
+                 ["--prefix", "neuralreg_a", "ingest", "simulated", "--threads", "3"],
+                 ["ingest", "simulated", "--prefix", "neuralreg_a", "--threads", "3"],
+                 ["jobs", "errors", "--prefix", "neuralreg_a", "--threads", "3"],
+                 ["--threads", "3", "populate", "--prefix", "neuralreg_a", "--max-jobs", "2"]):
+        args = parser.parse_args(argv)
+        assert cli._prefix(args) == "neuralreg_a" and args.threads == 3, argv
+    assert cli._prefix(parser.parse_args(["--prefix", "neuralreg_a", "status", "--prefix", "neuralreg_b"])) == "neuralreg_b"
+    assert cli._prefix(parser.parse_args(["status"])) == "neuralreg"
+    monkeypatch.setenv("NEURALREG_PREFIX", "neuralreg_env")
+    assert cli._prefix(parser.parse_args(["status"])) == "neuralreg_env"
+    assert not hasattr(parser.parse_args(["status"]), "threads")
+
+
+def _options(parser: argparse.ArgumentParser) -> dict:
+    return {a.dest: (tuple(a.option_strings), a.default, a.type, a.help) for a in parser._actions
+            if a.option_strings and a.dest != "help"}
+
+
+def test_populate_takes_the_workers_options():
+    standalone = _options(worker.add_options(argparse.ArgumentParser()))
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["populate"]
+    via_cli = _options(sub)
+    assert set(via_cli) == set(standalone)
+    for dest in set(standalone) - {"prefix", "threads"}:             # those two are the command's own
+        assert via_cli[dest] == standalone[dest], dest
+    args = cli.build_parser().parse_args(["populate", "--tables", "Neuron", "PredictiveModel", "--max-jobs", "4",
+                                          "--forever", "--idle-exit", "5", "--priority", "1"])
+    assert args.func is cli.cmd_populate and args.tables == ["Neuron", "PredictiveModel"]
+    assert (args.max_jobs, args.forever, args.idle_exit, args.priority) == (4, True, 5.0, 1)
+
+
+def test_populate_hands_the_parsed_options_to_the_worker(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(worker, "run", lambda args: seen.update(vars(args)) or 1)
+    from neuralreg_schema import db
+    monkeypatch.setattr(db, "answers", lambda target, timeout=1.0: True)
+    assert cli.main(["populate", "--prefix", "neuralreg_w", "--max-jobs", "2"]) == 1    # the worker's status
+    assert seen["prefix"] == "neuralreg_w" and seen["max_jobs"] == 2 and seen["threads"] is None
+
+
+def test_json_is_documented_for_each_command_that_takes_it():
+    parser = cli.build_parser()
+    assert parser.parse_args(["status", "--json"]).json is True
+    assert parser.parse_args(["jobs", "--json"]).json is True
+    assert parser.parse_args(["jobs", "errors", "--json"]).json is True
+    assert parser.parse_args(["db", "status", "--json"]).json is True
+    for name in ('status       {"prefix", "connection", "tables"', 'jobs         {"prefix", "tables"',
+                 'jobs errors  {"prefix", "errors"', 'db status    {"backend", "host", "port"'):
+        assert name in cli.__doc__, name
+
+
+def test_drop_needs_the_prefix_typed_back(monkeypatch, capsys):
+    from neuralreg_schema import db, pipeline
+    dropped = []
+    monkeypatch.setattr(db, "answers", lambda target, timeout=1.0: True)
+    monkeypatch.setattr(pipeline, "existing_prefixes",
+                        lambda connection=None: {"neuralreg_d": list(pipeline.MODULES), "neuralreg_demo": ["experiment"]})
+    monkeypatch.setattr(pipeline, "drop_all", dropped.append)
+    monkeypatch.setattr(cli.settings, "connection_summary", lambda: "u@h:1")
+    for typed in ("", "neuralreg_demo", "neuralreg"):
+        monkeypatch.setattr("builtins.input", lambda prompt, typed=typed: typed)
+        assert cli.main(["drop", "--prefix", "neuralreg_d"]) == 1
+        assert "not confirmed" in capsys.readouterr().err and not dropped
+
+    def eof(prompt):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", eof)                      # no terminal, no --yes: nothing dropped
+    assert cli.main(["drop", "--prefix", "neuralreg_d"]) == 1 and not dropped
+    monkeypatch.setattr("builtins.input", lambda prompt: "neuralreg_d\n")
+    assert cli.main(["drop", "--prefix", "neuralreg_d"]) == 0 and dropped == ["neuralreg_d"]
+    monkeypatch.setattr("builtins.input", eof)
+    assert cli.main(["--prefix", "neuralreg_d", "drop", "--yes"]) == 0 and dropped == ["neuralreg_d"] * 2
+    out = capsys.readouterr().out
+    assert "neuralreg_d_experiment" in out and "neuralreg_demo" not in out
+    assert cli.main(["drop", "--yes", "--prefix", "neuralreg_x"]) == 1 and len(dropped) == 2
+    err = capsys.readouterr().err
+    assert "'neuralreg_x' has no schemas" in err and "neuralreg_d, neuralreg_demo" in err
+    assert cli.main(["drop", "--yes", "--prefix", "Bad-Prefix"]) == 1 and len(dropped) == 2
+
