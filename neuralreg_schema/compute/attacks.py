@@ -83,6 +83,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .modes import eval_mode as _eval_mode
 from .runtime import resolve_device, torch_threads
 
 NORMS = ("l0", "l1", "l2", "linf")
@@ -171,17 +172,6 @@ def recheck(model: nn.Module, images: Array, labels: Array, adversarials: Array,
         pred = predict(model, torch.as_tensor(adv[idx], dtype=torch.float32))
         ok[idx] = pred != y[idx]
     return ok
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 @contextmanager

@@ -94,7 +94,6 @@ measured after every epoch (`heldout_similarity_loss`), and before the first.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import time
@@ -114,7 +113,7 @@ from .errors import TrainingError
 from .modes import batchnorm_batch_stats, batchnorm_eval
 from .runtime import autocast, describe_device, prepare_input, resolve_device, torch_threads
 from .serialization import CLASSIFIER_NETWORK_FORMAT, torch_bytes, torch_payload
-from .training import Checkpoint, TrainingState, resume
+from .training import Checkpoint, TrainingState, named_config, resume, with_defaults
 
 HELDOUT_SPLIT_SEED = 0          # the held-out stimulus images are the same for every classifier seed
 
@@ -172,17 +171,12 @@ CONFIGS: dict[str, dict] = {
 
 def default_config(name: str = "demo") -> dict:
     """A copy of a named recipe of CONFIGS."""
-    if name not in CONFIGS:
-        raise KeyError(f"unknown classifier config {name!r}; known: {', '.join(CONFIGS)}")
-    return copy.deepcopy(CONFIGS[name])
+    return named_config(CONFIGS, name, "classifier")
 
 
 def check_config(config: dict) -> dict:
     """`config` completed with the defaults and checked; ValueError names a bad or unknown key."""
-    unknown = sorted(set(config) - set(_COMMON))
-    if unknown:
-        raise ValueError(f"unknown classifier config keys {unknown}; known: {sorted(_COMMON)}")
-    cfg = {**copy.deepcopy(_COMMON), **config}
+    cfg = with_defaults(config, _COMMON, "classifier")
     if str(cfg["arch"]).lower() not in ("resnet18", "resnet34"):
         raise ValueError(f"config arch must be resnet18 or resnet34, got {cfg['arch']!r}")
     cfg["arch"] = str(cfg["arch"]).lower()

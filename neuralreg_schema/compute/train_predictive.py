@@ -49,7 +49,6 @@ behavior and eye position, the denoised responses Eq. 6 of the paper is computed
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import time
@@ -65,7 +64,7 @@ from .modes import eval_mode
 from .recording import TIERS
 from .runtime import describe_device, resolve_device, torch_threads
 from .serialization import PREDICTIVE_NETWORK_FORMAT, torch_bytes, torch_payload
-from .training import Checkpoint, TrainingState, resume
+from .training import Checkpoint, TrainingState, named_config, resume, with_defaults
 
 
 class PredictiveDataError(ValueError):
@@ -258,17 +257,12 @@ CONFIGS: dict[str, dict] = {
 
 def default_config(name: str = "demo") -> dict:
     """A copy of a named config from CONFIGS."""
-    if name not in CONFIGS:
-        raise KeyError(f"unknown predictive config {name!r}; known: {', '.join(CONFIGS)}")
-    return copy.deepcopy(CONFIGS[name])
+    return named_config(CONFIGS, name, "predictive")
 
 
 def _check_config(config: dict) -> dict:
     """Complete `config` with the defaults of _COMMON and check types and ranges."""
-    unknown = sorted(set(config) - set(_COMMON))
-    if unknown:
-        raise ValueError(f"unknown predictive config keys {unknown}")
-    cfg = {**_COMMON, **config}
+    cfg = with_defaults(config, _COMMON, "predictive")
     positive_int = ("hidden_channels", "input_kern", "hidden_kern", "layers", "downsample",
                     "batch_size", "max_epochs", "patience", "lr_decay_steps", "eval_batch_size",
                     "shifter_hidden", "modulator_hidden")

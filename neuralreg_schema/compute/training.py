@@ -33,6 +33,7 @@ bytes load with torch's weights_only unpickler, so no code runs from a checkpoin
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from typing import Callable, Optional, Protocol, runtime_checkable
 
@@ -90,6 +91,22 @@ class TrainingState:
         return cls(**{f.name: payload[f.name] for f in fields(cls) if f.name in payload})
 
 
+def named_config(configs: dict[str, dict], name: str, kind: str) -> dict:
+    """A copy of the recipe `name` of a trainer's CONFIGS; KeyError naming the known ones."""
+    if name not in configs:
+        raise KeyError(f"unknown {kind} config {name!r}; known: {', '.join(configs)}")
+    return copy.deepcopy(configs[name])
+
+
+def with_defaults(config: dict, defaults: dict, kind: str) -> dict:
+    """`config` completed with a copy of the trainer's `defaults`; ValueError for a key the trainer
+    does not know (the first step of every trainer's check_config)."""
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {kind} config keys {unknown}; known: {sorted(defaults)}")
+    return {**copy.deepcopy(defaults), **config}
+
+
 def resume(checkpoint: Checkpoint | None, identity: dict, epochs: int,
            say: Callable[[str], None]) -> TrainingState | None:
     """The saved state of this run (same `identity`) with fewer than `epochs` finished epochs, or
@@ -109,4 +126,4 @@ def resume(checkpoint: Checkpoint | None, identity: dict, epochs: int,
     return state
 
 
-__all__ = ["Checkpoint", "TrainerResult", "TrainingState", "resume"]
+__all__ = ["Checkpoint", "TrainerResult", "TrainingState", "named_config", "resume", "with_defaults"]
