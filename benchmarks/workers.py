@@ -1,11 +1,12 @@
 """Benchmark: worker throughput and CPU use with 1 and 2 worker processes, and DataJoint's overhead per job.
 
 For each worker count (default 1, then 2) it ingests the tiny simulated study (2 scans x 40 neurons)
-into a fresh schema prefix, adds --configs PredictiveModel configs that differ only in their seed
-(--epochs epochs each, so 2 x configs independent jobs of about a second), starts that many
-`python -m populate.worker --prefix P --tables PredictiveModel` processes at once (torch limited to
---threads threads each, so 2 workers can use 2 cores) and waits for them. Jobs are kept in the job
-table (DJ_JOBS_KEEP_COMPLETED=true) so their times can be read back. It prints, measured in this run:
+into a fresh schema prefix, adds one PredictiveModel config and --configs seeds of it (PredictiveSeed
+rows 0 .. configs - 1; --epochs epochs each, so 2 x configs independent jobs of about a second),
+starts that many `python -m populate.worker --prefix P --tables PredictiveModel` processes at once
+(torch limited to --threads threads each, so 2 workers can use 2 cores) and waits for them. Jobs
+are kept in the job table (DJ_JOBS_KEEP_COMPLETED=true) so their times can be read back. It prints,
+measured in this run:
   jobs/s     jobs / span, span = first reservation to last completion (worker start-up excluded)
   wall       seconds from starting the workers to the last one exiting (start-up, imports included)
   cpu        CPU seconds of the worker processes (getrusage RUSAGE_CHILDREN) / wall, summed over
@@ -38,9 +39,9 @@ PLAN = """
 import sys
 from neuralreg_schema import pipeline
 m = pipeline.activate(sys.argv[1])
-for seed in range(int(sys.argv[2])):
-    m["predictive"].PredictiveModelConfig.add("tiny", name=f"bench{seed}", max_epochs=int(sys.argv[3]),
-                                              patience=int(sys.argv[3]), seed=seed)
+m["predictive"].PredictiveModelConfig.add("tiny", name=f"bench{sys.argv[3]}", max_epochs=int(sys.argv[3]),
+                                          patience=int(sys.argv[3]))
+m["predictive"].PredictiveSeed.add(*range(int(sys.argv[2])))      # seed 0 is there already
 """
 
 STATS = """
@@ -144,7 +145,7 @@ def trivial_overhead(n_keys: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run")
-    parser.add_argument("--configs", type=int, default=6, help="configs (x 2 scans = jobs) per run")
+    parser.add_argument("--configs", type=int, default=6, help="seeds of the config (x 2 scans = jobs) per run")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs per job")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (OMP_NUM_THREADS)")
     parser.add_argument("--trivial", type=int, default=200, help="keys of the trivial-make table")
