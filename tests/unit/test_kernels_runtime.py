@@ -6,8 +6,6 @@ CPU's own instruction set, and with oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA),
 kernel lives (an AVX-512 CPU otherwise never reaches it)."""
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,18 +13,16 @@ import torch
 from neuralreg_schema.compute import augment, kernelcheck, runtime
 from neuralreg_schema.compute import train_classifier as tc
 from neuralreg_schema.compute.models import resnet
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_python
 
 
 def _run_kernelcheck(env_extra: dict, timeout: float, *args: str) -> str:
     env = {**os.environ, **env_extra}
     try:
-        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "neuralreg_schema.compute.kernelcheck",
-                               *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = run_python(["-X", "faulthandler", "-m", "neuralreg_schema.compute.kernelcheck", *args], env=env,
+                          timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the kernel check hung for {timeout:.0f} s ({env_extra}); its output so far:\n"
-                    f"{(exc.stdout or b'').decode() if isinstance(exc.stdout, bytes) else exc.stdout}")
+        pytest.fail(f"the kernel check hung for {timeout:.0f} s ({env_extra}); its output so far:\n{exc.stdout}")
     assert proc.returncode == 0, f"kernel check failed (rc {proc.returncode}, {env_extra}):\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -149,9 +145,7 @@ def test_threads_divide_the_budget_among_workers(monkeypatch):
 def test_openmp_waits_passively_unless_the_user_chose():
     code = "import os, neuralreg_schema, torch; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    assert out.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    assert out.strip() == "ACTIVE"
+    out = run_python(["-c", code], env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "PASSIVE", out.stderr[-2000:]
+    out = run_python(["-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ACTIVE", out.stderr[-2000:]

@@ -1,11 +1,8 @@
 """A hang fails, it does not block: the suite's pytest-timeout settings interrupt a test stuck where
 signals cannot reach it (as a thread spinning in a native kernel is)."""
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, run_python
 
 STUCK = '''
 import signal, time
@@ -20,10 +17,9 @@ def test_a_stuck_test_is_ended_by_the_configured_timeout(tmp_path):
     (tmp_path / "test_stuck.py").write_text(STUCK)
     started = time.monotonic()
     # the project's pytest configuration (timeout method, ...), with the per-test limit shortened to 3 s
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "pyproject.toml"),
-                           "--rootdir", str(tmp_path), "--timeout", "3", "-p", "no:cacheprovider",
-                           str(tmp_path / "test_stuck.py")],
-                          capture_output=True, text=True, timeout=100, cwd=tmp_path)
+    proc = run_python(["-m", "pytest", "-q", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+                       "--timeout", "3", "-p", "no:cacheprovider", str(tmp_path / "test_stuck.py")],
+                      timeout=100, cwd=tmp_path)
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
     assert elapsed < 60, f"the stuck test held the run for {elapsed:.0f} s"
