@@ -4,7 +4,7 @@
     neuralreg ingest simulated [--profile demo] [--seed 0]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
-    neuralreg plan-similarity [--model demo] [--vgg]   predictive-model config + the paper's similarity configs
+    neuralreg plan-similarity [--model demo] [--model-seed 0] [--vgg]   a predictive model's similarity configs
     neuralreg plan STUDY [...]                 every row that defines a study (populate/plans.py)
     neuralreg populate [worker options]        the worker loop (populate/worker.py) over the whole graph
     neuralreg status [--json]                  rows per table and job queues
@@ -131,13 +131,14 @@ def cmd_group(args) -> int:
 
 
 def cmd_plan_similarity(args) -> int:
-    plans.plan_similarity(_prefix(args), args.model, vgg=args.vgg)
+    plans.plan_similarity(_prefix(args), args.model, vgg=args.vgg, model_seed=args.model_seed)
     return 0
 
 
 def cmd_plan(args) -> int:
     plans.plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds,
-                     vgg=args.vgg, classifier=args.classifier, model=args.model, data_root=args.data_root)
+                     vgg=args.vgg, classifier=args.classifier, model=args.model, data_root=args.data_root,
+                     model_seed=args.model_seed)
     return 0
 
 
@@ -392,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("plan-similarity", cmd_plan_similarity,
                 help="insert a predictive-model config and the paper's similarity configs")
     p.add_argument("--model", default="demo", help="predictive-model recipe: tiny, demo or paper")
+    p.add_argument("--model-seed", type=int, default=0,
+                   help="seed of the predictive model the model and shuffle matrices use (default 0)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
 
@@ -402,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "patches of photos shipped with scikit-image) (default: the study's)")
     p.add_argument("--classifier", help="classifier recipe: tiny, demo or paper (default: the study's)")
     p.add_argument("--model", help="predictive-model recipe: tiny, demo or paper (default: the study's)")
+    p.add_argument("--model-seed", type=int, default=0,
+                   help="seed of the predictive model behind the neural-model and shuffle targets (default 0)")
     p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
                                        "$NEURALREG_DATA, where workers on this machine look)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")

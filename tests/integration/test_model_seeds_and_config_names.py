@@ -135,3 +135,20 @@ def test_a_config_name_identifies_one_config(modules, module, table, recipe, bas
         (cls & [derived, custom]).delete(prompt=False)
     finally:
         (cls & first).delete(prompt=False)
+
+
+def test_plans_name_the_model_seed(modules, prefix, toy):
+    """`neuralreg plan-similarity --model-seed 1`: the model and shuffle configs use seed 1's model."""
+    from neuralreg_schema import cli
+    pred, sim = modules["predictive"], modules["similarity"]
+    existed = bool(pred.PredictiveModelConfig & {"config_name": "tiny"})
+    assert cli.main(["--prefix", prefix, "plan-similarity", "--model", "tiny", "--model-seed", "1", "--no-vgg"]) == 0
+    tiny = (pred.PredictiveModelConfig & {"config_name": "tiny"}).keys()[0]
+    try:
+        by_model = sim.SimilarityConfig & tiny & "method in ('model', 'shuffle')"
+        assert len(by_model) == 3                                  # model/stimulus, model/oracle, shuffle/stimulus
+        assert set(by_model.to_arrays("model_seed")) == {1}
+    finally:
+        (sim.SimilarityConfig & tiny & {"model_seed": 1}).delete(prompt=False)
+        if not existed:
+            (pred.PredictiveModelConfig & tiny).delete(prompt=False, part_integrity="cascade")
