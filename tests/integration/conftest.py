@@ -60,3 +60,21 @@ def trained_classifiers(modules, classifier_targets):
                                                 suppress_errors=True)
     assert not result["error_list"], result["error_list"]
     return classifier_targets
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(modules, tmp_path_factory):
+    """`neuralreg demo --profile tiny` run in a subprocess into a prefix of the module's own (on the
+    session's server and store, which `modules` set up), as a user runs it; the prefix is yielded
+    and every schema under it dropped at the end of the module. Used by the README and notebook
+    tests (tests/integration/test_readme.py, test_notebook.py)."""
+    from neuralreg_schema import pipeline
+    from tests.helpers import cli, new_prefix
+    prefix = new_prefix("demo")
+    try:
+        demo = cli(prefix, "demo", "--profile", "tiny", "--out", str(tmp_path_factory.mktemp("demo_out")),
+                   timeout=900)
+        assert demo.returncode == 0, (demo.stdout[-3000:], demo.stderr[-3000:])
+        yield prefix
+    finally:
+        pipeline.drop_all(prefix)
