@@ -162,22 +162,6 @@ def test_plan_command_is_idempotent_and_sweeps_alpha(modules, prefix, classifier
         plans.plan_study(prefix, "nope")
 
 
-def test_notebook_queries_run(modules, prefix, trained_classifiers, monkeypatch):
-    """notebooks/queries.ipynb runs top to bottom against these tables (its code cells, in order)."""
-    import json
-    from pathlib import Path
-    import matplotlib
-    matplotlib.use("Agg")
-    monkeypatch.setenv("NEURALREG_PREFIX", prefix)
-    nb = json.loads((Path(__file__).resolve().parents[2] / "notebooks" / "queries.ipynb").read_text())
-    namespace = {}
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "queries.ipynb", "exec"), namespace)
-    assert len(namespace["table"]) == len(modules["classifier"].RegularizedClassifier())
-    assert set(namespace["table"]["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
-
-
 def test_plan_with_a_data_folder(modules, prefix, classifier_study, tmp_path, monkeypatch):
     """`plan --data-root`: an extracted CIFAR folder outside the cache is refused with the fix, before
     any data set row exists; with NEURALREG_DATA pointing at its parent the study is planned on it."""
