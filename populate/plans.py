@@ -50,7 +50,7 @@ STUDIES = {
     "tiny": {"model": "tiny", "dataset": "offline", "classifier": "tiny", "seeds": 1, "attacks": "tiny", "noise": "wide",
              "kinds": ("none", "neural-model", "neural-data", "shuffle")},
     # the demo trains on the natural-image stand-in: noise degrades it within the CIFAR levels and the
-    # known-answer controls separate on it (README, Known-answer controls); the digits: --dataset offline
+    # known-answer controls separate on it (docs/controls.md); the digits: --dataset offline
     "demo": {"model": "demo", "dataset": "offline-photos", "classifier": "demo", "seeds": 2, "attacks": "demo",
              "noise": "wide", "kinds": ("none", "neural-model", "neural-data", "shuffle")},
     # known-answer controls at demo size: does similarity matching transfer a property at all? Lowpass

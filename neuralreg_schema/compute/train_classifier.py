@@ -47,7 +47,7 @@ step (64 images, 32 pairs); the paper recipe here passes as many images too (sti
 lets every pair of them enter Eq. 8: 2016 pairs per step, 63 times the paper's 32, for the same
 images. The demo recipe passes 12 stimuli (66 pairs), sized for two CPU cores: 2.4 times the pairs
 of 8 stimuli for 10-15 % more step time. Measured on 2 shared CPU cores, 1 thread, interleaved, two
-runs (benchmarks/classifier.py, batch 64; README): the regularized step costs 1.42-1.49x the plain
+runs (benchmarks/classifier.py, batch 64; docs/training.md): the regularized step costs 1.42-1.49x the plain
 one for the demo (width 16, 12 stimuli; 1.24-1.37x with 8) and 3.8-4.2x for the paper recipe
 (width 64, 64 stimuli), the same as the paper's 64 images in 32 pairs (3.85-4.03x): the pair terms
 cost nothing next to the forward and backward passes of the images.
