@@ -35,12 +35,22 @@ def table_name(table) -> str:
     return f"{table.__module__.rsplit('.', 1)[-1]}.{table.__name__}"
 
 
+def queue(table):
+    """The table's job queue (`~~table`) when it is in the database, else None. Reads only: DataJoint
+    2.3 creates the queue on the first access to `table.jobs`, which read-only commands must not do."""
+    from datajoint.jobs import Job
+    jobs = Job(table())
+    return jobs if jobs.is_declared else None
+
+
 def progress(tables) -> list[dict]:
-    """One dict per table: name, done (rows), remaining (keys not yet computed) and job counts."""
+    """One dict per table: name, done (rows), remaining (keys not yet computed) and job counts (0 for a
+    table whose job queue does not exist yet). Reads only."""
     rows = []
     for table in tables:
         remaining, total = table.progress(display=False)
-        p = table.jobs.progress()
+        jobs = queue(table)
+        p = jobs.progress() if jobs is not None else {}
         rows.append({"table": table_name(table), "done": total - remaining, "remaining": remaining,
                      **{k: p.get(k, 0) for k in ("pending", "reserved", "error", "ignore")}})
     return rows
@@ -104,13 +114,14 @@ def _keyed(tables, name: str | None, key: dict | None) -> list:
 
 
 def errors(tables, name: str | None = None) -> list[dict]:
-    """Every job in error: table, key, message, traceback, host, pid, when."""
+    """Every job in error: table, key, message, traceback, host, pid, when. Reads only."""
     found = []
     for table in _select(tables, name):
-        if not table.jobs.is_declared:          # no worker has run on it yet: no job, and nothing created
+        jobs = queue(table)
+        if jobs is None:                        # no worker has run on it yet: no job in error
             continue
-        pk = table.jobs.primary_key
-        for row in table.jobs.errors.to_dicts():
+        pk = jobs.primary_key
+        for row in jobs.errors.to_dicts():
             found.append({"table": table_name(table), "key": {k: row[k] for k in pk},
                           "message": row.get("error_message", ""), "stack": row.get("error_stack", ""),
                           "host": row.get("host"), "pid": row.get("pid"),
