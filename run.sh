@@ -2,7 +2,7 @@
 # One entry point on a fresh machine (needs only python3 >= 3.10):
 #   ./run.sh demo [--profile demo|tiny|full]   database up, simulated experiment, populate, summary
 #   ./run.sh test [pytest args]                the whole test suite (unit + integration)
-#   ./run.sh <neuralreg subcommand ...>        e.g. ./run.sh db status, ./run.sh status
+#   ./run.sh <neuralreg subcommand ...>        e.g. ./run.sh db status, ./run.sh status --prefix neuralreg_demo
 # It creates .venv (or $NEURALREG_VENV) and installs the project into it when needed.
 # $NEURALREG_TORCH: pip arguments for PyTorch (default torch==2.13.0: the CUDA build from PyPI on Linux x86_64).
 set -euo pipefail
@@ -48,7 +48,7 @@ case "$cmd" in
         fi
         exec "$VENV/bin/python" -m pytest -q "$@" ;;   # default: testpaths (tests/) from pyproject.toml
     help|-h|--help)
-        sed -n '2,8p' "$0" ;;
+        sed -n '2,/^[^#]/{/^#/p}' "$0" ;;   # the comment block at the top
     *)
         bootstrap
         exec "$VENV/bin/neuralreg" "$@" ;;
