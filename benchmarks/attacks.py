@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from neuralreg_schema.compute import attacks as A
+from neuralreg_schema.compute.attack_specs import expand_grid
 from neuralreg_schema.compute.train_classifier import ClassifierNet
 
 
@@ -163,7 +164,7 @@ def main(argv=None):
           f"setting once")
     print(f"   {'attack':<14}{'setting':<48}{'seconds':>9}{'samples/s':>11}{'iter/sample':>12}{'fooled':>8}")
     for name in () if a.skip_sparse else SPARSE:
-        for setting in A.expand_grid(paper["grids"][name]):
+        for setting in expand_grid(paper["grids"][name]):
             _sync(dev)
             t0 = time.perf_counter()
             o = A.run_attack(net, x, y, name, grid=[setting], batch_size=n, device=dev)
@@ -209,7 +210,7 @@ def main(argv=None):
     missing = []
     for name in paper["attacks"]:
         spec = A.ATTACKS[name]
-        settings = [spec.params(s) for s in A.expand_grid(paper["grids"][name])]
+        settings = [spec.params(s) for s in expand_grid(paper["grids"][name])]
         reps = paper["repeats"] if spec.stochastic else 1
         if name.startswith("bb-"):
             if "bb-l2" not in rate:

@@ -4,7 +4,7 @@
     NoiseRobustness        test accuracy of a classifier at every noise level (+ .Level per sd)
     AttackSuite            a set of attacks on a fixed subset of test samples (the same for every model)
       .Member              one AttackConfig of the suite
-    AttackConfig           one attack with its hyperparameter grid and repeats (compute/attacks.py)
+    AttackConfig           one attack with its hyperparameter grid and repeats (compute/attack_specs.py)
     AttackResult           per classifier and attack: minimal adversarial distance per sample and norm
       .Budget              the same when every run may use at most `budget` iterations (Fig. 5's curve)
     MinimalPerturbation    per classifier and suite: the minimum over the suite's attacks (+ .Norm);
@@ -15,8 +15,12 @@
 Schemas declared before the sparse attacks and the budget curve (issue 14) lack columns and parts:
 drop their MinimalPerturbation and AttackResult tables (in that order) and populate them again.
 
-The numbers come from compute/noise.py and compute/attacks.py; this module fetches and inserts.
-Every row records the device, torch version, code version and host that computed it.
+The numbers come from compute/noise.py and compute/attacks.py (specs, recipes and scores beside it:
+attack_specs.py, attack_recipes.py, attack_scores.py); this module fetches and inserts. NoiseRobustness
+and AttackResult compute in make_compute, with no transaction open (three-part make); an AttackResult
+job saves its progress after finished batches in the object store (checkpoints.StoreCheckpoint, beside
+the classifiers' training checkpoints), resumes from it when it is run again after a crash, and removes
+it with the insert. Every row records the device, torch version, code version and host that computed it.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import logging
 import numpy as np
 
 from . import settings
+from .checkpoints import StoreCheckpoint
 from .classifier import ClassificationDataset, RegularizedClassifier
 from .compute.serialization import jsonable as _jsonable
 from .hashing import config_hash
@@ -36,6 +41,7 @@ log = logging.getLogger("neuralreg.evaluation")
 schema = dj.Schema()
 
 POPULATE_ORDER = ("NoiseRobustness", "AttackResult", "MinimalPerturbation")
+ATTACK_CHECKPOINT_INTERVAL = 60.0   # s: an AttackResult job saves its progress at most this often
 
 
 def _device():
@@ -150,7 +156,7 @@ class AttackConfig(dj.Lookup):
     # one adversarial attack with its hyperparameter grid, addressed by its content
     attack_hash : char(32)               # md5 of the settings below
     ---
-    attack : varchar(32)                 # compute.attacks.ATTACKS key, e.g. 'fmn-l2', 'pgd-linf', 'bb-l0'
+    attack : varchar(32)                 # compute.attack_specs.ATTACKS key, e.g. 'fmn-l2', 'pgd-linf', 'bb-l0'
     norm : enum('l0', 'l1', 'l2', 'linf')   # the attack's own norm (decides which adversarial is the best)
     kind : enum('min', 'eps')            # minimization attack, or fixed-epsilon attack with a batched binary search
     grid : json                          # hyperparameter grid (dict of lists); every setting x repeats runs
@@ -160,13 +166,13 @@ class AttackConfig(dj.Lookup):
 
     @classmethod
     def add(cls, attack: str, grid=None, *, repeats: int = 1, batch_size: int = 128) -> dict:
-        from .compute import attacks
-        if attack not in attacks.ATTACKS:
-            raise ValueError(f"unknown attack {attack!r}; known: {', '.join(attacks.ATTACKS)}")
-        spec = attacks.ATTACKS[attack]
+        """Insert one attack with its grid (None: the attack's default grid); idempotent. The grid is
+        stored as given (JSON) after compute.attack_specs.parse_grid, the parser AttackResult runs it
+        through, accepted it: an unknown attack or option, or a value of the wrong type, is refused
+        here (AttackConfigError, a ValueError)."""
+        from .compute.attack_specs import parse_grid
+        spec, _ = parse_grid(attack, grid)
         grid = dict(grid if grid is not None else spec.grid)
-        for setting in attacks.expand_grid(grid):
-            spec.params(setting)                                   # refuses unknown parameters
         settings_ = {"attack": attack, "norm": spec.norm, "kind": spec.kind, "grid": grid,
                      "repeats": int(repeats), "batch_size": int(batch_size)}
         key = {"attack_hash": config_hash(settings_)}
@@ -196,10 +202,10 @@ class AttackSuite(dj.Lookup):
     @classmethod
     def add_recipe(cls, recipe: str = "demo", suite: str | None = None, *, sample_seed: int = 0,
                    attack_seed: int = 0) -> dict:
-        """The suite of compute.attacks.RECIPES[recipe] (idempotent; refuses another suite's content
-        under the same name)."""
-        from .compute import attacks
-        r = attacks.recipe(recipe)
+        """The suite of compute.attack_recipes.RECIPES[recipe] (idempotent; refuses another suite's
+        content under the same name)."""
+        from .compute.attack_recipes import recipe as named_recipe
+        r = named_recipe(recipe)
         members = [AttackConfig.add(a, r["grids"][a], repeats=r["repeats"], batch_size=r["batch_size"])
                    for a in r["attacks"]]
         key = {"suite": suite or recipe}
@@ -275,21 +281,25 @@ class AttackResult(dj.Computed):
             log.info("AttackResult %s: %s", name, message)
 
         images = data.test_images[index].astype(np.float32) / np.float32(255.0)
+        # progress is saved after finished batches (at most every ATTACK_CHECKPOINT_INTERVAL s) beside
+        # the classifiers' training checkpoints; a reclaimed job resumes from it with the same result
         outcome = attacks.run_attack(net, images, data.test_labels[index], attack, grid=cfg["grid"],
                                      repeats=cfg["repeats"], seed=suite["attack_seed"],
-                                     batch_size=cfg["batch_size"], device=dev, progress=progress)
+                                     batch_size=cfg["batch_size"], device=dev, progress=progress,
+                                     checkpoint=StoreCheckpoint(self, key),
+                                     checkpoint_interval=ATTACK_CHECKPOINT_INTERVAL)
         return outcome, index, described
 
     def make_insert(self, key, outcome, index, described):
-        from .compute import attacks
-        dist = np.stack([np.asarray(outcome.distances[k], np.float64) for k in attacks.NORMS], axis=1)
+        from .compute.attack_scores import NORMS, distance_statistics
+        dist = np.stack([np.asarray(outcome.distances[k], np.float64) for k in NORMS], axis=1)
         if np.isnan(dist).any():
             raise ValueError(f"attack {outcome.name}: NaN distances")
-        k_own = attacks.NORMS.index(outcome.norm)
+        k_own = NORMS.index(outcome.norm)
         own = dist[:, k_own]
         success = np.asarray(outcome.success, bool)
         clean_correct = np.asarray(outcome.clean_correct, bool)
-        stats = attacks.distance_statistics(own, clean_correct)
+        stats = distance_statistics(own, clean_correct)
         per_budget = np.asarray(outcome.budget_distances, np.float64)
         if np.isnan(per_budget).any() or per_budget.shape != (len(outcome.budgets),) + dist.shape:
             raise ValueError(f"attack {outcome.name}: budget distances of shape {per_budget.shape} or NaN")
@@ -297,7 +307,7 @@ class AttackResult(dj.Computed):
             **key, "n_samples": len(index), "clean_accuracy": float(np.mean(clean_correct)),
             "success_rate": float(np.mean(success)), "rejected": int(outcome.rejected),
             "median_own": _finite(np.median(own)),
-            **{f"median_{k}": _finite(np.median(dist[:, i])) for i, k in enumerate(attacks.NORMS)},
+            **{f"median_{k}": _finite(np.median(dist[:, i])) for i, k in enumerate(NORMS)},
             "mean_own": _finite(stats["mean"]), "sem_own": _finite(stats["sem"]),
             "mean_own_success": _finite(own[success].mean()) if success.any() else None,
             "sample_index": np.asarray(index, np.int64), "clean_correct": clean_correct, "distances": dist,
@@ -306,6 +316,8 @@ class AttackResult(dj.Computed):
         self.Budget.insert([{**key, "budget": int(b), "success_rate": float(np.isfinite(d[:, k_own]).mean()),
                              "median_own": _finite(np.median(d[:, k_own])), "distances": d}
                             for b, d in zip(outcome.budgets, per_budget)])
+        # the rows are in (the transaction commits next); a lost checkpoint now only costs a re-run
+        StoreCheckpoint(self, key).remove()
 
 
 @schema
@@ -365,7 +377,7 @@ class MinimalPerturbation(dj.Computed):
     def make(self, key):
         from types import SimpleNamespace
 
-        from .compute import attacks
+        from .compute.attack_scores import NORMS, budget_curve, distance_statistics, minimal_over_attacks
         rows = (AttackResult & key).to_dicts(order_by="attack_hash")
         index = np.asarray(rows[0]["sample_index"])
         if any(not np.array_equal(np.asarray(r["sample_index"]), index) for r in rows):
@@ -374,8 +386,8 @@ class MinimalPerturbation(dj.Computed):
         for r in rows:
             d = np.asarray(r["distances"].load() if hasattr(r["distances"], "load") else r["distances"], np.float64)
             outcomes.append(SimpleNamespace(name=r["attack_hash"], success=np.asarray(r["success"]),
-                                            distances={k: d[:, i] for i, k in enumerate(attacks.NORMS)}))
-        best = attacks.minimal_over_attacks(outcomes)
+                                            distances={k: d[:, i] for i, k in enumerate(NORMS)}))
+        best = minimal_over_attacks(outcomes)
         correct = np.asarray(rows[0]["clean_correct"], bool)
         if any(not np.array_equal(np.asarray(r["clean_correct"], bool), correct) for r in rows):
             raise ValueError(f"attack results of suite {key['suite']!r} disagree on the clean errors")
@@ -384,20 +396,20 @@ class MinimalPerturbation(dj.Computed):
             parts = (AttackResult.Budget & key & {"attack_hash": r["attack_hash"]}).to_dicts(order_by="budget")
             curves.append(([p["budget"] for p in parts],
                            np.stack([np.asarray(p["distances"], np.float64) for p in parts]) if parts
-                           else np.zeros((0, len(index), len(attacks.NORMS)))))
-        budgets, curve = attacks.budget_curve(curves)
+                           else np.zeros((0, len(index), len(NORMS)))))
+        budgets, curve = budget_curve(curves)
         self.insert1({**key, "n_samples": len(index), "n_correct": int(correct.sum()), "n_attacks": len(rows),
                       "sample_index": index, "clean_correct": correct})
         norm_rows, budget_rows = [], []
-        for i, norm in enumerate(attacks.NORMS):
+        for i, norm in enumerate(NORMS):
             d = best[norm]
             finite = np.isfinite(d)
-            st = attacks.distance_statistics(d, correct)
+            st = distance_statistics(d, correct)
             norm_rows.append({**key, "norm": norm, **{k: _finite(st[k]) for k in STATISTICS},
                               "mean_success": _finite(d[finite].mean()) if finite.any() else None,
                               "success_rate": float(finite.mean()), "distances": d})
             for b, db in zip(budgets, curve):
-                st = attacks.distance_statistics(db[:, i], correct)
+                st = distance_statistics(db[:, i], correct)
                 budget_rows.append({**key, "norm": norm, "budget": int(b),
                                     **{k: _finite(st[k]) for k in STATISTICS if k != "sem_correct"},
                                     "success_rate": st["success_rate"], "distances": db[:, i].copy()})

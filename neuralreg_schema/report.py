@@ -63,7 +63,7 @@ log = logging.getLogger("neuralreg.report")
 
 REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG", "Lowpass", "Highpass"]
 CONTROL_KINDS = ("lowpass", "highpass")       # the known-answer pixel controls (a controls study)
-NORMS = ("l0", "l1", "l2", "linf")
+from .compute.attack_scores import NORMS  # noqa: E402  (numpy only)
 
 
 def _plt():
@@ -202,9 +202,9 @@ def budget_summary(modules) -> pd.DataFrame:
 
 def robust_accuracy_table(modules) -> pd.DataFrame:
     """Per classifier and attack suite: the clean accuracy on the attacked samples and the robust
-    accuracy at RobustBench's budgets (compute.attacks.ROBUSTBENCH_BUDGETS: Linf 8/255, L2 0.5) from
+    accuracy at RobustBench's budgets (compute.attack_scores.ROBUSTBENCH_BUDGETS: Linf 8/255, L2 0.5) from
     the stored per-sample minimal distances, one column per suite (wide, keyed by CLASSIFIER_KEY)."""
-    from .compute.attacks import ROBUSTBENCH_BUDGETS, robust_accuracy
+    from .compute.attack_scores import ROBUSTBENCH_BUDGETS, robust_accuracy
     ev = modules["evaluation"]
     rel = ev.MinimalPerturbation.Norm & [{"norm": n} for n in ROBUSTBENCH_BUDGETS]
     rows = {}

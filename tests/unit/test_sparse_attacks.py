@@ -1,6 +1,6 @@
 """compute/sparse_attacks.py (JSMA, SparseFool) on linear models whose answers are known, the L1
 linear solver against the authors' coordinate-by-coordinate loop, and the statistics of
-compute/attacks.py (budgets, per-norm selection, median / mean / SEM, robust accuracy) against numpy."""
+compute/attack_scores.py (budgets, per-norm selection, median / mean / SEM, robust accuracy) against numpy."""
 import itertools
 
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from neuralreg_schema.compute import attack_scores as SC
 from neuralreg_schema.compute import attacks as A
 from neuralreg_schema.compute import sparse_attacks as S
 
@@ -167,26 +168,26 @@ def test_reduce_runs_budgets_and_selection():
     d = np.array([[[3, 1.0, 0.5, 0.2], [inf] * 4, [5, 2.0, 1.0, 0.3]],
                   [[2, 1.5, 0.6, 0.1], [4, 3.0, 1.0, 0.4], [6, 1.0, 0.9, 0.5]]])
     used = np.array([[10, 10, 3], [20, 20, 20]])
-    out, best = A.reduce_runs(d, used, "l0")
+    out, best = SC.reduce_runs(d, used, "l0")
     np.testing.assert_array_equal(best, [1, 1, 0])
     np.testing.assert_array_equal(out, [d[1, 0], d[1, 1], d[0, 2]])
-    sel, _ = A.reduce_runs(d, used, "l0", ("l1",))
+    sel, _ = SC.reduce_runs(d, used, "l0", ("l1",))
     np.testing.assert_array_equal(sel[:, 1], [1.0, 3.0, 1.0])          # L1 kept on its own
     np.testing.assert_array_equal(sel[:, [0, 2, 3]], out[:, [0, 2, 3]])
-    at10, best10 = A.reduce_runs(d, used, "l0", budget=10)
+    at10, best10 = SC.reduce_runs(d, used, "l0", budget=10)
     np.testing.assert_array_equal(best10, [0, -1, 0])
     assert np.isinf(at10[1]).all()
-    assert A.budget_points([30, 10]) == [1, 2, 5, 10, 20, 30] and A.budget_points([]) == []
+    assert SC.budget_points([30, 10]) == [1, 2, 5, 10, 20, 30] and SC.budget_points([]) == []
 
 
 def test_budget_curve_is_the_minimum_over_attacks_at_each_budget():
     a = ([2, 10], np.array([[[5.0], [inf := np.inf]], [[4.0], [3.0]]]))
     b = ([5], np.array([[[6.0], [1.0]]]))
-    budgets, curve = A.budget_curve([a, b])
+    budgets, curve = SC.budget_curve([a, b])
     assert budgets == [2, 5, 10]
     np.testing.assert_array_equal(curve[:, :, 0], [[5.0, inf], [5.0, 1.0], [4.0, 1.0]])
     with pytest.raises(ValueError):
-        A.budget_curve([([10, 2], np.zeros((2, 1)))])
+        SC.budget_curve([([10, 2], np.zeros((2, 1)))])
 
 
 def test_distance_statistics_and_robust_accuracy_against_numpy():
@@ -194,7 +195,7 @@ def test_distance_statistics_and_robust_accuracy_against_numpy():
     d = rng.exponential(0.02, 101)
     correct = rng.uniform(size=101) > 0.2
     d[~correct] = 0.0
-    st = A.distance_statistics(d, correct)
+    st = SC.distance_statistics(d, correct)
     assert st["median"] == np.median(d) and st["mean"] == pytest.approx(d.mean())
     assert st["sem"] == pytest.approx(np.std(d, ddof=1) / np.sqrt(101))
     c = d[correct]
@@ -202,16 +203,16 @@ def test_distance_statistics_and_robust_accuracy_against_numpy():
     assert st["sem_correct"] == pytest.approx(np.std(c, ddof=1) / np.sqrt(len(c)))
     assert st["n"] == 101 and st["n_correct"] == correct.sum() and st["success_rate"] == 1.0
     for eps in (8 / 255, 0.01, 0.5):
-        assert A.robust_accuracy(d, eps) == pytest.approx(np.mean(d > eps))
-        assert A.robust_accuracy(d, eps) <= correct.mean()           # clean errors are never robust
+        assert SC.robust_accuracy(d, eps) == pytest.approx(np.mean(d > eps))
+        assert SC.robust_accuracy(d, eps) <= correct.mean()           # clean errors are never robust
     d2 = d.copy()
     d2[correct.nonzero()[0][0]] = np.inf                              # one sample never fooled
-    st2 = A.distance_statistics(d2, correct)
+    st2 = SC.distance_statistics(d2, correct)
     assert np.isinf(st2["mean"]) and np.isinf(st2["sem"]) and np.isfinite(st2["median"])
     assert st2["success_rate"] == pytest.approx(100 / 101)
-    assert A.robust_accuracy(np.array([0.0, 8 / 255, 0.04, np.inf]), 8 / 255) == 0.5   # at the budget: fooled
+    assert SC.robust_accuracy(np.array([0.0, 8 / 255, 0.04, np.inf]), 8 / 255) == 0.5   # at the budget: fooled
     with pytest.raises(ValueError):
-        A.distance_statistics(np.array([np.nan]), np.array([True]))
+        SC.distance_statistics(np.array([np.nan]), np.array([True]))
 
 
 def test_jsma_candidate_pool_finds_the_exhaustive_pair():
