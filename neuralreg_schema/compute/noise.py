@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .modes import eval_mode
+
 DEFAULT_SIGMAS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
 # named level sets: 'default' for CIFAR; 'wide' for high-contrast images such as the offline stand-in
 # (handwritten digits barely change below sd 0.1)
@@ -38,8 +40,9 @@ def noise_images(n: int, shape: tuple[int, int], seed: int) -> np.ndarray:
 @torch.no_grad()
 def noise_accuracy(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, sigmas: Sequence[float], *,
                    seed: int = 0, batch_size: int = 500, device=None) -> tuple[np.ndarray, np.ndarray]:
-    """(accuracy per sigma (S,), correct (S, N) bool) of `net` (eval mode; forward returns logits or
-    (logits, ...)) on uint8 (N, H, W) `images` with additive Gaussian noise of each sd."""
+    """(accuracy per sigma (S,), correct (S, N) bool) of `net` (in eval mode for the call, every
+    module's mode restored after: modes.eval_mode; forward returns logits or (logits, ...)) on uint8
+    (N, H, W) `images` with additive Gaussian noise of each sd."""
     sigmas = check_sigmas(sigmas)
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -48,11 +51,9 @@ def noise_accuracy(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
     if labels.shape != (len(images),):
         raise ValueError(f"{len(images)} images but labels of shape {labels.shape}")
     dev = torch.device(device) if device is not None else next(net.parameters()).device
-    was = net.training
-    net.eval()
     z = noise_images(len(images), images.shape[1:], seed)
     correct = np.zeros((len(sigmas), len(images)), dtype=bool)
-    try:
+    with eval_mode(net):
         for s in range(0, len(images), batch_size):
             x = torch.as_tensor(images[s:s + batch_size]).to(dev).float().div_(255.0)[:, None]
             zz = torch.as_tensor(z[s:s + batch_size]).to(dev)[:, None]
@@ -61,6 +62,4 @@ def noise_accuracy(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
                 out = net((x + sigma * zz).clamp_(0.0, 1.0))
                 logits = out[0] if isinstance(out, tuple) else out
                 correct[i, s:s + batch_size] = (logits.argmax(1) == y).cpu().numpy()
-    finally:
-        net.train(was)
     return correct.mean(axis=1), correct
