@@ -13,6 +13,7 @@
 - ```text blocks (output listings, layout trees) are not code; every block must say which it is.
 """
 import argparse
+import json
 import os
 import re
 import shlex
@@ -26,13 +27,14 @@ README = ROOT / "README.md"
 
 # neuralreg subcommands the test runs against the tiny study (read-only, or a no-op on a study
 # without errors), by their first words
-RUN = {("--help",), ("status",), ("db", "status"), ("jobs",), ("jobs", "errors"), ("jobs", "retry"),
+RUN = {("--help",), ("--version",), ("status",), ("db", "status"), ("jobs",), ("jobs", "errors"), ("jobs", "retry"),
        ("jobs", "reclaim"), ("report",)}
 # commands only parsed, and why
 PARSE_ONLY = {
     ("demo",): "the whole demo (11 minutes); the fixture runs it at tiny size, tests/integration/test_demo.py too",
     ("test",): "the whole suite, of which this test is a part",
     ("db", "down"): "would stop a database server other tests use",
+    ("drop",): "asks for the prefix to be typed back; tests/integration/test_cli.py drops a prefix",
     ("populate",): "a worker pass; tests/integration/test_worker.py runs workers",
     ("compose-gpus",): "writes docker-compose.gpus.yml into the checkout; tests/unit/test_compose.py runs it",
     ("jobs", "ignore"): "marks a key of a real scan as ignored",
@@ -82,10 +84,19 @@ def shell_commands(block: str) -> list[list[str]]:
 
 
 def kind(words: list[str]) -> tuple[str, list[str], tuple]:
-    """('neuralreg' | 'worker' | 'docker', arguments, classification key) of one command."""
+    """('neuralreg' | 'worker' | 'docker', arguments, classification key) of one command; the key is
+    the subcommand's first words, options (`--prefix P`, `--json`) left out."""
     if words[0] in ("./run.sh", "neuralreg"):
         args = words[1:]
-        key = tuple(args[:2]) if tuple(args[:2]) in RUN | set(PARSE_ONLY) else tuple(args[:1])
+        plain, i = [], 0
+        while i < len(args):
+            if args[i] in ("--prefix", "--threads"):
+                i += 2
+                continue
+            if not args[i].startswith("-") or not plain:
+                plain.append(args[i])
+            i += 1
+        key = tuple(plain[:2]) if tuple(plain[:2]) in RUN | set(PARSE_ONLY) else tuple(plain[:1])
         return "neuralreg", args, key
     if words[:3] == ["python", "-m", "populate.worker"]:
         return "worker", words[3:], ("worker",)
@@ -144,6 +155,7 @@ def test_parse_only_commands_parse():
 
 def test_cheap_commands_run(tiny_demo, tmp_path):
     """The RUN commands of the README run against the tiny study and exit 0."""
+    from populate import plans
     ran = set()
     for lang, body, line in BLOCKS:
         if lang != "bash":
@@ -152,6 +164,8 @@ def test_cheap_commands_run(tiny_demo, tmp_path):
             program, args, key = kind(words)
             if key not in RUN:
                 continue
+            # the README's prefix is the demo's; here it is the tiny study's
+            args = [tiny_demo if a == plans.DEMO_PREFIX else a for a in args]
             if key == ("report",):
                 args = [a if a != "report/" else str(tmp_path / "report") for a in args]
             result = cli(tiny_demo, *args, timeout=600)
@@ -159,6 +173,8 @@ def test_cheap_commands_run(tiny_demo, tmp_path):
             ran.add(key)
             if key == ("status",):
                 assert "RegularizedClassifier" in result.stdout
+                if "--json" in args:
+                    assert json.loads(result.stdout)["prefix"] == tiny_demo
             if key == ("report",):
                 assert list((tmp_path / "report").glob("*.png")) and list((tmp_path / "report").glob("*.csv"))
     assert {("status",), ("db", "status"), ("jobs",), ("report",)} <= ran
