@@ -90,7 +90,7 @@ from .attack_specs import ATTACKS, PGD, STARTED_FAMILIES, SPARSE_FAMILIES, Attac
 from .modes import eval_mode
 from .runtime import resolve_device, torch_threads
 from .serialization import jsonable
-from .training import Checkpoint
+from .training import Checkpoint, read_checkpoint
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -372,13 +372,8 @@ def _identity(name: str, options: list, n_rep: int, seed: int, batch_size: int, 
 
 def _resume(checkpoint: Optional[Checkpoint], identity: str, n: int,
             say: Callable[[str], None]) -> Optional[AttackProgress]:
-    blob = checkpoint.load() if checkpoint is not None else None
-    if blob is None:
-        return None
-    try:
-        progress = AttackProgress.from_bytes(blob)
-    except Exception as error:          # an older layout or a damaged file: start over, never crash
-        say(f"ignoring an unreadable attack checkpoint ({type(error).__name__}: {error}); starting over")
+    progress = read_checkpoint(checkpoint, AttackProgress.from_bytes, say, "attacking from the start")
+    if progress is None:
         return None
     if progress.identity != identity or progress.d_run.shape != (n, len(NORMS)):
         say("ignoring an attack checkpoint of another attack, setting, seed or sample set; starting over")

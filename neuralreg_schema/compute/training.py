@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, TypeVar, runtime_checkable
 
 from .serialization import TRAINING_STATE_FORMAT, torch_bytes, torch_payload
 
+T = TypeVar("T")
+
 
 class Checkpoint(Protocol):
-    """Where a trainer keeps its latest `TrainingState` bytes (classifier.StoreCheckpoint: the object
-    store; tests: memory). `load` returns None when nothing was saved."""
+    """Where a trainer keeps its latest `TrainingState` bytes, and attacks.run_attack its progress
+    (checkpoints.StoreCheckpoint: the object store; tests: memory). `load` returns None when nothing
+    was saved."""
 
     def load(self) -> bytes | None: ...
 
@@ -107,17 +110,27 @@ def with_defaults(config: dict, defaults: dict, kind: str) -> dict:
     return {**copy.deepcopy(defaults), **config}
 
 
-def resume(checkpoint: Checkpoint | None, identity: dict, epochs: int,
-           say: Callable[[str], None]) -> TrainingState | None:
-    """The saved state of this run (same `identity`) with fewer than `epochs` finished epochs, or
-    None: nothing saved, or a state of another run, format or length (ignored, and said so)."""
+def read_checkpoint(checkpoint: Checkpoint | None, decode: Callable[[bytes], T], say: Callable[[str], None],
+                    restart: str) -> T | None:
+    """`decode` of the bytes saved in `checkpoint`, or None: no checkpoint, nothing saved, or bytes
+    that do not decode (an older layout or a damaged file: ignored, and said so, ending with
+    `restart`, e.g. 'training from epoch 0'; never a crash). Shared by `resume` and the attacks."""
     blob = checkpoint.load() if checkpoint is not None else None
     if blob is None:
         return None
     try:
-        state = TrainingState.from_bytes(blob)
-    except Exception as error:          # an older layout or a damaged file: start over, never crash
-        say(f"ignoring an unreadable checkpoint ({type(error).__name__}: {error}); training from epoch 0")
+        return decode(blob)
+    except Exception as error:          # noqa: BLE001 - any unreadable checkpoint means: start over
+        say(f"ignoring an unreadable checkpoint ({type(error).__name__}: {error}); {restart}")
+        return None
+
+
+def resume(checkpoint: Checkpoint | None, identity: dict, epochs: int,
+           say: Callable[[str], None]) -> TrainingState | None:
+    """The saved state of this run (same `identity`) with fewer than `epochs` finished epochs, or
+    None: nothing saved, or a state of another run, format or length (ignored, and said so)."""
+    state = read_checkpoint(checkpoint, TrainingState.from_bytes, say, "training from epoch 0")
+    if state is None:
         return None
     if state.identity != identity or not 0 < int(state.epoch) < int(epochs):
         say("ignoring a checkpoint made with another config, seed or data; training from epoch 0")
@@ -126,4 +139,5 @@ def resume(checkpoint: Checkpoint | None, identity: dict, epochs: int,
     return state
 
 
-__all__ = ["Checkpoint", "TrainerResult", "TrainingState", "named_config", "resume", "with_defaults"]
+__all__ = ["Checkpoint", "TrainerResult", "TrainingState", "named_config", "read_checkpoint", "resume",
+           "with_defaults"]
