@@ -28,7 +28,8 @@ L0_THRESHOLD = 1e-6
 Array = Any                       # a numpy array or a torch tensor
 
 
-def _np(a: Array) -> np.ndarray:
+def as_numpy(a: Array) -> np.ndarray:
+    """A numpy array of `a` (a torch tensor is detached and copied to the CPU)."""
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
@@ -37,7 +38,7 @@ def distances(x: Array, x_adv: Array) -> dict[str, np.ndarray]:
 
     L0 counts elements whose change exceeds L0_THRESHOLD. Raises ValueError on shape mismatch or
     non-finite values (NaN distances are refused)."""
-    a, b = _np(x).astype(np.float64), _np(x_adv).astype(np.float64)
+    a, b = as_numpy(x).astype(np.float64), as_numpy(x_adv).astype(np.float64)
     if a.shape != b.shape:
         raise ValueError(f"images {a.shape} and adversarials {b.shape} differ in shape")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
@@ -128,8 +129,8 @@ def distance_statistics(d: Array, clean_correct: Array) -> dict:
     sem = std(ddof=1) / sqrt(n) over samples; the mean and SEM are inf when any distance is inf, the
     median only when at least half are; nan for no samples (SEM: fewer than two). success_rate: the
     fraction of samples with a finite distance; n, n_correct: the counts."""
-    d = np.asarray(_np(d), np.float64).ravel()
-    ok = np.asarray(_np(clean_correct), bool).ravel()
+    d = np.asarray(as_numpy(d), np.float64).ravel()
+    ok = np.asarray(as_numpy(clean_correct), bool).ravel()
     if d.shape != ok.shape:
         raise ValueError(f"distance_statistics: {d.shape} distances, {ok.shape} clean_correct")
     if np.isnan(d).any():
@@ -154,7 +155,7 @@ def robust_accuracy(d: Array, epsilon: float) -> float:
     """The fraction of samples no attack fooled at or below epsilon: mean(d > epsilon) over all samples
     of per-sample minimal distances d (clean errors, distance 0, are never robust; never fooled, inf,
     always). nan for no samples."""
-    d = np.asarray(_np(d), np.float64).ravel()
+    d = np.asarray(as_numpy(d), np.float64).ravel()
     if np.isnan(d).any():
         raise ValueError("robust_accuracy: NaN distances")
     return float((d > float(epsilon)).mean()) if len(d) else float("nan")
@@ -165,7 +166,7 @@ def budget_curve(per_attack: Sequence[tuple[Sequence[int], Array]]) -> tuple[lis
     attack, (its budgets ascending, distances (len(budgets), n, ...) at them). At budget B an attack
     contributes its distances at its largest budget <= B (none below its smallest: inf). Returns (the
     union of the budgets, (len(union), n, ...) the per-sample minimum over attacks at each)."""
-    per_attack = [(list(map(int, b)), np.asarray(_np(d), np.float64)) for b, d in per_attack]
+    per_attack = [(list(map(int, b)), np.asarray(as_numpy(d), np.float64)) for b, d in per_attack]
     if not per_attack:
         raise ValueError("budget_curve: no attacks")
     shape = next((d.shape[1:] for _, d in per_attack if d.ndim >= 2), None)
@@ -186,5 +187,6 @@ def budget_curve(per_attack: Sequence[tuple[Sequence[int], Array]]) -> tuple[lis
     return union, out
 
 
-__all__ = ["BUDGET_SERIES", "L0_THRESHOLD", "NORMS", "ROBUSTBENCH_BUDGETS", "budget_curve", "budget_points",
-           "distance_statistics", "distances", "minimal_over_attacks", "reduce_runs", "robust_accuracy"]
+__all__ = ["BUDGET_SERIES", "L0_THRESHOLD", "NORMS", "ROBUSTBENCH_BUDGETS", "as_numpy", "budget_curve",
+           "budget_points", "distance_statistics", "distances", "minimal_over_attacks", "reduce_runs",
+           "robust_accuracy"]

@@ -85,7 +85,7 @@ import torch
 from torch import nn
 
 from .attack_recipes import recipe
-from .attack_scores import NORMS, budget_points, distances, reduce_runs
+from .attack_scores import NORMS, as_numpy, budget_points, distances, reduce_runs
 from .attack_specs import ATTACKS, PGD, STARTED_FAMILIES, SPARSE_FAMILIES, AttackOptions, AttackSpec, parse_grid
 from .modes import eval_mode
 from .runtime import resolve_device, torch_threads
@@ -97,10 +97,6 @@ Array = Union[np.ndarray, torch.Tensor]
 
 class AttackError(RuntimeError):
     """An attack cannot be run or returned something unusable (the message says why)."""
-
-
-def _np(a: Array) -> np.ndarray:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +126,7 @@ def predict(model: nn.Module, images: Array, batch_size: int = 256) -> np.ndarra
     """argmax of the logits (int64 (N,)), in eval mode, batched; the model's mode is restored."""
     net = model if isinstance(model, _Logits) else _Logits(model)
     dev = _model_device(net)
-    x = torch.as_tensor(_np(images) if not isinstance(images, torch.Tensor) else images).float()
+    x = torch.as_tensor(as_numpy(images) if not isinstance(images, torch.Tensor) else images).float()
     out = []
     with eval_mode(net):
         for i in range(0, len(x), batch_size):
@@ -142,11 +138,11 @@ def recheck(model: nn.Module, images: Array, labels: Array, adversarials: Array,
     """bool (N,): success AND the adversarial is finite, within [0, 1] and misclassified.
 
     `images` is unused beyond the shape check (kept so that callers pass what belongs together)."""
-    adv = _np(adversarials)
-    ok = _np(success).astype(bool).copy()
-    y = _np(labels).astype(np.int64)
-    if adv.shape != _np(images).shape or ok.shape != (len(adv),) or y.shape != (len(adv),):
-        raise ValueError(f"recheck: shapes disagree: images {_np(images).shape}, adversarials {adv.shape}, "
+    adv = as_numpy(adversarials)
+    ok = as_numpy(success).astype(bool).copy()
+    y = as_numpy(labels).astype(np.int64)
+    if adv.shape != as_numpy(images).shape or ok.shape != (len(adv),) or y.shape != (len(adv),):
+        raise ValueError(f"recheck: shapes disagree: images {as_numpy(images).shape}, adversarials {adv.shape}, "
                          f"labels {y.shape}, success {ok.shape}")
     flat = adv.reshape(len(adv), -1)
     ok &= np.isfinite(flat).all(axis=1)
@@ -187,10 +183,10 @@ def minimal_epsilon_search(model: nn.Module, images: Array, labels: Array,
     as_numpy = not isinstance(images, torch.Tensor)
     net = _Logits(model) if not isinstance(model, _Logits) else model
     dev = _model_device(net)
-    x = torch.as_tensor(_np(images) if as_numpy else images, dtype=torch.float32).to(dev)
-    y = torch.as_tensor(_np(labels), dtype=torch.int64).to(dev)
+    x = torch.as_tensor(as_numpy(images) if as_numpy else images, dtype=torch.float32).to(dev)
+    y = torch.as_tensor(as_numpy(labels), dtype=torch.int64).to(dev)
     n = len(x)
-    hi = np.broadcast_to(np.asarray(_np(eps_hi), np.float64), (n,)).copy()
+    hi = np.broadcast_to(np.asarray(as_numpy(eps_hi), np.float64), (n,)).copy()
     if not (np.isfinite(hi).all() and (hi > 0).all()):
         raise ValueError("eps_hi must be finite and > 0")
     if int(steps) < 0:
@@ -198,7 +194,7 @@ def minimal_epsilon_search(model: nn.Module, images: Array, labels: Array,
     lo = np.zeros(n)
     eps = np.full(n, np.inf)
     best = x.clone()
-    clean_wrong = predict(net, x) != _np(y)
+    clean_wrong = predict(net, x) != as_numpy(y)
     eps[clean_wrong] = 0.0
 
     def attempt(idx: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -274,7 +270,7 @@ def _attack_batch(spec: AttackSpec, options: AttackOptions, fmodel, net: nn.Modu
     if isinstance(options, SPARSE_FAMILIES):
         with _seeded(seed, dev):
             adv, ok, its = spec.build(options).run(net, x, y)
-        return adv, _np(ok).astype(bool), _np(its).astype(np.int64)
+        return adv, as_numpy(ok).astype(bool), as_numpy(its).astype(np.int64)
     adv, claimed = _foolbox_batch(spec, options, fmodel, net, x, y, seed, dev)
     return adv, claimed, steps
 
@@ -314,7 +310,7 @@ def _foolbox_batch(spec: AttackSpec, options: AttackOptions, fmodel, net: nn.Mod
             return adv, np.ones(len(x), bool)  # claims; run_attack's re-check decides
         attack = spec.build(options)
         _, clipped, success = attack(fmodel, x, crit, epsilons=None)
-        return clipped, _np(success).astype(bool)
+        return clipped, as_numpy(success).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,10 +399,10 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
     say = progress or (lambda message: None)
     spec, settings = parse_grid(name, grid)
     n_rep = max(1, int(repeats)) if spec.stochastic else 1
-    x_np = _np(images).astype(np.float32)
+    x_np = as_numpy(images).astype(np.float32)
     if x_np.ndim == 3:
         x_np = x_np[:, None]
-    y_np = _np(labels).astype(np.int64)
+    y_np = as_numpy(labels).astype(np.int64)
     if x_np.ndim != 4 or y_np.shape != (len(x_np),):
         raise ValueError(f"images must be (N, C, H, W) or (N, H, W) with labels (N,); got {x_np.shape}, {y_np.shape}")
     if not np.isfinite(x_np).all() or (len(x_np) and (x_np.min() < 0 or x_np.max() > 1)):
@@ -448,7 +444,7 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
                     yb = torch.as_tensor(y_np[idx], device=dev)
                     adv, claimed, its = _attack_batch(spec, options, fmodel, net, xb, yb,
                                                       _run_seed(seed, k_set, rep, b), dev)
-                    adv_np = _np(adv).astype(np.float32)
+                    adv_np = as_numpy(adv).astype(np.float32)
                     ok = recheck(net, x_np[idx], y_np[idx], adv_np, claimed)
                     state.run_rejected += int((claimed & ~ok).sum())
                     state.run_success += int(ok.sum())
@@ -505,7 +501,7 @@ def run_recipe(model: nn.Module, images: Array, labels: Array, name: str = "demo
     n = min(len(images), r["n_samples"])
     out = {}
     for a in (attacks or r["attacks"]):
-        out[a] = run_attack(model, _np(images)[:n], _np(labels)[:n], a, grid=r["grids"][a], repeats=r["repeats"],
+        out[a] = run_attack(model, as_numpy(images)[:n], as_numpy(labels)[:n], a, grid=r["grids"][a], repeats=r["repeats"],
                             seed=seed, batch_size=r["batch_size"], device=device, progress=progress)
     return out
 
