@@ -180,10 +180,10 @@ def minimal_epsilon_search(model: nn.Module, images: Array, labels: Array,
     not fooled at eps_hi get +inf (adversarial = the image). Returns (eps float64 (N,), the
     adversarial at each sample's final upper bound), the adversarials of the same kind (numpy or
     torch) as `images`."""
-    as_numpy = not isinstance(images, torch.Tensor)
+    numpy_in = not isinstance(images, torch.Tensor)
     net = _Logits(model) if not isinstance(model, _Logits) else model
     dev = _model_device(net)
-    x = torch.as_tensor(as_numpy(images) if as_numpy else images, dtype=torch.float32).to(dev)
+    x = torch.as_tensor(as_numpy(images) if numpy_in else images, dtype=torch.float32).to(dev)
     y = torch.as_tensor(as_numpy(labels), dtype=torch.int64).to(dev)
     n = len(x)
     hi = np.broadcast_to(np.asarray(as_numpy(eps_hi), np.float64), (n,)).copy()
@@ -219,7 +219,7 @@ def minimal_epsilon_search(model: nn.Module, images: Array, labels: Array,
             hi[found[ok]] = mid[ok]
             lo[found[~ok]] = mid[~ok]
         eps[found] = hi[found]
-    return eps, (best.cpu().numpy() if as_numpy else best)
+    return eps, (best.cpu().numpy() if numpy_in else best)
 
 
 # ---------------------------------------------------------------------------------------------
