@@ -2,8 +2,8 @@
 the batched minimal-epsilon search against the closed form of a linear model, distances, the
 re-check, the 0 / inf / NaN rules, min over attacks, determinism, the typed specs and their parser,
 every attack of the "tiny" recipe on a tiny CNN, and an interrupted run resumed from its checkpoint.
-Brendel-Bethge (numba JIT, 30-50 s on first use) runs only with NEURALREG_SLOW_TESTS=1."""
-import os
+Brendel-Bethge (numba JIT-compiles one optimizer class per norm: about a minute each) is marked
+`slow`: it runs by default, `-m "not slow"` leaves it out."""
 
 import numpy as np
 import pytest
@@ -320,8 +320,7 @@ def test_batches_do_not_change_what_is_kept():
     np.testing.assert_allclose(a.distances["l2"], b.distances["l2"], rtol=1e-4)
 
 
-@pytest.mark.skipif(os.environ.get("NEURALREG_SLOW_TESTS") != "1",
-                    reason="Brendel-Bethge JIT-compiles numba classes (30-50 s); set NEURALREG_SLOW_TESTS=1")
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bb-l0", "bb-l1", "bb-l2", "bb-linf"])
 def test_brendel_bethge_from_starting_points(name):
     net, x, y = _tiny_data(4)
