@@ -19,11 +19,12 @@ robustness score of the paper (Figs. 5 and 7) is, per norm and sample, the minim
 
 Query budget (Fig. 5's curve): every run records, per sample, the iterations it used (its `steps`;
 the early-stopping sparse attacks report each sample's own count). `AttackOutcome.budget_distances`
-holds, at each budget of `budget_points` (the grid's `steps` values and 1, 2, 5, 10, 20, ... up to
-the largest), the adversarial kept among the runs that used at most that many iterations
-(`reduce_runs`); `budget_curve` takes the minimum over attacks at every budget. At the largest
-budget it equals the final result. JSMA and SparseFool keep, per sample, the smallest adversarial
-over runs in L0 and in L1 separately (`AttackSpec.select`), and go through the same re-check.
+holds, at each budget of attack_scores.budget_points (the grid's `steps` values and 1, 2, 5, 10,
+20, ... up to the largest), the adversarial kept among the runs that used at most that many
+iterations (attack_scores.reduce_runs); attack_scores.budget_curve takes the minimum over attacks at
+every budget. At the largest budget it equals the final result. JSMA and SparseFool keep, per
+sample, the smallest adversarial over runs in L0 and in L1 separately (`AttackSpec.select`), and go
+through the same re-check.
 
 Rules
 -----
@@ -39,7 +40,7 @@ Rules
   is `AttackOutcome.rejected`. An adversarial holding NaN/inf fails the re-check, and NaN distances
   are refused, so a NaN can never become a robustness score.
 - Minimization attacks (options kind "min": DDN, FMN, Carlini-Wagner, Brendel-Bethge, JSMA,
-  SparseFool) run once per setting with `epsilons=None`. Fixed-epsilon attacks (kind "eps": PGD and
+  SparseFool) run once per setting (the foolbox ones with `epsilons=None`). Fixed-epsilon attacks (kind "eps": PGD and
   Adam-PGD, Linf and L2) get each sample's minimal epsilon by a batched binary search
   (`minimal_epsilon_search`): all samples at once, each with its own epsilon (foolbox_pgd.py).
 - Brendel-Bethge starts from the re-checked adversarials of another attack (option `init`, default
