@@ -62,12 +62,12 @@ def trained_classifiers(modules, classifier_targets):
     return classifier_targets
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_demo(modules, tmp_path_factory):
-    """`neuralreg demo --profile tiny` run in a subprocess into a prefix of the module's own (on the
-    session's server and store, which `modules` set up), as a user runs it; the prefix is yielded
-    and every schema under it dropped at the end of the module. Used by the README and notebook
-    tests (tests/integration/test_readme.py, test_notebook.py)."""
+    """`neuralreg demo --profile tiny` run in a subprocess into a prefix of its own (on the session's
+    server and store, which `modules` set up), as a user runs it; the prefix is yielded and every
+    schema under it dropped at the end of the session. Used, read-only, by the README and notebook
+    tests (tests/integration/test_readme.py, test_notebook.py): one demo serves both."""
     from neuralreg_schema import pipeline
     from tests.helpers import cli, new_prefix
     prefix = new_prefix("demo")
