@@ -5,18 +5,14 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
-from neuralreg_schema import pipeline
+from tests.helpers import run_python, spawn, stop
 
-ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 12
 
 PLAN = """
@@ -40,14 +36,8 @@ print(json.dumps({"rows": [{k: r[k] for k in ("resumed_from_epoch", "epochs_run"
 """
 
 
-def _run(args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def _worker(prefix):
-    return subprocess.Popen([sys.executable, "-m", "populate.worker", "--prefix", prefix,
-                             "--tables", "RegularizedClassifier"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return spawn(["-m", "populate.worker", "--prefix", prefix, "--tables", "RegularizedClassifier"])
 
 
 def _checkpoints(prefix):
@@ -63,14 +53,11 @@ def _checkpoint_epoch(path):
 
 
 @pytest.fixture
-def fresh(modules):
-    prefix = f"neuralreg_r{uuid.uuid4().hex[:8]}"
-    try:
-        out = _run(["-c", PLAN, prefix])
-        assert out.returncode == 0, out.stderr[-2000:]
-        yield prefix
-    finally:
-        pipeline.drop_all(prefix)
+def fresh(fresh_prefix):
+    """A prefix of the test's own with one planned classifier (dropped afterwards)."""
+    out = run_python(["-c", PLAN, fresh_prefix])
+    assert out.returncode == 0, out.stderr[-2000:]
+    return fresh_prefix
 
 
 def test_sigkill_mid_training_resumes_from_the_last_epoch(fresh):
@@ -85,18 +72,17 @@ def test_sigkill_mid_training_resumes_from_the_last_epoch(fresh):
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=60)
     finally:
-        if worker.poll() is None:
-            worker.kill()
+        stop(worker)
     killed_at = max(_checkpoint_epoch(p) for p in _checkpoints(fresh))
     assert 2 <= killed_at < EPOCHS
-    state = json.loads(_run(["-c", PROBE, fresh]).stdout.strip().splitlines()[-1])
+    state = json.loads(run_python(["-c", PROBE, fresh]).stdout.strip().splitlines()[-1])
     assert state["rows"] == [] and state["epochs"] == [] and state["jobs"]["reserved"] == 1   # nothing partial
 
     rescue = _worker(fresh)
     log = rescue.communicate(timeout=300)[0]
     assert rescue.returncode == 0, log[-3000:]
     assert "reclaimed" in log and f"resuming after epoch {killed_at}" in log, log[-3000:]
-    state = json.loads(_run(["-c", PROBE, fresh]).stdout.strip().splitlines()[-1])
+    state = json.loads(run_python(["-c", PROBE, fresh]).stdout.strip().splitlines()[-1])
     assert len(state["rows"]) == 1, state
     row = state["rows"][0]
     assert row["resumed_from_epoch"] == killed_at and row["epochs_run"] == EPOCHS

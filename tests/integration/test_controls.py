@@ -4,43 +4,33 @@ get their targets through SimilarityMatrix / AveragedSimilarity like the neural 
 level sets are evaluated, and controls.csv holds the paired comparisons with None. Own schema
 prefix (the CLI binds one per process), dropped afterwards."""
 import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from neuralreg_schema import pipeline
 from neuralreg_schema.compute import noise, pixel_targets
+from tests.helpers import cli, spawn, stop
 
-ROOT = Path(__file__).resolve().parents[2]
 SEEDS = 2
 
 
-def _cli(prefix, *args, timeout=600, env=None):
-    return subprocess.run([sys.executable, "-m", "neuralreg_schema.cli", "--prefix", prefix, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def test_controls_plan_populates_with_two_workers_and_reports(modules, tmp_path):
-    prefix = f"neuralreg_c{uuid.uuid4().hex[:8]}"
+def test_controls_plan_populates_with_two_workers_and_reports(fresh_prefix, tmp_path):
+    prefix = fresh_prefix
+    workers = []
     try:
-        run = _cli(prefix, "ingest", "simulated", "--profile", "tiny", "--seed", "13")
+        run = cli(prefix, "ingest", "simulated", "--profile", "tiny", "--seed", "13")
         assert run.returncode == 0, run.stderr[-3000:]
-        run = _cli(prefix, "plan", "controls", "--model", "tiny", "--classifier", "tiny", "--seeds", str(SEEDS))
+        run = cli(prefix, "plan", "controls", "--model", "tiny", "--classifier", "tiny", "--seeds", str(SEEDS))
         assert run.returncode == 0, run.stderr[-3000:]
         assert "study 'controls': 10 classifiers planned" in run.stdout, run.stdout
         env = {**os.environ, "NEURALREG_WORKERS": "2"}
-        workers = [subprocess.Popen([sys.executable, "-m", "neuralreg_schema.cli", "--prefix", prefix, "populate"],
-                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-                   for _ in range(2)]
+        workers = [spawn(["-m", "neuralreg_schema.cli", "--prefix", prefix, "populate"], env=env) for _ in range(2)]
         outputs = [w.communicate(timeout=900)[0] for w in workers]
         assert all(w.returncode == 0 for w in workers), [o[-3000:] for o in outputs]
 
         out = tmp_path / "report"
-        run = _cli(prefix, "report", "--out", str(out))
+        run = cli(prefix, "report", "--out", str(out))
         assert run.returncode == 0, run.stderr[-3000:]
         controls = pd.read_csv(out / "controls.csv", keep_default_na=False)
         assert set(controls["regularizer"]) == {"None", "Neural (model)", "Shuffle", "Lowpass", "Highpass"}
@@ -73,7 +63,8 @@ def test_controls_plan_populates_with_two_workers_and_reports(modules, tmp_path)
             trained = clf.RegularizedClassifier & {"reg_hash": reg["reg_hash"]}
             assert len(trained) == SEEDS and (trained.to_arrays("pairs_per_step") > 0).all()
     finally:
-        pipeline.drop_all(prefix)
+        for worker in workers:          # only when the test failed before they finished
+            stop(worker)
 
 
 def _schemas(prefix):

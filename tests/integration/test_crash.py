@@ -1,15 +1,11 @@
 """A worker killed (SIGKILL) in the middle of an ingest leaves no partial scan; the re-run completes."""
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 from tests.conftest import make_recording
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, spawn, stop
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -29,8 +25,7 @@ SCRIPT = textwrap.dedent("""
 def test_sigkill_mid_ingest_leaves_nothing_and_rerun_completes(modules, prefix):
     exp = modules["experiment"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, prefix], stdout=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT)
+    proc = spawn(["-c", SCRIPT, prefix], env=env)
     try:
         deadline = time.time() + 120
         line = ""
@@ -41,8 +36,7 @@ def test_sigkill_mid_ingest_leaves_nothing_and_rerun_completes(modules, prefix):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
     key = {"animal_id": 301}
     deadline = time.time() + 30           # the server rolls back once it notices the dead connection
     while time.time() < deadline and (exp.Scan & key or exp.Trial & key):

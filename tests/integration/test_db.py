@@ -1,11 +1,12 @@
 """Database bring-up with no configured server (a private local one is started), and a dead database."""
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[2]
 NEURALREG = [sys.executable, "-m", "neuralreg_schema.cli"]
@@ -18,7 +19,7 @@ def free_port():
 
 
 def run(args, env, timeout=240):
-    return subprocess.run(NEURALREG + args, env=env, capture_output=True, text=True, timeout=timeout, cwd=env["NEURALREG_HOME"])
+    return helpers.run(NEURALREG + args, env=env, timeout=timeout, cwd=env["NEURALREG_HOME"])
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from neuralreg_schema import db, pipeline
-from tests.worker_probe import probe, run_python
+from neuralreg_schema import db
+from tests.helpers import new_prefix, probe, run_python, spawn
+from tests.helpers import stop as stop_group
 
-ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
           "similarity.AveragedSimilarity", "similarity.SimilarityStability")
 EPOCHS = 40                  # the slow config: about 0.1 s per epoch on the tiny profile (2 CPU cores)
@@ -154,9 +153,7 @@ class Worker:
     def __init__(self, prefix, env, *extra):
         self.lines = []
         # only the tables checked here: stages added later (classifier, ...) are not this test's work
-        self.proc = subprocess.Popen([sys.executable, "-m", "populate.worker", "--prefix", prefix,
-                                      "--tables", *TABLES, *extra],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = spawn(["-m", "populate.worker", "--prefix", prefix, "--tables", *TABLES, *extra], env=env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -184,16 +181,13 @@ class Worker:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            stop_group(self.proc)
             raise AssertionError(f"the worker did not finish within {timeout} s:\n{self.log[-3000:]}")
         self._reader.join(timeout=10)
         return self.proc.returncode
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        stop_group(self.proc)
 
 
 def _assert_complete(state, models):
@@ -209,7 +203,7 @@ def study(server, tmp_path_factory):
     """One prefix on the dedicated server with the tiny experiment; each test adds its own slow
     config (another evaluation batch size: the same training, new content), so its models are new
     work. The server (and so the schemas) goes at the end."""
-    prefix = f"neuralreg_r{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix("r")
     env = server.env(tmp_path_factory.mktemp("store"))
     out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
                 "--seed", "7"], env)
@@ -280,31 +274,28 @@ def test_server_down_past_the_end_of_a_job(server, study):
     _assert_complete(_probe(prefix, env), study["configs"])
 
 
-def test_bad_input_records_its_error_and_the_others_go_on(modules):
+def test_bad_input_records_its_error_and_the_others_go_on(fresh_prefix):
     """On the shared test server: one config diverges (a NaN loss), every other key is computed."""
-    prefix = f"neuralreg_b{uuid.uuid4().hex[:8]}"
+    prefix = fresh_prefix
+    out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
+                "--seed", "7"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run(["-c", BAD_PLAN, prefix])
+    assert out.returncode == 0, out.stderr[-2000:]
+    worker = Worker(prefix, None)
     try:
-        out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
-                    "--seed", "7"])
-        assert out.returncode == 0, out.stderr[-2000:]
-        out = _run(["-c", BAD_PLAN, prefix])
-        assert out.returncode == 0, out.stderr[-2000:]
-        worker = Worker(prefix, None)
-        try:
-            assert worker.finish() == 0, worker.log[-3000:]
-        finally:
-            worker.stop()
-        state = _probe(prefix)
-        model = state["predictive.PredictiveModel"]
-        assert state["model_errors"] == {"good": 0, "diverges": 2}, state
-        assert len(model["errors"]) == 2 and all("TrainingError" in e for e in model["errors"]), model
-        assert state["models"] == {"good": 2, "diverges": 0}, state      # a failed make leaves nothing behind
-        assert model["remaining"] == 2 and model["jobs"]["reserved"] == 0, model
-        assert state["units"] == 2 * 40
-        for name in TABLES:
-            if name != "predictive.PredictiveModel":
-                assert state[name]["remaining"] == 0 and state[name]["rows"] > 0, (name, state[name])
-                assert not state[name]["errors"], (name, state[name])
-        assert "TrainingError" in worker.log
+        assert worker.finish() == 1, worker.log[-3000:]        # 1: jobs it ran are left in error
     finally:
-        pipeline.drop_all(prefix)
+        worker.stop()
+    state = _probe(prefix)
+    model = state["predictive.PredictiveModel"]
+    assert state["model_errors"] == {"good": 0, "diverges": 2}, state
+    assert len(model["errors"]) == 2 and all("TrainingError" in e for e in model["errors"]), model
+    assert state["models"] == {"good": 2, "diverges": 0}, state      # a failed make leaves nothing behind
+    assert model["remaining"] == 2 and model["jobs"]["reserved"] == 0, model
+    assert state["units"] == 2 * 40
+    for name in TABLES:
+        if name != "predictive.PredictiveModel":
+            assert state[name]["remaining"] == 0 and state[name]["rows"] > 0, (name, state[name])
+            assert not state[name]["errors"], (name, state[name])
+    assert "TrainingError" in worker.log

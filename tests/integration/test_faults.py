@@ -6,18 +6,13 @@ The study includes two tiny classifiers (None and Neural (model)) with their noi
 evaluation, so every auto-populated table is covered; test_classifier_resume.py kills a classifier mid-training, test_db_restart.py the server."""
 import json
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
 from neuralreg_schema import pipeline
-from tests.worker_probe import probe, run_python
+from tests.helpers import cli, probe, run_python, spawn
 
-ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
           "similarity.AveragedSimilarity", "similarity.SimilarityStability", "classifier.RegularizedClassifier",
           "evaluation.NoiseRobustness", "evaluation.AttackResult", "evaluation.MinimalPerturbation")
@@ -36,32 +31,22 @@ m["evaluation"].AttackSuite.add_recipe("tiny")
 """
 
 
-def _run(args):
-    return run_python(args)
-
-
 def _probe(prefix):
     return probe(prefix, TABLES)
 
 
 def _worker(prefix, *extra):
-    return subprocess.Popen([sys.executable, "-m", "populate.worker", "--prefix", prefix, *extra], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return spawn(["-m", "populate.worker", "--prefix", prefix, *extra])
 
 
 @pytest.fixture
-def study(modules):
+def study(fresh_prefix):
     """A fresh prefix holding the tiny simulated experiment and the 'tiny' plan; dropped afterwards."""
-    prefix = f"neuralreg_f{uuid.uuid4().hex[:8]}"
-    try:
-        out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
-                    "--seed", "7"])
-        assert out.returncode == 0, out.stderr[-2000:]
-        out = _run(["-c", PLAN, prefix])               # trainings of seconds, long enough to be interrupted
-        assert out.returncode == 0, out.stderr[-2000:]
-        yield prefix
-    finally:
-        pipeline.drop_all(prefix)
+    out = cli(fresh_prefix, "ingest", "simulated", "--profile", "tiny", "--seed", "7")
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = run_python(["-c", PLAN, fresh_prefix])   # trainings of seconds, long enough to be interrupted
+    assert out.returncode == 0, out.stderr[-2000:]
+    return fresh_prefix
 
 
 def _assert_complete(state):
@@ -130,7 +115,7 @@ def test_sigterm_is_recorded_and_the_job_retried(study):
     errors = state["predictive.PredictiveModel"]["errors"]
     assert len(errors) == 1 and "SIGTERM" in errors[0], (errors, log[-2000:])
     assert state["units"] == state["predictive.PredictiveModel"]["rows"] * 40
-    out = _run(["-m", "neuralreg_schema.cli", "--prefix", study, "jobs", "retry"])
+    out = cli(study, "jobs", "retry")
     assert out.returncode == 0 and "cleared 1" in out.stdout, out.stderr
     rescue = _worker(study)
     log = rescue.communicate(timeout=600)[0]

@@ -8,14 +8,13 @@ $NEURALREG_TEST_PG_PORT)."""
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from neuralreg_schema import db
+from tests.helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -104,8 +103,7 @@ def pg(tmp_path):
 
 def _run(args, env, timeout=300):
     # the project home as working directory: DataJoint must not find this checkout's datajoint.json and .secrets
-    return subprocess.run([sys.executable, *args], cwd=env["NEURALREG_HOME"], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_python(args, env=env, timeout=timeout, cwd=env["NEURALREG_HOME"])
 
 
 def _cli(args, env, timeout=300):

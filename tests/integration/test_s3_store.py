@@ -9,12 +9,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import new_prefix, run_python, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "neuralreg-test"
@@ -56,8 +56,8 @@ def s3_server(tmp_path_factory):
             pytest.skip(f"{module} is not installed: pip install -e '.[test]' (moto[server], the s3 extra)")
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                 text=False)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -98,7 +98,7 @@ def _env(endpoint, location, tmp_path):
 
 
 def _run(args, env, timeout=600):
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    out = run_python(args, env=env, timeout=timeout)
     assert out.returncode == 0, (args[:3], out.stdout[-3000:], out.stderr[-3000:])
     return out.stdout
 
@@ -106,7 +106,7 @@ def _run(args, env, timeout=600):
 def test_workers_share_arrays_through_s3(s3_server, tmp_path, modules):
     # `modules`: the test database is up and the session's schemas exist (this test uses its own prefix)
     endpoint, fs = s3_server
-    prefix = f"neuralreg_s3{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix("s3")
     location = f"study-{prefix}"
     env = _env(endpoint, location, tmp_path)
     try:
@@ -129,4 +129,4 @@ def test_workers_share_arrays_through_s3(s3_server, tmp_path, modules):
         assert any("predictive_model" in p and p.endswith(".npy") for p in objects), objects
         assert not (ROOT / "store" / "main" / "_schema" / f"{prefix}_experiment").exists()
     finally:
-        subprocess.run([sys.executable, "-c", DROP, prefix], cwd=ROOT, env=env, capture_output=True, timeout=300)
+        run_python(["-c", DROP, prefix], env=env)      # under the S3 store's settings (fresh_prefix: the session's)
