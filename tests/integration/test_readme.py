@@ -209,3 +209,21 @@ def test_python_blocks_run(tiny_demo):
     result = run_python(["-c", script + CHECKS], env=env, timeout=600)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     assert "README python blocks: OK" in result.stdout
+
+
+def test_license_and_citation_the_readme_links():
+    """LICENSE is the MIT license pyproject.toml declares; CITATION.cff is valid YAML with the keys
+    CFF 1.2.0 requires (cff-version, message, title, authors) and cites the paper it implements."""
+    import tomllib
+    license_text = (ROOT / "LICENSE").read_text()
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    assert declared == "MIT" and license_text.startswith("MIT License")
+    assert "the neuralreg authors" in license_text
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert {"cff-version", "message", "title", "authors"} <= set(cff) and cff["cff-version"] == "1.2.0"
+    assert cff["license"] == declared and cff["authors"]
+    paper = cff["preferred-citation"]
+    assert paper["title"] == "Learning From Brains How to Regularize Machines" and paper["year"] == 2019
+    assert [a["family-names"] for a in paper["authors"]][:2] == ["Li", "Brendel"] and len(paper["authors"]) == 10
+    for name in ("LICENSE", "CITATION.cff"):
+        assert f"]({name})" in README.read_text()
