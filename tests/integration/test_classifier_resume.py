@@ -13,6 +13,8 @@ import torch
 
 from tests.helpers import run_python, spawn, stop
 
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
+
 EPOCHS = 12
 
 PLAN = """

@@ -7,10 +7,13 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from neuralreg_schema import pipeline
 from neuralreg_schema.compute import noise, pixel_targets
 from tests.helpers import cli, spawn, stop
+
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
 
 SEEDS = 2
 

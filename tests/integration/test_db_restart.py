@@ -31,6 +31,8 @@ from neuralreg_schema import db
 from tests.helpers import new_prefix, probe, run_python, spawn
 from tests.helpers import stop as stop_group
 
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
+
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
           "similarity.AveragedSimilarity", "similarity.SimilarityStability")
 EPOCHS = 40                  # the slow config: about 0.1 s per epoch on the tiny profile (2 CPU cores)

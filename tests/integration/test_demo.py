@@ -2,7 +2,11 @@
 schema prefix (dropped afterwards): every stage runs, the summary and the classifier table print."""
 import json
 
+import pytest
+
 from tests.helpers import cli
+
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
 
 
 def test_tiny_demo_end_to_end(fresh_prefix, tmp_path):

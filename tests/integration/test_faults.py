@@ -13,6 +13,8 @@ import pytest
 from neuralreg_schema import pipeline
 from tests.helpers import cli, probe, run_python, spawn
 
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
+
 TABLES = ("experiment.Neuron", "predictive.PredictiveModel", "similarity.SimilarityMatrix",
           "similarity.AveragedSimilarity", "similarity.SimilarityStability", "classifier.RegularizedClassifier",
           "evaluation.NoiseRobustness", "evaluation.AttackResult", "evaluation.MinimalPerturbation")

@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import new_prefix, run_python, spawn
 
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
+
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "neuralreg-test"
 

@@ -9,6 +9,8 @@ import pytest
 from neuralreg_schema import db
 from tests.helpers import run_python
 
+pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
+
 
 def _run(args, env=None):
     return run_python(args, env={**os.environ, **(env or {})})
