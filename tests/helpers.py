@@ -28,14 +28,14 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         pass
 
 
-def run(cmd, *, env=None, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    """`cmd` (a list) in `cwd`, text output captured. Like subprocess.run, except that on timeout the
-    whole process group is killed (subprocess.run kills only the child, and a grandchild holding the
-    pipes open would block the test) before TimeoutExpired is raised."""
+def run(cmd, *, env=None, cwd=ROOT, timeout=300, input=None) -> subprocess.CompletedProcess:
+    """`cmd` (a list) in `cwd`, text output captured, `input` (text) on its stdin. Like subprocess.run,
+    except that on timeout the whole process group is killed (subprocess.run kills only the child, and a
+    grandchild holding the pipes open would block the test) before TimeoutExpired is raised."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            stdin=subprocess.PIPE if input is not None else None, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         out, err = proc.communicate()
@@ -47,14 +47,15 @@ def run(cmd, *, env=None, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def run_python(args, env=None, timeout=300, cwd=ROOT) -> subprocess.CompletedProcess:
+def run_python(args, env=None, timeout=300, cwd=ROOT, input=None) -> subprocess.CompletedProcess:
     """`python *args` (this interpreter) at the repository root; see run."""
-    return run([sys.executable, *args], env=env, cwd=cwd, timeout=timeout)
+    return run([sys.executable, *args], env=env, cwd=cwd, timeout=timeout, input=input)
 
 
-def cli(prefix: str, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """`neuralreg --prefix PREFIX *args` in a subprocess; see run."""
-    return run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, *args], env=env, timeout=timeout)
+def cli(prefix: str, *args, env=None, timeout=600, input=None) -> subprocess.CompletedProcess:
+    """`neuralreg --prefix PREFIX *args` in a subprocess (`input`: what a user types); see run."""
+    return run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, *args], env=env, timeout=timeout,
+                      input=input)
 
 
 def spawn(args, env=None, cwd=ROOT, **popen) -> subprocess.Popen:
