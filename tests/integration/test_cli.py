@@ -4,11 +4,10 @@ prints one parseable object with the documented keys; `populate` exits 1 when a 
 drops a prefix's schemas only after confirmation and nothing outside them."""
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, cli, run_python
+from tests.helpers import cli, run_python
 
 
 def _schemas(connection, *prefixes) -> set:
@@ -24,8 +23,7 @@ def _tables(connection, prefix) -> set:
 
 def _typed(prefix, *args, answer: str) -> subprocess.CompletedProcess:
     """`neuralreg --prefix PREFIX *args` with `answer` on its stdin (what a user types at the prompt)."""
-    return subprocess.run([sys.executable, "-m", "neuralreg_schema.cli", "--prefix", prefix, *args], cwd=ROOT,
-                          input=answer, capture_output=True, text=True, timeout=300)
+    return cli(prefix, *args, input=answer, timeout=300)
 
 
 def _error_line(run) -> str:
