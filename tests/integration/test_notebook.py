@@ -8,6 +8,7 @@ import os
 import shutil
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.helpers import ROOT
@@ -71,6 +72,7 @@ def test_committed_notebook_has_outputs():
     check_outputs(nb, classes_trained=10)
 
 
+@pytest.mark.slow       # the tiny demo the fixture runs: about a minute
 def test_notebook_runs_against_a_tiny_study(tiny_demo):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     for c in nb.cells:

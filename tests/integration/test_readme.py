@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 
+import pytest
 import yaml
 
 from tests.helpers import ROOT, cli, run_python
@@ -153,6 +154,7 @@ def test_parse_only_commands_parse():
     assert parsed >= 10
 
 
+@pytest.mark.slow       # the tiny demo the fixture runs: about a minute
 def test_cheap_commands_run(tiny_demo, tmp_path):
     """The RUN commands of the README run against the tiny study and exit 0."""
     from populate import plans
@@ -195,6 +197,7 @@ print("README python blocks: OK")
 """
 
 
+@pytest.mark.slow       # the tiny demo the fixture runs: about a minute
 def test_python_blocks_run(tiny_demo):
     from neuralreg_schema.compute import simulate
     from populate import plans
