@@ -88,7 +88,7 @@ def test_json_output_has_the_documented_keys(modules, prefix):
 FAILING_POPULATE = """
 import sys
 from neuralreg_schema import cli, pipeline
-from tests.conftest import make_recording
+from tests.helpers import make_recording
 prefix, fail = sys.argv[1], sys.argv[2] == "fail"
 exp = pipeline.activate(prefix)["experiment"]
 if not len(exp.Scan()):

@@ -4,13 +4,12 @@ import signal
 import textwrap
 import time
 
-from tests.conftest import make_recording
-from tests.helpers import ROOT, spawn, stop
+from tests.helpers import ROOT, make_recording, spawn, stop
 
 SCRIPT = textwrap.dedent("""
     import sys, time
     from neuralreg_schema import pipeline
-    from tests.conftest import make_recording
+    from tests.helpers import make_recording
     exp = pipeline.activate(sys.argv[1])["experiment"]
     images, scan = make_recording(animal_id=301, image_set="toy_crash")
     scan.ground_truth = {}

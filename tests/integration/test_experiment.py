@@ -4,7 +4,7 @@ import pytest
 
 from neuralreg_schema.compute import rsa
 from neuralreg_schema.compute.recording import RecordingError
-from tests.conftest import make_recording
+from tests.helpers import make_recording
 
 
 def counts(exp):

@@ -5,8 +5,7 @@ import time
 from neuralreg_schema import cli
 from neuralreg_schema.compute import rsa
 from populate import jobs, worker
-from tests.conftest import make_recording
-from tests.helpers import run_python
+from tests.helpers import make_recording, run_python
 
 RESERVE_AND_DIE = """
 import sys

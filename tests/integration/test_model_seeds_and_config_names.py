@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from neuralreg_schema.compute import rsa
-from tests.conftest import make_recording
+from tests.helpers import make_recording
 
 ANIMAL = 431
 GROUP = "toy_seeds"

@@ -5,7 +5,7 @@ import pytest
 
 from neuralreg_schema import cli, report
 from neuralreg_schema.compute import simulate
-from tests.conftest import make_recording
+from tests.helpers import make_recording
 
 SEED = 5   # simulated experiment of this module (other modules use other seeds)
 

@@ -5,7 +5,7 @@ import pytest
 
 from neuralreg_schema import cli
 from populate import worker
-from tests.conftest import make_recording
+from tests.helpers import make_recording
 
 
 def test_worker_populates_every_computed_table(modules, prefix, capsys):

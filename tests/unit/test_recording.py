@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from neuralreg_schema.compute.recording import RecordingError
-from tests.conftest import make_recording
+from tests.helpers import make_recording
 
 
 def test_valid_recording_passes():
