@@ -54,7 +54,7 @@ def test_every_seed_trains_its_own_model(modules, toy):
     assert "seed" not in (pred.PredictiveModelConfig & config).fetch1("config")
 
 
-def test_a_similarity_config_names_its_model_seed(modules, toy):
+def test_a_similarity_config_names_its_model_seed(modules, toy, tmp_path):
     pred, sim = modules["predictive"], modules["similarity"]
     key, config = toy["key"], toy["config"]
     pred.PredictiveModel.populate(key, config, pred.PredictiveSeed & "model_seed in (0, 1)", reserve_jobs=True)
@@ -93,6 +93,10 @@ def test_a_similarity_config_names_its_model_seed(modules, toy):
     stability = sim.SimilarityStability & group & config
     assert sorted(int(s) for s in stability.to_arrays("model_seed")) == [0, 1]
     assert len(sim.SimilarityStability.Member & group & config) == 2
+    # the report draws Fig. 1 once per model of the group, not one picture over the other
+    from neuralreg_schema import report
+    pictures = sorted(p.name for p in report.figure1(modules, tmp_path) if p.name.startswith("fig1_similarity_toy-seeds"))
+    assert pictures == [f"fig1_similarity_toy-seeds-{config['model_hash'][:8]}-seed{s}.png" for s in (0, 1)]
     # deleting seed 1's model takes its matrix and its checks, not seed 0's
     (pred.PredictiveModel & key & config & {"model_seed": 1}).delete(prompt=False, part_integrity="cascade")
     assert not (sim.SimilarityMatrix & key & m1) and (sim.SimilarityMatrix & key & m0)

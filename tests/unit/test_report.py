@@ -1,4 +1,4 @@
-"""report.py's summaries and figures on synthetic query results (no database): Fig. 4 means and SEMs
+"""the report's summaries and figures (neuralreg_schema/report) on synthetic query results (no database): Fig. 4 means and SEMs
 over seeds, the alpha sweep of supplement Fig. 6 (alpha 0 = None), infinite medians in Fig. 5."""
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ def _noise_rows():
 
 
 def test_noise_summary_and_alpha_sweep(monkeypatch, tmp_path):
-    monkeypatch.setattr(report, "noise_table", lambda modules: _noise_rows())
+    monkeypatch.setattr(report.tables, "noise_table", lambda modules: _noise_rows())
     summary = report.noise_summary(None)
     row = summary[(summary["label"] == "None") & (summary["sigma"] == 0.1)].iloc[0]
     expected = [0.3 + 0.2 + 0.01 * s for s in (0, 1, 2)]
@@ -36,7 +36,7 @@ def test_noise_summary_and_alpha_sweep(monkeypatch, tmp_path):
 
 def test_no_alpha_sweep_without_two_alphas(monkeypatch, tmp_path):
     rows = _noise_rows()
-    monkeypatch.setattr(report, "noise_table", lambda modules: rows[rows["cfg_alpha"] != 2.0])
+    monkeypatch.setattr(report.tables, "noise_table", lambda modules: rows[rows["cfg_alpha"] != 2.0])
     assert report.figure6(None, tmp_path) == []
 
 
@@ -45,7 +45,7 @@ def test_minimal_perturbation_figure_keeps_infinite_medians(monkeypatch, tmp_pat
              "seed": seed, "median": med, "mean": med * 1.5, "median_correct": med, "mean_correct": med * 2,
              "sem": 0.01}
             for label, med in (("None", 0.5), ("Neural (model)", np.inf)) for norm in ("l2", "linf") for seed in (0, 1)]
-    monkeypatch.setattr(report, "perturbation_table", lambda modules: pd.DataFrame(rows))
+    monkeypatch.setattr(report.tables, "perturbation_table", lambda modules: pd.DataFrame(rows))
     summary = report.perturbation_summary(None)
     assert np.isinf(summary[summary["label"] == "Neural (model)"]["mean_median"]).all()
     none = summary[summary["label"] == "None"].iloc[0]
@@ -63,7 +63,7 @@ def test_fig5_curves_over_the_query_budget(monkeypatch, tmp_path):
              "mean": base, "median_correct": base, "mean_correct": base, "success_rate": 1.0}
             for label, base in (("None", 1.0), ("Neural (model)", 2.0)) for norm in ("l2", "linf")
             for seed in (0, 1) for budget in (1, 10, 100)]
-    monkeypatch.setattr(report, "budget_table", lambda modules: pd.DataFrame(rows))
+    monkeypatch.setattr(report.tables, "budget_table", lambda modules: pd.DataFrame(rows))
     summary = report.budget_summary(None)
     row = summary[(summary["label"] == "None") & (summary["norm"] == "l2") & (summary["budget"] == 10)].iloc[0]
     assert row["mean_median"] == pytest.approx(np.mean([0.1, 0.11])) and row["seeds"] == 2

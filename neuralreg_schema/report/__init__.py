@@ -1,0 +1,100 @@
+"""The paper's figures and tables, redrawn from queries alone: `write_report(prefix, out_dir)`.
+
+Every figure comes with the CSV of exactly the numbers it plots (the CSV is the query result, the
+PNG its picture). What is drawn when the tables hold it:
+
+    fig1_similarity_<group>.png   Fig. 1A-B: S_oracle and S_model on the oracle images of a scan group,
+                                  rows and columns in one order (hierarchical clustering of S_oracle);
+                                  Fig. 1C: histograms of Eq. 4 (across scans) and Eq. 5 (across repeats);
+                                  Fig. 1D: r(S_model, S_oracle) and r(S_data, S_oracle) per scan;
+                                  a group with several predictive models (configs or seeds) gets one
+                                  fig1_similarity_<group>-<model hash>-seed<seed>.png per model
+    fig1_checks.csv               the Fig. 1C/D numbers per scan group and predictive model config
+    fig4_noise_<dataset>_<config>.png / fig4_noise.csv
+                                  Fig. 4: accuracy vs noise sd per regularizer, mean +- SEM over seeds
+    fig5_minimal_perturbation_<dataset>_<config>_<suite>.png / fig5_minimal_perturbation.csv
+                                  Fig. 5: the median minimal adversarial distance (minimum over the
+                                  suite's attacks) against the query budget, every attack limited to that
+                                  many iterations per run (MinimalPerturbation.Budget), per regularizer
+                                  and norm, mean +- SEM over seeds of the per-model median; dashed: the
+                                  median without the clean errors. At the largest budget it is the
+                                  final score.
+    fig7_mean_perturbation_<dataset>_<config>_<suite>.png / fig7_mean_perturbation.csv
+                                  supplement Fig. 7: the mean minimal distance per regularizer and norm
+                                  (bars: mean over seeds of the per-model mean; error bars: SEM over
+                                  seeds, or over samples for one seed); the CSV has the median and the
+                                  mean, each with and without the clean errors (`_correct`), and the
+                                  SEM over samples
+    fig6_alpha_<dataset>.png / fig6_alpha.csv
+                                  supplement Fig. 6: accuracy vs noise per alpha (Neural (model); alpha 0
+                                  = None), when more than one alpha was trained
+    table1_gamma.csv              supplement Table 1: mean final gamma_k per layer and alpha
+    controls_<dataset>_<config>_<noise>.png / controls.csv
+                                  the known-answer controls (when Lowpass or Highpass classifiers were
+                                  trained): accuracy vs noise sd per regularizer, mean +- SEM over seeds,
+                                  and each regularizer's paired difference from None: per seed (same
+                                  seed, same noisy test images) acc - acc_None, its mean, SEM over seeds
+                                  and a two-sided paired t-test over seeds (scipy.stats.ttest_rel); per
+                                  test image the seed-averaged difference of correctness, with a
+                                  two-sided Wilcoxon signed-rank test over images (scipy.stats.wilcoxon,
+                                  images whose difference is 0 left out)
+    classifiers.csv               every classifier: clean accuracy, held-out loss, device, ...; per attack
+                                  suite: the clean accuracy on the attacked samples and the robust
+                                  accuracy at RobustBench's budgets (Linf 8/255, L2 0.5) from the stored
+                                  per-sample minimal distances (robust: no attack found an adversarial
+                                  at or below the budget; clean errors are not robust)
+
+The data set's display name goes into every figure title, so the offline stand-in is never
+mistaken for CIFAR.
+
+The summaries `neuralreg demo` prints come from here too: demo_summary (per scan: Eq. 1 weights and
+the predictive model against the simulation's truth; per scan group: the Fig. 1C/D checks; the
+regularization targets) and classifier_summary (per data set, recipe and regularizer, over seeds),
+as dicts (the demo's --json) and as text (format_demo_summary, format_classifiers).
+
+The package: `tables` (the queries, as DataFrames), `figures` (the PNGs drawn from them), `summaries`
+(what the demo prints); `write_report` here writes them all.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .figures import figure1, figure4, figure5, figure6, figure7, figure_controls
+from .summaries import classifier_summary, demo_summary, format_classifiers, format_demo_summary
+from .tables import (CLASSIFIER_KEY, CONTROL_GROUP, CONTROL_KINDS, PERTURBATION_GROUP, REG_ORDER, ROBUSTNESS_LABELS,
+                     SCORES, budget_summary, budget_table, classifier_table, controls_summary, gamma_table,
+                     noise_correct_table, noise_summary, noise_table, over_seeds, perturbation_summary,
+                     perturbation_table, reg_sort, robust_accuracy_table)
+
+__all__ = [
+    "CLASSIFIER_KEY", "CONTROL_GROUP", "CONTROL_KINDS", "PERTURBATION_GROUP", "REG_ORDER", "ROBUSTNESS_LABELS", "SCORES",
+    "budget_summary", "budget_table", "classifier_summary", "classifier_table", "controls_summary", "demo_summary",
+    "figure1", "figure4", "figure5", "figure6", "figure7", "figure_controls", "format_classifiers",
+    "format_demo_summary", "gamma_table", "noise_correct_table", "noise_summary", "noise_table", "over_seeds",
+    "perturbation_summary", "perturbation_table", "reg_sort", "robust_accuracy_table", "write_report",
+]
+
+
+def write_report(prefix: str, out_dir) -> list[Path]:
+    """Write every figure and table the database can support into `out_dir`; return the paths."""
+    from .. import pipeline
+    modules = pipeline.activate(prefix)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    table = classifier_table(modules)
+    if not table.empty:
+        robust = robust_accuracy_table(modules)
+        if not robust.empty:
+            table = table.merge(robust, on=CLASSIFIER_KEY, how="left")
+        path = out / "classifiers.csv"
+        table.to_csv(path, index=False)
+        written.append(path)
+    gamma = gamma_table(modules)
+    if not gamma.empty:
+        path = out / "table1_gamma.csv"
+        gamma.to_csv(path, index=False)
+        written.append(path)
+    for make in (figure1, figure4, figure5, figure7, figure6, figure_controls):
+        written += make(modules, out)
+    return written

@@ -1,0 +1,274 @@
+"""The paper's figures drawn from the report's queries (report.tables): Fig. 1, 4, 5, 6, 7 and the
+known-answer controls; each writes PNGs and returns their paths. See the package docstring."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..compute.attack_scores import NORMS      # numpy only
+from . import tables
+from .tables import REG_ORDER, over_seeds, reg_sort
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
+
+
+def _save(fig, out: Path, stem: str, keys) -> Path:
+    """Save a figure as <stem>_<slug of keys>.png (or <stem>.png) in `out` and close it."""
+    path = out / (f"{stem}_{_slug('_'.join(str(k) for k in keys))}.png" if keys else f"{stem}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def _cluster_order(matrix: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+    d = np.clip(1 - matrix, 0, 2)
+    np.fill_diagonal(d, 0)
+    return leaves_list(linkage(squareform((d + d.T) / 2, checks=False), method="average"))
+
+
+def figure1(modules, out: Path) -> list[Path]:
+    sim = modules["similarity"]
+    plt = _plt()
+    written = []
+    rows = []
+    checks = sim.SimilarityStability.to_dicts(order_by="scan_group, model_hash, model_seed")
+    models_per_group = pd.Series([st["scan_group"] for st in checks]).value_counts().to_dict()
+    for st in checks:
+        model = {"model_hash": st["model_hash"], "model_seed": st["model_seed"]}     # one trained predictive model
+        key = {"scan_group": st["scan_group"], **model}
+        members = (sim.SimilarityStability.Member & key).to_dicts(order_by="animal_id, session, scan_idx")
+        rows += [{"scan_group": st["scan_group"], **model,
+                  "scan": "{animal_id}-{session}-{scan_idx}".format(**m), "r_model_oracle": m["r_model_oracle"],
+                  "r_data_oracle": m["r_data_oracle"], "repeat_fluctuation_std": m["repeat_fluctuation_std"],
+                  "eq4_std": (st["scan_fluctuation"] or {}).get("std"),
+                  "eq5_std": st["repeat_fluctuation"]["std"]} for m in members]
+        cfg = sim.SimilarityConfig & "image_subset = 'oracle'"
+        mats = {}
+        for method in ("oracle", "model"):
+            rel = sim.AveragedSimilarity & {"scan_group": st["scan_group"]} & \
+                (cfg & {"method": method} & ([model] if method == "model" else {})).proj()
+            if len(rel) == 1:
+                mats[method] = np.asarray(rel.fetch1("matrix").load())
+        fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+        if "oracle" in mats:
+            order = _cluster_order(mats["oracle"])
+            for ax, (method, title) in zip(axes[:2], (("oracle", "A  S_oracle (Eq. 3)"), ("model", "B  S_model (Eq. 6)"))):
+                if method in mats:
+                    m = mats[method][np.ix_(order, order)].copy()
+                    np.fill_diagonal(m, np.nan)
+                    lim = np.nanpercentile(np.abs(m), 99)
+                    im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+                    fig.colorbar(im, ax=ax, fraction=0.046)
+                ax.set_title(title)
+                ax.set_xlabel("oracle image (clustered by S_oracle)")
+        values = {}
+        for name in ("scan_values", "repeat_values"):
+            if st[name] is not None:
+                values[name] = np.asarray(st[name].load())
+        ax = axes[2]
+        for name, label in (("scan_values", "Eq. 4: across scans"), ("repeat_values", "Eq. 5: across repeats")):
+            if name in values:
+                ax.hist(values[name], bins=60, density=True, histtype="step", label=f"{label} (s.d. {values[name].std():.3f})")
+        ax.set_title("C  similarity fluctuations")
+        ax.set_xlabel("difference of similarity")
+        ax.legend(fontsize=8)
+        ax = axes[3]
+        x = np.arange(len(members))
+        ax.bar(x - 0.2, [m["r_model_oracle"] for m in members], 0.4, label="r(S_model, S_oracle)")
+        ax.bar(x + 0.2, [m["r_data_oracle"] for m in members], 0.4, label="r(S_data, S_oracle)")
+        ax.set_xticks(x, ["{animal_id}-{session}-{scan_idx}".format(**m) for m in members], rotation=30, fontsize=7)
+        ax.set_title(f"D  mean {st['r_model_oracle']:.2f} vs {st['r_data_oracle']:.2f} (paper 0.73 vs 0.39)")
+        ax.set_ylim(0, 1.15)
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
+        fig.suptitle(f"Fig. 1, scan group {st['scan_group']} ({st['n_scans']} scans, {st['n_oracle_images']} oracle images)"
+                     f"\npredictive model {st['model_hash'][:8]}, seed {st['model_seed']}", fontsize=10)
+        # one picture per predictive model: a group with several models (configs, seeds) names each
+        keys = [st["scan_group"]] + ([st["model_hash"][:8], f"seed{st['model_seed']}"]
+                                     if models_per_group[st["scan_group"]] > 1 else [])
+        written.append(_save(fig, out, "fig1_similarity", keys))
+    if rows:
+        path = out / "fig1_checks.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+def _line_panels(summary: pd.DataFrame, group_cols, curve_col, out: Path, stem: str, title: str,
+                 curve_name=str) -> list[Path]:
+    plt = _plt()
+    written = []
+    for keys, part in summary.groupby(group_cols):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        curves = part[curve_col].unique()
+        curves = reg_sort(curves) if curve_col == "label" else sorted(curves)
+        for c in curves:
+            p = part[part[curve_col] == c].sort_values("sigma")
+            ax.errorbar(p["sigma"], p["mean_accuracy"], yerr=p["sem_accuracy"], marker="o", ms=3, capsize=2,
+                        label=f"{curve_name(c)} (n={int(p['seeds'].max())})")
+        ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{title}\n{' / '.join(str(k) for k in keys)}", fontsize=9)
+        written.append(_save(fig, out, stem, keys))
+    return written
+
+
+def figure4(modules, out: Path) -> list[Path]:
+    summary = tables.noise_summary(modules)
+    if summary.empty:
+        return []
+    path = out / "fig4_noise.csv"
+    summary.to_csv(path, index=False)
+    return [path] + _line_panels(summary, ["display_name", "config_name", "noise_name"], "label", out, "fig4_noise",
+                                 "Fig. 4: accuracy under Gaussian noise, mean +- SEM over seeds")
+
+
+def figure6(modules, out: Path) -> list[Path]:
+    df = tables.noise_table(modules)
+    if df.empty:
+        return []
+    sweep = df[df["kind"].isin(["none", "neural-model"])].copy()
+    sweep["sweep_alpha"] = np.where(sweep["kind"] == "none", 0.0, sweep["cfg_alpha"])
+    if sweep[sweep["kind"] == "neural-model"]["cfg_alpha"].nunique() < 2:
+        return []
+    summary = over_seeds(sweep, ["display_name", "arch", "noise_name", "sweep_alpha", "sigma"], "accuracy", "accuracy")
+    path = out / "fig6_alpha.csv"
+    summary.to_csv(path, index=False)
+    return [path] + _line_panels(summary, ["display_name", "arch", "noise_name"], "sweep_alpha", out, "fig6_alpha",
+                                 "Supplement Fig. 6: Neural (model) at each alpha (0 = None)",
+                                 curve_name=lambda a: f"alpha = {a:g}")
+
+
+def _reg_color(label) -> str:
+    return f"C{REG_ORDER.index(label) if label in REG_ORDER else 9}"
+
+
+def _per_suite(summary: pd.DataFrame, out: Path, stem: str, panel_width: float, draw) -> list[Path]:
+    """`summary` as <stem>.csv, then one figure per data set, recipe and attack suite with a panel per
+    norm, drawn by draw(fig, axes, part, norms, keys); the CSV's and the PNGs' paths."""
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / f"{stem}.csv"
+    summary.to_csv(path, index=False)
+    written = [path]
+    for keys, part in summary.groupby(["display_name", "config_name", "suite"]):
+        norms = [n for n in NORMS if n in set(part["norm"])]
+        fig, axes = plt.subplots(1, len(norms), figsize=(panel_width * len(norms), 3.8), squeeze=False)
+        draw(fig, axes[0], part, norms, keys)
+        written.append(_save(fig, out, stem, keys))
+    return written
+
+
+def figure5(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
+    """Fig. 5: median minimal perturbation vs query budget per regularizer, one panel per norm."""
+    summary = tables.budget_summary(modules) if summary is None else summary
+    return _per_suite(summary, out, "fig5_minimal_perturbation", 3.6, _draw_figure5)
+
+
+def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
+    for ax, norm in zip(axes, norms):
+        p_norm = part[part["norm"] == norm]
+        missing = False
+        for label in reg_sort(p_norm["label"].unique()):
+            p = p_norm[p_norm["label"] == label].sort_values("budget")
+            y = p["mean_median"].replace(np.inf, np.nan)
+            missing |= bool(y.isna().any())
+            ax.errorbar(p["budget"], y, yerr=p["sem_median"].replace(np.inf, np.nan), marker="o", ms=3,
+                        capsize=2, color=_reg_color(label), label=f"{label} (n={int(p['seeds'].max())})")
+            ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.8,
+                    color=_reg_color(label))
+        ax.set_xscale("log")
+        budgets = sorted(p_norm["budget"].unique())
+        ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("attack iterations per run (query budget)")
+        ax.set_title(f"{norm.upper()} (median over samples)" + ("\nmissing points: infinite median" if missing else ""),
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("minimal adversarial distance")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("Fig. 5: minimal perturbation over all attacks vs query budget, mean +- SEM over seeds; "
+                 f"dashed: clean errors left out\n{' / '.join(keys)}", fontsize=9)
+
+
+def figure7(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
+    """Supplement Fig. 7: mean minimal perturbation per regularizer and norm (bars), with the CSV of
+    both statistics, with and without the clean errors."""
+    summary = tables.perturbation_summary(modules) if summary is None else summary
+    return _per_suite(summary, out, "fig7_mean_perturbation", 3.2, _draw_figure7)
+
+
+def _draw_figure7(fig, axes, part: pd.DataFrame, norms, keys) -> None:
+    across_seeds = bool((part["seeds"] > 1).all())
+    for ax, norm in zip(axes, norms):
+        p = part[part["norm"] == norm].set_index("label").reindex(reg_sort(part["label"].unique())).dropna(
+            subset=["mean_mean"])
+        err = p["sem_mean"] if across_seeds else p.get("sem_samples", p["sem_mean"])
+        ax.bar(range(len(p)), p["mean_mean"].replace(np.inf, np.nan), yerr=err.replace(np.inf, np.nan), capsize=3,
+               color=[_reg_color(lab) for lab in p.index])
+        for i, value in enumerate(p["mean_mean"]):
+            if np.isinf(value):          # some sample never fooled
+                ax.text(i, 0, "inf", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{norm.upper()} (mean over samples)", fontsize=9)
+    axes[0].set_ylabel("minimal adversarial distance")
+    fig.suptitle("Supplement Fig. 7: mean minimal perturbation over all attacks, clean errors as 0; error bars: "
+                 f"SEM over {'seeds' if across_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
+
+
+def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> list[Path]:
+    """controls.csv and one figure per data set, recipe and noise config: accuracy vs noise sd, and
+    the paired difference from None (filled markers: paired t-test over seeds p < 0.05)."""
+    summary = tables.controls_summary(modules, table)
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "controls.csv"
+    summary.drop(columns=["clf_hash"]).to_csv(path, index=False)
+    written = [path]
+    for keys, part in summary.groupby(["display_name", "config_name", "noise_name"]):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for label in reg_sort(part["regularizer"].unique()):
+            p = part[part["regularizer"] == label].sort_values("noise_sd")
+            color = f"C{REG_ORDER.index(label) if label in REG_ORDER else 9}"
+            left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
+                          color=color, label=f"{label} (n={int(p['seeds'].max())})")
+            if label == "None":
+                right.axhline(0, color=color, lw=1, label="None")
+                continue
+            right.errorbar(p["noise_sd"], p["diff_vs_none_mean"], yerr=p["diff_vs_none_sem"], color=color,
+                           marker=None, capsize=2, label=label)
+            sig = p["p_seeds_paired_t"] < 0.05
+            right.scatter(p["noise_sd"][sig], p["diff_vs_none_mean"][sig], color=color, s=30, zorder=3)
+            right.scatter(p["noise_sd"][~sig], p["diff_vs_none_mean"][~sig], facecolor="white",
+                          edgecolor=color, s=30, zorder=3)
+        left.set_ylim(0, 1)
+        left.set_ylabel("test accuracy (mean +- SEM over seeds)")
+        right.set_ylabel("accuracy - accuracy of None (paired by seed)")
+        for ax in (left, right):
+            ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Known-answer controls: {keys[0]}\nrecipe {keys[1]}, noise levels {keys[2]}; filled: "
+                     "paired t-test over seeds p < 0.05", fontsize=9)
+        written.append(_save(fig, out, "controls", keys))
+    return written

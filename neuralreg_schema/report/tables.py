@@ -1,0 +1,214 @@
+"""The report's queries: the tables behind every figure and CSV, as pandas DataFrames (mean and SEM
+over seeds, paired differences from None for the known-answer controls). See the package docstring."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG", "Lowpass", "Highpass"]
+CONTROL_KINDS = ("lowpass", "highpass")       # the known-answer pixel controls (a controls study)
+
+
+def _sem(x) -> float:
+    """Standard error of the mean (0 for one value, nan when a value is infinite)."""
+    x = np.asarray(x, dtype=float)
+    if not np.isfinite(x).all():
+        return float("nan")
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def reg_sort(labels) -> list:
+    return sorted(labels, key=lambda s: (REG_ORDER.index(s) if s in REG_ORDER else len(REG_ORDER), s))
+
+
+def classifier_table(modules) -> pd.DataFrame:
+    """One row per trained classifier with its regularizer label, config name, alpha and data set name."""
+    clf = modules["classifier"]
+    rel = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
+           * clf.ClassifierConfig.proj("config_name", cfg_alpha="alpha", arch="arch")
+           * clf.ClassificationDataset.proj("display_name", "is_stand_in"))
+    df = pd.DataFrame(rel.to_dicts())
+    if df.empty:
+        return df
+    keep = ["dataset", "display_name", "is_stand_in", "config_name", "arch", "cfg_alpha", "alpha", "kind", "label",
+            "scan_group", "seed", "test_accuracy", "train_accuracy", "initial_heldout_loss", "heldout_loss",
+            "epochs_run", "resumed_from_epoch", "pairs_per_step", "train_seconds", "device", "code_version",
+            "clf_hash", "reg_hash"]
+    return df[keep]
+
+
+CLASSIFIER_KEY = ["dataset", "clf_hash", "reg_hash", "seed"]
+
+
+def _labelled(rel, modules) -> pd.DataFrame:
+    """The rows of `rel` (keyed by classifier) joined with the classifier's labels."""
+    df = pd.DataFrame(rel.to_dicts())
+    return df if df.empty else df.merge(classifier_table(modules), on=CLASSIFIER_KEY)
+
+
+def over_seeds(df: pd.DataFrame, groups: list, value: str, name: str) -> pd.DataFrame:
+    """mean_<name>, sem_<name> of `value` over seeds within `groups`, with the number of seeds."""
+    if df.empty:
+        return df
+    return df.groupby(groups, as_index=False).agg(**{f"mean_{name}": (value, "mean"), f"sem_{name}": (value, _sem),
+                                                     "seeds": ("seed", "nunique")})
+
+
+def noise_table(modules) -> pd.DataFrame:
+    """Per classifier and noise level: accuracy (with the classifier's labels)."""
+    return _labelled(modules["evaluation"].NoiseRobustness.Level.proj("sigma", "accuracy"), modules)
+
+
+def noise_summary(modules) -> pd.DataFrame:
+    """Fig. 4: mean and SEM over seeds of the accuracy per data set, config, regularizer and sd."""
+    return over_seeds(noise_table(modules), ["display_name", "config_name", "noise_name", "label", "sigma"],
+                       "accuracy", "accuracy")
+
+
+SCORES = ("median", "mean", "median_correct", "mean_correct")   # null in the database: infinite
+PERTURBATION_GROUP = ["display_name", "config_name", "suite", "label", "norm"]
+
+
+def _infinite_nulls(df: pd.DataFrame, columns) -> pd.DataFrame:
+    for c in columns:
+        if c in df:
+            df[c] = df[c].astype(float).fillna(np.inf)
+    return df
+
+
+def perturbation_table(modules) -> pd.DataFrame:
+    """Figs. 5/7: per classifier, suite and norm the median and mean minimal perturbation, each also
+    over the clean-correct samples only (`_correct`), and the mean's SEM over samples (a null score,
+    i.e. too many samples never fooled, is infinite: it raises the mean over seeds instead of
+    vanishing from it)."""
+    rel = modules["evaluation"].MinimalPerturbation.Norm.proj(*SCORES, "sem", "sem_correct", "success_rate")
+    df = _labelled(rel, modules)
+    return df if df.empty else _infinite_nulls(df, SCORES)
+
+
+def _score_summary(df: pd.DataFrame, groups: list, scores) -> pd.DataFrame:
+    """mean_<s> and sem_<s> over seeds of every score s within `groups`, with the number of seeds."""
+    if df.empty:
+        return df
+    aggs = {}
+    for sc in scores:
+        aggs[f"mean_{sc}"] = (sc, "mean")
+        aggs[f"sem_{sc}"] = (sc, _sem)
+    return df.groupby(groups, as_index=False).agg(**aggs, seeds=("seed", "nunique"))
+
+
+def perturbation_summary(modules) -> pd.DataFrame:
+    """Figs. 5/7: mean and SEM over seeds of the per-model median and mean (with and without the
+    clean errors), and the mean over seeds of the per-model SEM over samples, per regularizer and norm."""
+    df = perturbation_table(modules)
+    out = _score_summary(df, PERTURBATION_GROUP, [s for s in SCORES if s in df])
+    if not df.empty and "sem" in df:
+        samples = df.groupby(PERTURBATION_GROUP, as_index=False)["sem"].mean().rename(columns={"sem": "sem_samples"})
+        out = out.merge(samples, on=PERTURBATION_GROUP)
+    return out
+
+
+def budget_table(modules) -> pd.DataFrame:
+    """Fig. 5's curve: per classifier, suite, norm and query budget the median and mean minimal
+    perturbation when every attack may use at most `budget` iterations per run."""
+    rel = modules["evaluation"].MinimalPerturbation.Budget.proj(*SCORES, "success_rate")
+    df = _labelled(rel, modules)
+    return df if df.empty else _infinite_nulls(df, SCORES)
+
+
+def budget_summary(modules) -> pd.DataFrame:
+    """Fig. 5: mean and SEM over seeds of the per-model median (and the other scores) per budget."""
+    return _score_summary(budget_table(modules), PERTURBATION_GROUP + ["budget"], SCORES)
+
+
+def robust_accuracy_table(modules) -> pd.DataFrame:
+    """Per classifier and attack suite: the clean accuracy on the attacked samples and the robust
+    accuracy at RobustBench's budgets (compute.attack_scores.ROBUSTBENCH_BUDGETS: Linf 8/255, L2 0.5) from
+    the stored per-sample minimal distances, one column per suite (wide, keyed by CLASSIFIER_KEY)."""
+    from .compute.attack_scores import ROBUSTBENCH_BUDGETS, robust_accuracy
+    ev = modules["evaluation"]
+    rel = ev.MinimalPerturbation.Norm & [{"norm": n} for n in ROBUSTBENCH_BUDGETS]
+    rows = {}
+    for r in (rel * ev.MinimalPerturbation.proj("n_correct", "n_samples")).to_dicts():
+        key = tuple(r[k] for k in CLASSIFIER_KEY)
+        row = rows.setdefault(key, dict(zip(CLASSIFIER_KEY, key)))
+        row[f"attacked_clean_acc_{r['suite']}"] = r["n_correct"] / r["n_samples"] if r["n_samples"] else np.nan
+        row[f"robust_acc_{r['norm']}_{ROBUSTNESS_LABELS[r['norm']]}_{r['suite']}"] = \
+            robust_accuracy(np.asarray(r["distances"], float), ROBUSTBENCH_BUDGETS[r["norm"]])
+    return pd.DataFrame(list(rows.values()))
+
+
+ROBUSTNESS_LABELS = {"linf": "8_255", "l2": "0.5"}     # column names of ROBUSTBENCH_BUDGETS
+
+
+def gamma_table(modules) -> pd.DataFrame:
+    """Table 1: mean final gamma_k per layer and alpha over the regularized classifiers."""
+    clf = modules["classifier"]
+    rel = clf.RegularizedClassifier.LayerWeight * clf.ClassifierConfig.proj("alpha") \
+        * clf.Regularizer.proj("label")
+    df = pd.DataFrame(rel.to_dicts())
+    if df.empty:
+        return df
+    table = (df.groupby(["label", "alpha", "layer"], as_index=False)
+             .agg(mean_gamma=("gamma", "mean"), models=("seed", "count")))
+    return table.pivot_table(index=["label", "alpha"], columns="layer", values="mean_gamma").reset_index() \
+        .rename(columns=lambda c: f"gamma_{c}" if isinstance(c, (int, np.integer)) else c)
+
+
+def noise_correct_table(modules) -> pd.DataFrame:
+    """Per classifier and noise level: accuracy and the per-test-image correctness (bool array)."""
+    return _labelled(modules["evaluation"].NoiseRobustness.Level.proj("sigma", "accuracy", "correct"), modules)
+
+
+def _paired(reg: pd.DataFrame, none: pd.DataFrame) -> dict:
+    """The paired comparison of one regularizer with None at one noise level. reg/none: one row per
+    seed with 'seed', 'accuracy', 'correct'. Pairs are the seeds both have (same noisy images)."""
+    from scipy import stats
+    both = sorted(set(reg["seed"]) & set(none["seed"]))
+    out = {"paired_seeds": len(both), "diff_vs_none_mean": np.nan, "diff_vs_none_sem": np.nan,
+           "p_seeds_paired_t": np.nan, "n_images": 0, "diff_images_mean": np.nan, "p_images_wilcoxon": np.nan}
+    if not both:
+        return out
+    r, n = reg.set_index("seed").loc[both], none.set_index("seed").loc[both]
+    diff = r["accuracy"].to_numpy(float) - n["accuracy"].to_numpy(float)
+    out["diff_vs_none_mean"], out["diff_vs_none_sem"] = float(diff.mean()), _sem(diff)
+    if len(both) > 1 and np.ptp(diff) > 0:
+        out["p_seeds_paired_t"] = float(stats.ttest_rel(r["accuracy"].to_numpy(float),
+                                                        n["accuracy"].to_numpy(float)).pvalue)
+    correct_r = np.stack([np.asarray(c, dtype=float) for c in r["correct"]])
+    correct_n = np.stack([np.asarray(c, dtype=float) for c in n["correct"]])
+    if correct_r.shape == correct_n.shape:
+        per_image = (correct_r - correct_n).mean(axis=0)          # seed-averaged, per test image
+        out["n_images"] = int(per_image.size)
+        out["diff_images_mean"] = float(per_image.mean())
+        if np.any(per_image != 0):
+            out["p_images_wilcoxon"] = float(stats.wilcoxon(per_image, zero_method="wilcox").pvalue)
+    return out
+
+
+CONTROL_GROUP = ["dataset", "display_name", "config_name", "clf_hash", "noise_name"]
+
+
+def controls_summary(modules=None, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """controls.csv: for every data set, recipe and noise config whose classifiers include a
+    Lowpass or Highpass control and None, per regularizer and noise sd: seeds, accuracy mean and SEM
+    over seeds, and the paired comparison with None (`_paired`)."""
+    df = noise_correct_table(modules) if table is None else table
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for keys, group in df.groupby(CONTROL_GROUP, sort=True):
+        kinds = set(group["kind"])
+        if "none" not in kinds or not kinds & set(CONTROL_KINDS):
+            continue
+        for sigma, level in group.groupby("sigma", sort=True):
+            none = level[level["kind"] == "none"]
+            for label in reg_sort(level["label"].unique()):
+                part = level[level["label"] == label]
+                acc = part["accuracy"].to_numpy(float)
+                rows.append({**dict(zip(CONTROL_GROUP, keys)), "regularizer": label, "kind": part["kind"].iloc[0],
+                             "noise_sd": float(sigma), "seeds": int(part["seed"].nunique()),
+                             "accuracy_mean": float(acc.mean()), "accuracy_sem": _sem(acc),
+                             **_paired(part, none)})
+    return pd.DataFrame(rows)
