@@ -176,3 +176,16 @@ def test_store_codecs_name_their_store():
                 for codec, store in re.findall(r"<(\w+)@(\w*)>", t.definition):
                     assert store, f"{module}.{name}: <{codec}@> names no store"
                     assert codec not in ("blob", "attach"), f"{module}.{name}: <{codec}@{store}> fails on MariaDB"
+
+
+def test_architecture_page_names_every_compute_and_populate_module():
+    """docs/architecture.md stays true to the layout: each module of compute/ (models/ included) and
+    of populate/ is named there as `name.py`, and each module it names there exists."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    modules = [p for p in COMPUTE_FILES + sorted((ROOT / "populate").glob("*.py")) if p.name != "__init__.py"]
+    missing = [str(p.relative_to(ROOT)) for p in modules if f"`{p.name}`" not in page]
+    assert not missing, f"docs/architecture.md does not name {missing}"
+    existing = {p.name for p in PACKAGE.rglob("*.py")} | {p.name for p in (ROOT / "populate").glob("*.py")} \
+        | {p.name for p in (ROOT / "tests").rglob("*.py")}
+    named = set(re.findall(r"`([a-z_]+\.py)`", page))
+    assert named <= existing, f"docs/architecture.md names modules that do not exist: {sorted(named - existing)}"
