@@ -120,6 +120,7 @@ class PredictiveModel(dj.Computed):
     image_ids : <blob>                   # int64 (n_images,): the scan's images, sorted
     n_parameters : int64                 # trainable parameters
     train_seconds : float64              # (s) wall time of the training and evaluation
+    resumed_from_epoch : int32           # epochs restored from a checkpoint (0: trained in one run)
     """ + settings.PROVENANCE + """
     trained_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
     """
@@ -174,7 +175,8 @@ class PredictiveModel(dj.Computed):
             "history": jsonable(result.history), "weights": result.state,
             "predictions": np.ascontiguousarray(result.predictions, dtype=np.float32),
             "image_ids": np.asarray(image_ids, dtype=np.int64), "n_parameters": int(result.n_parameters),
-            "train_seconds": float(result.seconds), **settings.provenance(result.device)})
+            "train_seconds": float(result.seconds), "resumed_from_epoch": int(result.resumed_from_epoch),
+            **settings.provenance(result.device)})
         unit_ids, cols = columns
         self.Unit.insert([{**key, "unit_id": int(u), "test_corr": float(result.test_corr[c]),
                            "oracle_corr": float(result.oracle_corr[c]),

@@ -64,6 +64,7 @@ def test_killed_predictive_job_resumes_from_its_checkpoint(modules, scan_key, mo
     assert len(whole.history) > KILLED_AFTER
     plain = [{k: v for k, v in h.items() if k != "seconds"} for h in whole.history]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in row["history"]] == plain
+    assert row["resumed_from_epoch"] == KILLED_AFTER
     assert row["best_epoch"] == whole.best_epoch and row["mean_test_corr"] == float(np.mean(whole.test_corr))
     np.testing.assert_array_equal(np.asarray(row["predictions"]), whole.predictions)
     a = train_predictive.load_network(row["weights"]).state_dict()
