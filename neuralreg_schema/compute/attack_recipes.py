@@ -38,7 +38,7 @@ RECIPES: dict[str, dict] = {
     # the supplement: every attack of its list for the four norms (JSMA and SparseFool from
     # compute/sparse_attacks.py), the paper's grids, 5 repeats of the randomized attacks, 1000 test
     # samples, the smallest adversarial per sample over settings and repeats; for a GPU (cost:
-    # benchmarks/attacks.py and the README)
+    # benchmarks/attacks.py and docs/robustness.md)
     "paper": _recipe({
         **{f"bb-{norm}": {"lr": PAPER_BB_STEPSIZES, "steps": PAPER_STEPS + [1000]}
            for norm in ("l0", "l1", "l2", "linf")},

@@ -219,7 +219,7 @@ def test_license_and_citation_the_readme_links():
     CFF 1.2.0 requires (cff-version, message, title, authors) and cites the paper it implements."""
     import tomllib
     license_text = (ROOT / "LICENSE").read_text()
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]      # an SPDX expression
     assert declared == "MIT" and license_text.startswith("MIT License")
     assert "the neuralreg authors" in license_text
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())

@@ -1,4 +1,4 @@
-"""the report's summaries and figures (neuralreg_schema/report) on synthetic query results (no database): Fig. 4 means and SEMs
+"""The report's summaries and figures (neuralreg_schema/report) on synthetic query results (no database): Fig. 4 means and SEMs
 over seeds, the alpha sweep of supplement Fig. 6 (alpha 0 = None), infinite medians in Fig. 5."""
 import numpy as np
 import pandas as pd
