@@ -4,10 +4,11 @@ scan. Pure numpy/PyTorch: arrays and a config in, arrays and numbers out; never 
 The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpredictors'
 `standard_trainer`:
 
-- Data: `PredictiveData` (images once, trials pointing at them). Everything lives as tensors on
-  the device; batches are drawn by a seeded index permutation of the 'train' trials (no
-  DataLoader). 'validation' trials drive early stopping; 'oracle' trials (repeated test images)
-  are never trained on and give the test scores; 'withheld' trials are ignored.
+- Data: `PredictiveData` (predictive_data.py: images once, trials pointing at them, validated).
+  Everything lives as tensors on the device; batches are drawn by a seeded index permutation of
+  the 'train' trials (no DataLoader). 'validation' trials drive early stopping; 'oracle' trials
+  (repeated test images) are never trained on and give the test scores; 'withheld' trials are
+  ignored.
 - Loss per step: the Poisson loss summed over neurons and averaged over the batch's trials (the
   per-trial population negative log-likelihood), + `PredictiveNetwork.regularizer()`.
   neuralpredictors sums over the batch and scales by sqrt(n_train / batch_size); averaging
@@ -20,9 +21,8 @@ The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpr
   each neuron's mean training response (as neuralpredictors' `initialize_bias`), and - a
   deviation from neuralpredictors, which starts positions at random - the readout positions at
   the peak of the correlation between the neuron's training responses and a local band-pass
-  energy map of the images (`energy_positions`; `init_positions='random'` restores the
-  reference behaviour). On the demo simulation this start is worth ~5 epochs of training: the
-  readout positions, not the core, are what the network learns slowest.
+  energy map of the images (readout_init.py; `init_positions='random'` restores the reference
+  behaviour).
 - Optimiser: Adam. Early stopping as neuralpredictors' `early_stopping`: the objective is the
   mean per-neuron Pearson r on the validation trials, evaluated after every epoch (interval 1);
   `patience` epochs without an improvement > `tolerance` restore the best state and multiply
@@ -40,6 +40,10 @@ The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpr
   restored afterwards). On a GPU, cuDNN and `grid_sample`'s backward are not bit-deterministic.
 - Threads: on the CPU, torch's intra-op threads are capped at the cores this process may use
   (its CPU affinity; torch's default can exceed it in containers), restored afterwards.
+- Steps, as train_classifier.py's: `_setup` (network, buffers, readout start, optimizer, data on
+  the device, in a `_Run`), `_start` or `_Run.restore` (from a checkpoint), per epoch
+  `_train_epoch`, `_evaluate_epoch` and at a plateau `_plateau`, and `_result` (the scores).
+  `PredictiveData`, `PredictiveDataError` and `energy_positions` stay importable from here.
 
 Scores (`PredictiveResult`): `val_corr`, `test_corr` (v_a of the paper: r between the model's
 predictions and single-trial responses on the oracle trials, each trial with its own behavior and
@@ -49,10 +53,9 @@ behavior and eye position, the denoised responses Eq. 6 of the paper is computed
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -61,134 +64,11 @@ import torch
 from .errors import TrainingError
 from .models.predictive import IMAGE_SHAPE, PredictiveNetwork, poisson_loss
 from .modes import eval_mode
-from .recording import TIERS
+from .predictive_data import PredictiveData, PredictiveDataError
+from .readout_init import energy_positions, start_positions
 from .runtime import describe_device, resolve_device, torch_threads
 from .serialization import PREDICTIVE_NETWORK_FORMAT, torch_bytes, torch_payload
 from .training import Checkpoint, TrainingState, named_config, resume, with_defaults
-
-
-class PredictiveDataError(ValueError):
-    """The data handed to `train_predictive` is unusable; the message names the problem."""
-
-
-# ---------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class PredictiveData:
-    """One scan's trials and the images they show.
-
-    images       float32 (n_images, 36, 64), gray levels 0..255
-    image_ids    int64 (n_images,), unique (kept for the caller: rows of `predictions` follow them)
-    trial_image  int64 (n_trials,), row of `images` shown in each trial
-    responses    float32 (n_trials, n_neurons)
-    behavior     float32 (n_trials, 3): pupil, dpupil, running
-    eye          float32 (n_trials, 2): eye position x, y
-    tiers        str (n_trials,): 'train' | 'validation' | 'oracle' | 'withheld'
-    """
-
-    images: np.ndarray
-    image_ids: np.ndarray
-    trial_image: np.ndarray
-    responses: np.ndarray
-    behavior: np.ndarray
-    eye: np.ndarray
-    tiers: np.ndarray
-
-    @property
-    def n_neurons(self) -> int:
-        return int(np.shape(self.responses)[1])
-
-    @property
-    def n_trials(self) -> int:
-        return int(np.shape(self.responses)[0])
-
-    def fingerprint(self) -> str:
-        """md5 of every array (images, ids, trials, responses, behavior, eye, tiers): a checkpoint
-        resumes only on the data it was made with."""
-        md5 = hashlib.md5()
-        for a in (np.asarray(self.images, np.float32), np.asarray(self.image_ids, np.int64),
-                  np.asarray(self.trial_image, np.int64), np.asarray(self.responses, np.float32),
-                  np.asarray(self.behavior, np.float32), np.asarray(self.eye, np.float32)):
-            md5.update(np.ascontiguousarray(a).tobytes())
-        md5.update("\n".join(np.asarray(self.tiers).astype(str).tolist()).encode())
-        return md5.hexdigest()
-
-    def tier(self, name: str) -> np.ndarray:
-        """Trial indices (int64) of one tier."""
-        return np.flatnonzero(np.asarray(self.tiers) == name)
-
-    def validate(self) -> None:
-        """Raise PredictiveDataError naming the first problem: shapes, dtypes, NaN/inf, image ids,
-        trial_image out of range, unknown tiers, an empty train, validation or oracle tier."""
-        def fail(message: str) -> None:
-            raise PredictiveDataError(message)
-
-        arrays = {k: np.asarray(getattr(self, k)) for k in
-                  ("images", "image_ids", "trial_image", "responses", "behavior", "eye", "tiers")}
-        images, responses = arrays["images"], arrays["responses"]
-        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            fail(f"images must have shape (n_images, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}), "
-                 f"got {images.shape}")
-        if len(images) == 0:
-            fail("images is empty")
-        if responses.ndim != 2 or responses.shape[0] == 0 or responses.shape[1] == 0:
-            fail(f"responses must be a non-empty 2-D array (trials, neurons), got shape "
-                 f"{responses.shape}")
-        n_images, (n_trials, _) = len(images), responses.shape
-        expected = {"image_ids": (n_images,), "trial_image": (n_trials,), "behavior": (n_trials, 3),
-                    "eye": (n_trials, 2), "tiers": (n_trials,)}
-        for name, shape in expected.items():
-            if arrays[name].shape != shape:
-                fail(f"{name} has shape {arrays[name].shape}, expected {shape}")
-        for name in ("images", "responses", "behavior", "eye"):
-            a = arrays[name]
-            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-                fail(f"{name} must be real numbers, got dtype {a.dtype}")
-            if not np.all(np.isfinite(a)):
-                bad = np.argwhere(~np.isfinite(a))[0].tolist()
-                fail(f"{name} contains NaN or inf (first at index {bad})")
-        for name in ("image_ids", "trial_image"):
-            if not np.issubdtype(arrays[name].dtype, np.integer):
-                fail(f"{name} must be integers, got dtype {arrays[name].dtype}")
-        if len(np.unique(arrays["image_ids"])) != n_images:
-            fail("image_ids are not unique")
-        ti = arrays["trial_image"]
-        if ti.min() < 0 or ti.max() >= n_images:
-            fail(f"trial_image out of range: values {ti.min()}..{ti.max()} for {n_images} images")
-        if np.any(responses < 0):
-            fail(f"responses contain negative values (min {responses.min():.3g}); the Poisson "
-                 "loss needs non-negative responses")
-        tiers = arrays["tiers"].astype(str)
-        unknown = sorted(set(np.unique(tiers).tolist()) - set(TIERS))
-        if unknown:
-            fail(f"unknown tiers {unknown}; expected {TIERS}")
-        for name, why in (("train", "to train on"), ("validation", "for early stopping"),
-                          ("oracle", "for the test correlation")):
-            if not np.any(tiers == name):
-                fail(f"the {name} tier is empty: {name} trials are needed {why}")
-        if np.sum(tiers == "train") < 2:
-            fail("the train tier has fewer than 2 trials (BatchNorm needs batches of 2 or more)")
-
-    @classmethod
-    def from_recording(cls, image_set, scan) -> "PredictiveData":
-        """Build from `recording.ImageSet` and `recording.ScanRecording` objects (image ids are
-        matched to rows of `image_set.images`)."""
-        ids = np.asarray(image_set.image_ids, np.int64)
-        order = np.argsort(ids, kind="stable")
-        pos = np.searchsorted(ids[order], np.asarray(scan.image_ids, np.int64))
-        pos = np.clip(pos, 0, len(ids) - 1)
-        rows = order[pos]
-        if np.any(ids[rows] != scan.image_ids):
-            raise PredictiveDataError(f"scan {scan.name}: trial image ids not in image set "
-                                      f"{image_set.name}")
-        return cls(images=np.asarray(image_set.images, np.float32), image_ids=ids,
-                   trial_image=rows.astype(np.int64),
-                   responses=np.asarray(scan.responses, np.float32),
-                   behavior=np.asarray(scan.behavior, np.float32),
-                   eye=np.asarray(scan.pupil_center, np.float32),
-                   tiers=np.asarray(scan.tiers).astype(str))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +89,7 @@ _COMMON: dict = dict(
     downsample=2,            # average-pool the standardised image by this factor before the core
     bn_momentum=0.1,         # BatchNorm running-statistics momentum
     init_positions="energy",  # readout start: 'energy' (peak of the correlation between responses
-    #                          and local image energy, see energy_positions) or 'random'
+    #                          and local image energy, see readout_init.py) or 'random'
     init_mu_range=0.5,       # random readout positions start uniform in [-r, r]^2 (grid units)
     init_sigma=0.3,          # readout position sd at the start (grid units, per axis)
     align_corners=True,      # grid_sample convention (True: +-1 = centres of the corner pixels)
@@ -414,65 +294,6 @@ def _mean_per_image(values: np.ndarray, image_of_trial: np.ndarray) -> tuple[np.
 
 
 # ---------------------------------------------------------------------------------------------
-# readout position initialisation
-
-ENERGY_BANDPASS_PX = (2.0, 4.0)   # difference-of-Gaussians sds (px) of the band-pass filter
-ENERGY_POOL_PX = 3.0              # Gaussian sd (px) pooling the squared band-passed image
-ENERGY_STRIDE = 2                 # px between the candidate positions
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (sd `sigma` px, truncated at 3 sd, reflected edges) of (n, 1, h, w)."""
-    radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="reflect"),
-                                   k.view(1, 1, 1, -1))
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, radius, radius), mode="reflect"),
-                                      k.view(1, 1, -1, 1))
-
-
-@torch.no_grad()
-def energy_positions(images: torch.Tensor, trial_image: torch.Tensor, responses: torch.Tensor,
-                     chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Data-driven start for the readout positions (not in neuralpredictors, which starts them
-    at random): each neuron's position is where the local band-pass energy of the image
-    correlates best with its responses.
-
-    images (n_images, 1, h, w) standardised; trial_image (n_trials,) rows of `images`; responses
-    (n_trials, n_neurons) - pass the training trials only. The energy map is the squared
-    difference-of-Gaussians band-pass (ENERGY_BANDPASS_PX) pooled by a Gaussian (ENERGY_POOL_PX),
-    sampled every ENERGY_STRIDE px; per neuron the Pearson r with the responses is taken at every
-    sampled position, and the position is the r-weighted centroid of the 3x3 neighbourhood of the
-    peak. Returns positions (n_neurons, 2: x column, y row, image px) and each neuron's peak r
-    (callers keep the random start where it is not significant)."""
-    s1, s2 = ENERGY_BANDPASS_PX
-    maps = []
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].float()
-        band = _gaussian_blur(x, s1) - _gaussian_blur(x, s2)
-        maps.append(_gaussian_blur(band * band, ENERGY_POOL_PX)[:, 0, ::ENERGY_STRIDE, ::ENERGY_STRIDE])
-    energy = torch.cat(maps)                                 # (n_images, gh, gw)
-    gh, gw = energy.shape[1:]
-    e = energy.reshape(len(energy), -1)[trial_image].double()
-    e = (e - e.mean(0)) / e.std(0).clamp_min(1e-12)
-    r = responses.double()
-    r = (r - r.mean(0)) / r.std(0).clamp_min(1e-12)
-    corr = (r.T @ e / len(r)).float().reshape(-1, gh, gw)    # (n_neurons, gh, gw)
-    peak_r, flat = corr.reshape(len(corr), -1).max(dim=1)
-    py, px = flat // gw, flat % gw
-    offsets = torch.arange(-1, 2, device=corr.device)
-    ys = (py[:, None] + offsets).clamp(0, gh - 1)            # (n, 3)
-    xs = (px[:, None] + offsets).clamp(0, gw - 1)
-    n_idx = torch.arange(len(corr), device=corr.device)[:, None, None]
-    w = corr[n_idx, ys[:, :, None], xs[:, None, :]].clamp_min(0.0) + 1e-12   # (n, 3, 3)
-    cy = (w * ys[:, :, None].float()).sum((1, 2)) / w.sum((1, 2))
-    cx = (w * xs[:, None, :].float()).sum((1, 2)) / w.sum((1, 2))
-    return torch.stack([cx, cy], dim=1) * ENERGY_STRIDE, peak_r
-
-
-# ---------------------------------------------------------------------------------------------
 # training
 
 
@@ -516,23 +337,96 @@ def train_predictive(data: PredictiveData, config: dict, seed: int,
         if dev.type == "cuda" else []
     with torch_threads(dev), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(int(seed))
-        rng = np.random.default_rng(int(seed))
-        identity = {"config": cfg, "seed": int(seed), "data": data.fingerprint()}
-        result = _train(data, cfg, rng, dev, say, checkpoint, identity)
+        run = _setup(data, cfg, int(seed), dev, say)
+        state = resume(checkpoint, run.identity, cfg["max_epochs"], say)
+        if state is not None:       # continue after state.epoch as if the run had not stopped
+            run.restore(state)
+        else:
+            _start(run)
+        for epoch in range(run.start_epoch + 1, cfg["max_epochs"] + 1):
+            if _train_epoch(run, epoch):
+                break
+            if checkpoint is not None and epoch < cfg["max_epochs"]:
+                checkpoint.save(run.training_state(epoch).to_bytes())
+        result = _result(run)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch.device,
-           say: Callable[[str], None], checkpoint: Optional[Checkpoint] = None,
-           identity: Optional[dict] = None) -> PredictiveResult:
+@dataclass
+class _Run:
+    """One training run's state between the steps of `train_predictive`: the network, its optimizer
+    and the numpy generator, the data on the device, and the early-stopping state (best state so
+    far, learning rate, patience left, decays done) that a checkpoint saves."""
+    data: PredictiveData
+    cfg: dict
+    rng: np.random.Generator
+    dev: torch.device
+    say: Callable[[str], None]
+    identity: dict                   # config, seed and data fingerprint: what a checkpoint must match
+    network: PredictiveNetwork
+    optimizer: torch.optim.Optimizer
+    dd: "_DeviceData"
+    responses: np.ndarray            # float32 (n_trials, n_neurons)
+    train: np.ndarray                # trial indices of the tiers
+    val: np.ndarray
+    oracle: np.ndarray
+    lr: float
+    history: list = field(default_factory=list)
+    start_epoch: int = 0             # epochs restored from a checkpoint
+    best_state: dict = field(default_factory=dict)
+    best_corr: float = -math.inf
+    best_epoch: int = 0
+    patience_left: int = 0
+    decays_done: int = 0
+
+    def validation_corr(self) -> np.ndarray:
+        pred = _predict_trials(self.network, self.dd, self.val, self.cfg["eval_batch_size"]).cpu().numpy()
+        return correlation(pred, self.responses[self.val])
+
+    def snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+
+    def rng_states(self) -> dict:
+        states = {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()}
+        if self.dev.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.dev)
+        return states
+
+    def training_state(self, epoch: int) -> TrainingState:
+        """The checkpoint after `epoch` finished epochs."""
+        return TrainingState(
+            epoch=epoch, identity=self.identity, model=self.network.state_dict(),
+            optimizer=self.optimizer.state_dict(), history=self.history, rng=self.rng_states(),
+            extra={"best_state": self.best_state, "best_corr": self.best_corr, "best_epoch": self.best_epoch,
+                   "lr": self.lr, "patience_left": self.patience_left, "decays_done": self.decays_done})
+
+    def restore(self, state: TrainingState) -> None:
+        self.start_epoch = int(state.epoch)
+        self.network.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.rng.bit_generator.state = state.rng["numpy"]
+        torch.set_rng_state(state.rng["torch"])
+        if self.dev.type == "cuda" and "cuda" in state.rng:
+            torch.cuda.set_rng_state(state.rng["cuda"], self.dev)
+        extra = state.extra
+        self.best_state = {k: v.to(self.dev) for k, v in extra["best_state"].items()}
+        self.best_corr, self.best_epoch = float(extra["best_corr"]), int(extra["best_epoch"])
+        self.lr = float(extra["lr"])
+        self.patience_left, self.decays_done = int(extra["patience_left"]), int(extra["decays_done"])
+        self.history = list(state.history)
+
+
+def _setup(data: PredictiveData, cfg: dict, seed: int, dev: torch.device, say: Callable[[str], None]) -> _Run:
+    """The network (initialised from torch's generator, seeded by the caller) with its
+    standardisation buffers, readout bias and positions from the train tier, the optimizer, the
+    numpy generator and the data on the device."""
     train, val, oracle = data.tier("train"), data.tier("validation"), data.tier("oracle")
+    rng = np.random.default_rng(seed)
     responses = np.asarray(data.responses, np.float32)
     behavior = np.asarray(data.behavior, np.float64)
     eye = np.asarray(data.eye, np.float64)
     train_images = np.asarray(data.images, np.float64)[np.unique(data.trial_image[train])]
-
-    n_train = len(train)
     network = PredictiveNetwork(cfg, data.n_neurons)
     resp_sd = responses[train].std(axis=0).astype(np.float64)
     scale = np.where(resp_sd > 1e-6, resp_sd, 1.0) if cfg["normalize_responses"] else None
@@ -546,121 +440,109 @@ def _train(data: PredictiveData, cfg: dict, rng: np.random.Generator, dev: torch
     dd = _DeviceData(data, dev)
     if cfg["init_positions"] == "energy":
         train_t = torch.as_tensor(train, device=dev)
-        xy, peak_r = energy_positions((dd.images - network.image_mean) / network.image_std,
-                                      dd.trial_image[train_t], dd.responses[train_t])
-        significant = peak_r > 3.0 / math.sqrt(n_train)        # ~3 sd above chance
-        with torch.no_grad():
-            mu = network.readout.mu.detach().clone()
-            mu[significant] = network.pixel_to_grid(xy[significant]).clamp(-1.0, 1.0)
-            network.readout.mu.copy_(mu)
-
+        start_positions(network, dd.images, dd.trial_image[train_t], dd.responses[train_t])
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"])
-    lr = float(cfg["lr"])
-    n_params = network.n_parameters()
-    bs = int(cfg["batch_size"])
+    identity = {"config": cfg, "seed": seed, "data": data.fingerprint()}
+    return _Run(data=data, cfg=cfg, rng=rng, dev=dev, say=say, identity=identity, network=network,
+                optimizer=optimizer, dd=dd, responses=responses, train=train, val=val, oracle=oracle,
+                lr=float(cfg["lr"]))
 
-    def validation_corr() -> np.ndarray:
-        pred = _predict_trials(network, dd, val, cfg["eval_batch_size"]).cpu().numpy()
-        return correlation(pred, responses[val])
 
-    def snapshot() -> dict:
-        return {k: v.detach().clone() for k, v in network.state_dict().items()}
+def _start(run: _Run) -> None:
+    """Before the first epoch of a run trained from scratch: the initial state is the best so far,
+    scored on the validation trials."""
+    run.best_state = run.snapshot()
+    run.best_corr = float(run.validation_corr().mean())
+    run.best_epoch = 0
+    run.history = []
+    run.patience_left, run.decays_done = run.cfg["patience"], 0
 
-    def rng_states() -> dict:
-        states = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-        if dev.type == "cuda":
-            states["cuda"] = torch.cuda.get_rng_state(dev)
-        return states
 
-    state = resume(checkpoint, identity, cfg["max_epochs"], say)
-    if state is None:
-        start_epoch = 0
-        best_state = snapshot()
-        best_corr = float(validation_corr().mean())
-        best_epoch = 0
-        history: list[dict] = []
-        patience_left, decays_done = cfg["patience"], 0
-    else:                   # continue after state.epoch as if the run had not stopped
-        start_epoch = int(state.epoch)
-        network.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        rng.bit_generator.state = state.rng["numpy"]
-        torch.set_rng_state(state.rng["torch"])
-        if dev.type == "cuda" and "cuda" in state.rng:
-            torch.cuda.set_rng_state(state.rng["cuda"], dev)
-        extra = state.extra
-        best_state = {k: v.to(dev) for k, v in extra["best_state"].items()}
-        best_corr, best_epoch, lr = float(extra["best_corr"]), int(extra["best_epoch"]), float(extra["lr"])
-        patience_left, decays_done = int(extra["patience_left"]), int(extra["decays_done"])
-        history = list(state.history)
-    for epoch in range(start_epoch + 1, cfg["max_epochs"] + 1):
-        t0 = time.perf_counter()
-        network.train()
-        order = torch.as_tensor(rng.permutation(train), device=dev)
-        total = torch.zeros((), device=dev)
-        n_steps = 0
-        for i in range(0, n_train, bs):
-            idx = order[i:i + bs]
-            if len(idx) < 2:          # BatchNorm cannot normalise a single trial
-                continue
-            total += train_step(network, optimizer, *dd.batch(idx), eps=cfg["loss_eps"])
-            n_steps += 1
-        train_loss = float(total) / max(n_steps, 1)
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"epoch {epoch}: the training loss became non-finite "
-                                f"({train_loss}); lower the learning rate (lr={lr:g}) or check "
-                                "the responses' scale")
-        corr = validation_corr()
-        val_mean = float(corr.mean())
-        if not math.isfinite(val_mean):
-            raise TrainingError(f"epoch {epoch}: validation predictions are non-finite")
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - t0
-        history.append(dict(epoch=epoch, train_loss=train_loss, val_corr=val_mean, lr=lr,
+def _train_epoch(run: _Run, epoch: int) -> bool:
+    """One epoch (1-based `epoch`): steps on batches of a permutation of the train trials drawn from
+    the numpy generator, then `_evaluate_epoch`. Returns True when training stops."""
+    cfg, dev, bs = run.cfg, run.dev, int(run.cfg["batch_size"])
+    t0 = time.perf_counter()
+    run.network.train()
+    order = torch.as_tensor(run.rng.permutation(run.train), device=dev)
+    total = torch.zeros((), device=dev)
+    n_steps = 0
+    for i in range(0, len(run.train), bs):
+        idx = order[i:i + bs]
+        if len(idx) < 2:          # BatchNorm cannot normalise a single trial
+            continue
+        total += train_step(run.network, run.optimizer, *run.dd.batch(idx), eps=cfg["loss_eps"])
+        n_steps += 1
+    train_loss = float(total) / max(n_steps, 1)
+    if not math.isfinite(train_loss):
+        raise TrainingError(f"epoch {epoch}: the training loss became non-finite "
+                            f"({train_loss}); lower the learning rate (lr={run.lr:g}) or check "
+                            "the responses' scale")
+    return _evaluate_epoch(run, epoch, train_loss, t0)
+
+
+def _evaluate_epoch(run: _Run, epoch: int, train_loss: float, t0: float) -> bool:
+    """The validation r after an epoch: its history record (reported through `say`), the best state
+    kept, and early stopping. Returns True when training stops."""
+    cfg = run.cfg
+    val_mean = float(run.validation_corr().mean())
+    if not math.isfinite(val_mean):
+        raise TrainingError(f"epoch {epoch}: validation predictions are non-finite")
+    if run.dev.type == "cuda":
+        torch.cuda.synchronize(run.dev)
+    seconds = time.perf_counter() - t0
+    run.history.append(dict(epoch=epoch, train_loss=train_loss, val_corr=val_mean, lr=run.lr,
                             seconds=seconds))
-        if val_mean > best_corr + cfg["tolerance"]:
-            best_corr, best_epoch, best_state = val_mean, epoch, snapshot()
-            patience_left = cfg["patience"]
-        else:
-            patience_left -= 1
-        say(f"epoch {epoch}/{cfg['max_epochs']} loss {train_loss:.4f} val r {val_mean:.4f} "
-            f"(best {best_corr:.4f} @{best_epoch}) lr {lr:.2g} {seconds:.1f}s")
-        if patience_left <= 0:
-            decays_done += 1
-            if decays_done >= cfg["lr_decay_steps"] or lr * cfg["lr_decay_factor"] < cfg["min_lr"]:
-                break
-            network.load_state_dict(best_state)
-            lr *= cfg["lr_decay_factor"]
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            patience_left = cfg["patience"]
-        if checkpoint is not None and epoch < cfg["max_epochs"]:
-            checkpoint.save(TrainingState(
-                epoch=epoch, identity=identity, model=network.state_dict(), optimizer=optimizer.state_dict(),
-                history=history, rng=rng_states(),
-                extra={"best_state": best_state, "best_corr": best_corr, "best_epoch": best_epoch, "lr": lr,
-                       "patience_left": patience_left, "decays_done": decays_done}).to_bytes())
+    if val_mean > run.best_corr + cfg["tolerance"]:
+        run.best_corr, run.best_epoch, run.best_state = val_mean, epoch, run.snapshot()
+        run.patience_left = cfg["patience"]
+    else:
+        run.patience_left -= 1
+    run.say(f"epoch {epoch}/{cfg['max_epochs']} loss {train_loss:.4f} val r {val_mean:.4f} "
+            f"(best {run.best_corr:.4f} @{run.best_epoch}) lr {run.lr:.2g} {seconds:.1f}s")
+    return run.patience_left <= 0 and _plateau(run)
 
-    network.load_state_dict(best_state)
+
+def _plateau(run: _Run) -> bool:
+    """Patience exhausted: True when this was the last allowed decay (or the learning rate would
+    fall below min_lr); otherwise restore the best state and decay the learning rate."""
+    cfg = run.cfg
+    run.decays_done += 1
+    if run.decays_done >= cfg["lr_decay_steps"] or run.lr * cfg["lr_decay_factor"] < cfg["min_lr"]:
+        return True
+    run.network.load_state_dict(run.best_state)
+    run.lr *= cfg["lr_decay_factor"]
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.lr
+    run.patience_left = cfg["patience"]
+    return False
+
+
+def _result(run: _Run) -> PredictiveResult:
+    """The best state restored, in eval mode, and scored: validation, test (single trials) and
+    oracle (trial-averaged) correlations, and the predictions for every image under the mean
+    behavior and eye position. `seconds` is left to the caller."""
+    data, cfg, network, responses, oracle = run.data, run.cfg, run.network, run.responses, run.oracle
+    network.load_state_dict(run.best_state)
     network.eval()
-    val_corr = validation_corr()
-    test_pred = _predict_trials(network, dd, oracle, cfg["eval_batch_size"]).cpu().numpy()
+    val_corr = run.validation_corr()
+    test_pred = _predict_trials(network, run.dd, oracle, cfg["eval_batch_size"]).cpu().numpy()
     test_corr = correlation(test_pred, responses[oracle])
     _, mean_pred = _mean_per_image(test_pred, data.trial_image[oracle])
     _, mean_resp = _mean_per_image(responses[oracle], data.trial_image[oracle])
     oracle_corr = correlation(mean_pred, mean_resp)
 
     n_images = len(data.images)
-    mean_beh = np.broadcast_to(behavior.mean(axis=0), (n_images, 3))
-    mean_eye = np.broadcast_to(eye.mean(axis=0), (n_images, 2))
+    mean_beh = np.broadcast_to(np.asarray(data.behavior, np.float64).mean(axis=0), (n_images, 3))
+    mean_eye = np.broadcast_to(np.asarray(data.eye, np.float64).mean(axis=0), (n_images, 2))
     predictions = predict(network, data.images, mean_beh, mean_eye, cfg["eval_batch_size"])
     if not np.all(np.isfinite(predictions)):
-        raise TrainingError(f"epoch {best_epoch} (best state): predictions are non-finite")
-    return PredictiveResult(state=serialize_network(network), history=history, best_epoch=best_epoch,
+        raise TrainingError(f"epoch {run.best_epoch} (best state): predictions are non-finite")
+    return PredictiveResult(state=serialize_network(network), history=run.history, best_epoch=run.best_epoch,
                             val_corr=val_corr, test_corr=test_corr, oracle_corr=oracle_corr,
-                            predictions=predictions, n_parameters=n_params,
-                            device=describe_device(dev), seconds=0.0, resumed_from_epoch=start_epoch)
+                            predictions=predictions, n_parameters=network.n_parameters(),
+                            device=describe_device(run.dev), seconds=0.0,
+                            resumed_from_epoch=run.start_epoch)
 
 
 __all__ = ["PredictiveData", "PredictiveDataError", "TrainingError", "PredictiveResult", "CONFIGS",
