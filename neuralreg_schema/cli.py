@@ -302,7 +302,7 @@ def cmd_demo(args) -> int:
     _say(f"\ndemo finished in {time.time() - started:.0f} s; its tables are in the schemas '{prefix}_*'. "
          f"Every command takes that prefix:\n"
          f"  neuralreg --prefix {prefix} status    (or: export NEURALREG_PREFIX={prefix})\n"
-         f"  pipeline.activate('{prefix}') in Python")
+         f"  pipeline.open_existing('{prefix}') in Python (binds to these schemas, creates nothing)")
     if errors:
         _say(f"jobs failed: {errors} (neuralreg --prefix {prefix} jobs errors)")
         return 1
