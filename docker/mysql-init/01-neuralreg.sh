@@ -4,9 +4,9 @@
 #
 # The image created MYSQL_USER with rights on MYSQL_DATABASE only; the pipeline's schemas are named
 # neuralreg_<...> (<prefix>_<module>), so the application account gets ALL on `neuralreg\_%` (`\_` a
-# literal underscore: the same pattern as neuralreg_schema/db.py SCHEMA_PATTERN), and the
+# literal underscore: the same pattern as neuralreg_schema/db/connection.py SCHEMA_PATTERN), and the
 # least-privilege worker account NEURALREG_WORKER_USER (password NEURALREG_WORKER_PASSWORD, both from
-# .env) gets the rows and its job tables there, nothing more (db.py WORKER_PRIVILEGES). User names and
+# .env) gets the rows and its job tables there, nothing more (db/accounts.py WORKER_PRIVILEGES). User names and
 # passwords are passed as SQL string literals, quotes and backslashes escaped.
 
 _neuralreg_sql_string() {
