@@ -4,6 +4,7 @@ subprocess.TimeoutExpired raised with what it printed), start a long-running one
 server) in a process group of its own and stop that group, make a fresh schema prefix, and read the
 state of a prefix's tables from outside the test process (each process binds one prefix); and
 make_recording, a small hand-made recording for the ingest and worker tests."""
+import contextlib
 import json
 import os
 import signal
@@ -27,10 +28,8 @@ def new_prefix(tag: str = "x") -> str:
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     """Send `sig` to the process group that `proc` leads (spawn and run start one per command)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):      # the group is gone already
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:       # the group is gone already
-        pass
 
 
 def run(cmd, *, env=None, cwd=ROOT, timeout=300, input=None) -> subprocess.CompletedProcess:
@@ -73,10 +72,24 @@ def spawn(args, env=None, cwd=ROOT, **popen) -> subprocess.Popen:
 def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
     """Kill the process group of a spawned process (whatever still runs in it) and reap the process."""
     kill_group(proc)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):   # SIGKILLed: a process stuck in the kernel is left to init
         proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
+
+
+class MemoryCheckpoint:
+    """A trainer's Checkpoint (compute/training.Checkpoint) in memory; with `fail_after`, that save
+    raises after storing (a worker that dies right after its checkpoint)."""
+
+    def __init__(self, blob=None, fail_after=None):
+        self.blob, self.saves, self.fail_after = blob, 0, fail_after
+
+    def load(self):
+        return self.blob
+
+    def save(self, state):
+        self.blob, self.saves = state, self.saves + 1
+        if self.fail_after is not None and self.saves >= self.fail_after:
+            raise RuntimeError("worker killed")
 
 
 def make_recording(animal_id=1, session=1, scan_idx=1, *, image_set="toy", n_neurons=6, n_single=20,

@@ -9,6 +9,7 @@ import torch
 
 from neuralreg_schema.compute import modes, rsa, train_classifier as tc
 from neuralreg_schema.compute.datasets import ClassificationData
+from tests.helpers import MemoryCheckpoint
 
 
 def _data(n_train=192, n_test=64, seed=0):
@@ -109,17 +110,6 @@ def test_stimulus_pass_does_not_touch_batchnorm_statistics(mode):
     assert lw.logits.abs().sum() > 0
 
 
-class _Memory:
-    def __init__(self, fail_after=None):
-        self.blob, self.saves, self.fail_after = None, 0, fail_after
-
-    def load(self):
-        return self.blob
-
-    def save(self, state):
-        self.blob, self.saves = state, self.saves + 1
-        if self.fail_after is not None and self.saves >= self.fail_after:
-            raise RuntimeError("worker killed")
 
 
 @pytest.mark.parametrize("mode", ["batch", "eval"])
@@ -169,7 +159,7 @@ def test_exact_feature_mean_and_heldout_centre(mode):
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
     data, target, cfg = _data(), _target(), _cfg(epochs=3)
     whole = tc.train_classifier(data, target, cfg, seed=3)
-    memory = _Memory(fail_after=1)
+    memory = MemoryCheckpoint(fail_after=1)
     with pytest.raises(RuntimeError, match="worker killed"):
         tc.train_classifier(data, target, cfg, seed=3, checkpoint=memory)
     memory.fail_after = None
@@ -194,7 +184,7 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
 
 
 def _memory_holding(blob):
-    m = _Memory()
+    m = MemoryCheckpoint()
     m.blob = blob
     return m
 

@@ -8,21 +8,9 @@ import torch
 from neuralreg_schema.compute import serialization, train_classifier as tc, train_predictive as tp
 from neuralreg_schema.compute.simulate import simulate_experiment
 from neuralreg_schema.compute.training import TrainerResult, TrainingState, resume
+from tests.helpers import MemoryCheckpoint
 
 
-class _Memory:
-    """A checkpoint in memory; `fail_after` saves raise (the worker dies right after the save)."""
-
-    def __init__(self, blob=None, fail_after=None):
-        self.blob, self.saves, self.fail_after = blob, 0, fail_after
-
-    def load(self):
-        return self.blob
-
-    def save(self, state):
-        self.blob, self.saves = state, self.saves + 1
-        if self.fail_after is not None and self.saves >= self.fail_after:
-            raise RuntimeError("worker killed")
 
 
 def _state(epoch=2):
@@ -63,14 +51,14 @@ def test_other_payloads_are_not_training_states():
 def test_resume_takes_only_a_state_of_the_same_run():
     state = _state(epoch=2)
     said = []
-    got = resume(_Memory(state.to_bytes()), state.identity, 5, said.append)
+    got = resume(MemoryCheckpoint(state.to_bytes()), state.identity, 5, said.append)
     assert got is not None and got.epoch == 2 and "resuming after epoch 2 of 5" in said[-1]
     assert resume(None, state.identity, 5, said.append) is None
-    assert resume(_Memory(), state.identity, 5, said.append) is None
-    assert resume(_Memory(state.to_bytes()), {**state.identity, "seed": 4}, 5, said.append) is None
+    assert resume(MemoryCheckpoint(), state.identity, 5, said.append) is None
+    assert resume(MemoryCheckpoint(state.to_bytes()), {**state.identity, "seed": 4}, 5, said.append) is None
     assert "another config, seed or data" in said[-1]
-    assert resume(_Memory(state.to_bytes()), state.identity, 2, said.append) is None      # nothing left to train
-    assert resume(_Memory(b"not a checkpoint"), state.identity, 5, said.append) is None
+    assert resume(MemoryCheckpoint(state.to_bytes()), state.identity, 2, said.append) is None      # nothing left to train
+    assert resume(MemoryCheckpoint(b"not a checkpoint"), state.identity, 5, said.append) is None
     assert "unreadable checkpoint" in said[-1]
 
 
@@ -88,7 +76,7 @@ def test_interrupted_predictive_training_resumes_identical(tiny_scan):
     cfg = tp.default_config("tiny")
     whole = tp.train_predictive(tiny_scan, cfg, seed=0, device="cpu")
     assert len(whole.history) > 4          # the interruption below falls inside the run
-    memory = _Memory(fail_after=3)
+    memory = MemoryCheckpoint(fail_after=3)
     with pytest.raises(RuntimeError, match="worker killed"):
         tp.train_predictive(tiny_scan, cfg, seed=0, device="cpu", checkpoint=memory)
     assert TrainingState.from_bytes(memory.blob).epoch == 3
@@ -109,7 +97,7 @@ def test_interrupted_predictive_training_resumes_identical(tiny_scan):
                                                          "responses": tiny_scan.responses * 1.5}))):
         said = []
         run = tp.train_predictive(other["data"], cfg, seed=other["seed"], device="cpu",
-                                  checkpoint=_Memory(memory.blob), progress=said.append)
+                                  checkpoint=MemoryCheckpoint(memory.blob), progress=said.append)
         assert run.resumed_from_epoch == 0 and "another config, seed or data" in said[0]
 
 
