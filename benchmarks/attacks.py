@@ -1,4 +1,4 @@
-"""Attack throughput of the robustness evaluation (compute/attacks.py, foolbox 3) and the cost of the
+"""Attack throughput of the robustness evaluation (compute/evaluation/attacks.py, foolbox 3) and the cost of the
 paper-size evaluation of one classifier.
 
 Model: ResNet18 (CIFAR form) built by `ClassifierNet("resnet18", 10, width)` with random
@@ -23,7 +23,7 @@ the model's own predictions, so every sample is attacked.
    bb-l2 alone (timed from DDN starting points), and that rate is used for all four BB norms; without --bb the BB rows are left out of
    the total and the line says so.
 
-3. JSMA and SparseFool (compute/sparse_attacks.py; they stop per sample at its first adversarial,
+3. JSMA and SparseFool (compute/evaluation/sparse_attacks.py; they stop per sample at its first adversarial,
    so their cost is per attack iteration, not per nominal step): at --demo-width on --sparse-samples
    images, every paper setting once: wall time, samples/s and the mean iterations used. In the
    paper estimate of step 2 their rate is seconds per sample-iteration on the width-64 probe
@@ -44,9 +44,9 @@ import time
 import numpy as np
 import torch
 
-from neuralreg_schema.compute import attacks as A
-from neuralreg_schema.compute.attack_specs import expand_grid
-from neuralreg_schema.compute.train_classifier import ClassifierNet
+from neuralreg_schema.compute.evaluation import attacks as A
+from neuralreg_schema.compute.evaluation.specs import expand_grid
+from neuralreg_schema.compute.classifier.train import ClassifierNet
 
 
 def _model_and_data(width: int, n: int, device: torch.device, seed: int = 0):

@@ -1,6 +1,6 @@
 """Loss floor of Eq. 8 under the old and the new centring of Eq. 9, at the recipes' stimulus batches.
 
-Synthetic known answer (compute/centering.py): a rank-40 target (Eq. 2 on 1000 stimuli x 400
+Synthetic known answer (compute/classifier/centering.py): a rank-40 target (Eq. 2 on 1000 stimuli x 400
 neurons, signal plus noise, centred over all stimuli) and features equal to the very responses
 that generated it, so a perfect network exists. The floor is Eq. 8 averaged over random stimulus
 batches; the ratio divides it by the loss of predicting S^CNN = 0 on the same batches
@@ -22,7 +22,7 @@ import argparse
 import os
 import time
 
-from neuralreg_schema.compute import centering, train_classifier as tc
+from neuralreg_schema.compute.classifier import centering, recipes as clf_recipes
 
 
 def main(argv=None):
@@ -32,7 +32,7 @@ def main(argv=None):
                    help="stimulus batches (default: the demo's and the paper's, and 8 and 12)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    recipes = {name: tc.check_config(tc.default_config(name)) for name in ("demo", "paper")}
+    recipes = {name: clf_recipes.check_config(clf_recipes.default_config(name)) for name in ("demo", "paper")}
     sizes = sorted(set(a.stim or [8, 12] + [cfg["stim_batch"] for cfg in recipes.values()]))
     momentum = recipes["paper"]["center_momentum"]
     assert recipes["demo"]["center_momentum"] == momentum

@@ -1,11 +1,11 @@
 """Step time of the regularized classifier training against the unregularized step, for the demo and
-the paper recipes (compute/train_classifier.CONFIGS).
+the paper recipes (compute/classifier/train.CONFIGS).
 
 Per recipe: its ResNet18 width, a classification batch of 64 grayscale 32x32 images, SGD; the
 regularized step adds a stimulus batch of 36x64 images through the same network (BatchNorm by the
 stimulus batch's own statistics, running statistics untouched: the recipes' stimulus_bn 'batch'),
 Eq. 9 centred by the running feature mean (updated after the step) and Eq. 8 over all pairs at the
-recipe's layers: compute/train_classifier.train_step, the code that trains.
+recipe's layers: compute/classifier/train.train_step, the code that trains.
 
 Variants, timed interleaved in one loop (all recipes and variants take turns, so a change of the
 machine's load hits them alike; median over --steps steps after --warmup):
@@ -28,8 +28,8 @@ import os
 import statistics
 import time
 
-from neuralreg_schema.compute import similarity_loss, train_classifier as tc   # first: OMP_WAIT_POLICY before torch
-from neuralreg_schema.compute.runtime import autocast, prepare_input
+from neuralreg_schema.compute.classifier import network as clf_network, recipes as clf_recipes, similarity_loss, train as tc   # first: OMP_WAIT_POLICY before torch
+from neuralreg_schema.compute.common.runtime import autocast, prepare_input
 
 import numpy as np
 import torch
@@ -65,11 +65,11 @@ def main(argv=None):
     variants = {}          # name -> dict(recipe, cfg, stim, net, lw, opt, mean)
     init_times = {}
     for recipe in a.recipes:
-        cfg = tc.check_config({**tc.default_config(recipe), "augment": False})
+        cfg = clf_recipes.check_config({**clf_recipes.default_config(recipe), "augment": False})
         extra = a.extra if a.extra is not None else {"demo": [8], "paper": [12]}.get(recipe, [])
         sizes = [0] + sorted(set([cfg["stim_batch"], *extra]))
         for b in sizes + (["paper"] if recipe == "paper" else []):
-            net = tc.ClassifierNet(cfg["arch"], 10, cfg["width"]).to(dev)
+            net = clf_network.ClassifierNet(cfg["arch"], 10, cfg["width"]).to(dev)
             if dev.type == "cuda":
                 net = net.to(memory_format=torch.channels_last)
             lw = similarity_loss.LayerWeights(cfg["layers"]).to(dev) if b else None

@@ -10,7 +10,7 @@ policy once, when torch loads. The neighbour is a second Python process spinning
 Settings compared (each idle and beside the neighbour, interleaved):
   before   what the code did before: OMP_WAIT_POLICY unset (GNU OpenMP spins at barriers),
            torch's default threads (one per core)
-  neuralreg  what the package does now (compute/runtime.py): OMP_WAIT_POLICY=PASSIVE and the
+  neuralreg  what the package does now (compute/common/runtime.py): OMP_WAIT_POLICY=PASSIVE and the
            threads of `configure_threads()` (CPU budget / workers on the machine)
 
 Further settings for comparison (--settings before,spin10k,spin100k,1thread,neuralreg): GNU
@@ -41,8 +41,8 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
 from neuralreg_schema.compute import runtime
-from neuralreg_schema.compute.models.predictive import PredictiveNetwork
-from neuralreg_schema.compute.train_predictive import default_config, train_step
+from neuralreg_schema.compute.predictive.network import PredictiveNetwork
+from neuralreg_schema.compute.predictive.train import default_config, train_step
 import numpy as np
 if {configure}:
     runtime.configure_threads()

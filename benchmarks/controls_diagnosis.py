@@ -32,7 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralreg_schema import pipeline  # noqa: E402
-from neuralreg_schema.compute import modes, rsa, similarity_loss, train_classifier  # noqa: E402
+from neuralreg_schema.compute.common import modes   # noqa: E402
+from neuralreg_schema.compute.similarity import rsa
+from neuralreg_schema.compute.classifier import network as clf_network, similarity_loss, train as train_classifier
 
 
 def _features(net, x, layers, mode: str, chunk: int):
@@ -91,7 +93,7 @@ def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
             data = clf.ClassificationDataset.load({"dataset": run["dataset"]})
             data_cache[run["dataset"]] = torch.from_numpy(data.train_images[:n_train]).float().div(255)[:, None]
         train_x = data_cache[run["dataset"]]
-        net = train_classifier.load_classifier(run["weights"])
+        net = clf_network.load_classifier(run["weights"])
         gamma = {}
         if run["kind"] != "none":
             lw = (clf.RegularizedClassifier.LayerWeight & run).to_dicts()

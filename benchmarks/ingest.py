@@ -2,7 +2,7 @@
 
 Writes a synthetic scan in the published layout (default 6000 trials x 8000 neurons, 144x256
 images: the size of a real Sensorium 2022 scan), then measures, in one run:
-  read     seconds and peak memory of compute.sensorium.read_sensorium (folder and zip)
+  read     seconds and peak memory of compute.experiment.sensorium.read_sensorium (folder and zip)
   ingest   seconds of experiment.ingest into a throw-away schema prefix (dropped afterwards)
   neuron   seconds of Neuron.populate (Eq. 1) for the scan
 Prints one line per figure. Needs the database (`neuralreg db up`).
@@ -25,7 +25,7 @@ from tests.sensorium_fixture import write_sensorium_fixture, zip_folder   # noqa
 
 
 def timed_read(path):
-    from neuralreg_schema.compute import sensorium
+    from neuralreg_schema.compute.experiment import sensorium
     tracemalloc.start()
     started = time.perf_counter()
     result = sensorium.read_sensorium(path)

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np   # noqa: E402
 import torch   # noqa: E402
 
-from neuralreg_schema.compute.models.predictive import PredictiveNetwork   # noqa: E402
-from neuralreg_schema.compute.runtime import describe_device, resolve_device   # noqa: E402
-from neuralreg_schema.compute.train_predictive import (default_config,   # noqa: E402
+from neuralreg_schema.compute.predictive.network import PredictiveNetwork   # noqa: E402
+from neuralreg_schema.compute.common.runtime import describe_device, resolve_device   # noqa: E402
+from neuralreg_schema.compute.predictive.train import (default_config,   # noqa: E402
                                                        train_step)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: the similarity matrices of compute.rsa (Eqs. 2-6) and the VGG control at real size.
+"""Benchmark: the similarity matrices of compute.similarity.rsa (Eqs. 2-6) and the VGG control at real size.
 
 Measures, in one run, on random data (no database):
   S_model   Eq. 6, default 5000 stimuli x 8000 neurons (float32 predictions), float32 product; and
@@ -71,8 +71,9 @@ def main():
 
     import torch
 
-    from neuralreg_schema.compute import rsa
-    from neuralreg_schema.compute.models import vgg
+    from neuralreg_schema.compute.experiment import reliability
+    from neuralreg_schema.compute.similarity import rsa
+    from neuralreg_schema.compute.similarity import vgg
     print(f"numpy {np.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads; "
           f"process maxrss at start {maxrss_mib():.0f} MiB", flush=True)
     rng = np.random.default_rng(0)
@@ -103,7 +104,7 @@ def main():
     rng.shuffle(ids)
     signal = rng.gamma(2.0, 1.0, size=(n_img, d)).astype(np.float32)
     responses = (signal[ids - 10_000] + rng.gamma(1.0, 1.0, size=(len(ids), d))).astype(np.float32)
-    w_oracle = rsa.snr_weights(responses, ids).weight
+    w_oracle = reliability.snr_weights(responses, ids).weight
     with Measured(f"S_oracle (Eq. 3) {n_img} images x {t} repeats x {d} neurons"):
         s_oracle, _ = rsa.oracle_similarity(responses, ids, w_oracle)
     with Measured("  + Eq. 5 repeat fluctuations"):

@@ -31,7 +31,7 @@ def maxrss_mib() -> float:
 
 
 def synthetic_scan(n_images: int, n_neurons: int, seed: int = 0):
-    from neuralreg_schema.compute.recording import ImageSet, ScanRecording
+    from neuralreg_schema.compute.experiment.recording import ImageSet, ScanRecording
     rng = np.random.default_rng(seed)
     n_oracle, n_repeats = 100, 10
     n_set = n_images + n_oracle

@@ -1,8 +1,8 @@
 """Resumable state of a job, kept in the object store: one class for every table whose
 `make_compute` runs for long (PredictiveModel, RegularizedClassifier, AttackResult).
 
-A trainer (compute/training.py contract) saves a `TrainingState` through `StoreCheckpoint.save` after
-every epoch, and compute/attacks.run_attack its `AttackProgress` after finished batches; each reads
+A trainer (compute/common/training.py contract) saves a `TrainingState` through `StoreCheckpoint.save` after
+every epoch, and compute/evaluation/attacks.run_attack its `AttackProgress` after finished batches; each reads
 it back through `load` when the job is run again after a crash; the table's `make_insert` removes it
 once the row is in.
 """

@@ -20,7 +20,7 @@ Training runs in `make_compute` (three-part make, no transaction held). After ev
 training state goes to the object store under `_checkpoints/<schema>/<table>/<md5 of the key>.pt`
 (`StoreCheckpoint`); a job that is killed and later re-run (after `populate.jobs` reclaims it)
 resumes after its last finished epoch, and the row records `resumed_from_epoch`. The checkpoint is
-deleted once the row is inserted. The numbers come from compute/train_classifier.py.
+deleted once the row is inserted. The numbers come from compute/classifier/train.py.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ POPULATE_ORDER = ("RegularizedClassifier",)
 # regularizer kind -> (similarity method, label in tables and figures)
 KINDS = {"none": (None, "None"), "neural-model": ("model", "Neural (model)"),
          "neural-data": ("data", "Neural (data)"), "shuffle": ("shuffle", "Shuffle"), "vgg": ("vgg", "VGG"),
-         # known-answer controls: Eq. 2 on blurred pixels / on their fine detail (compute/pixel_targets.py)
+         # known-answer controls: Eq. 2 on blurred pixels / on their fine detail (compute/similarity/pixel_targets.py)
          "lowpass": ("lowpass", "Lowpass"), "highpass": ("highpass", "Highpass")}
 
 
@@ -54,7 +54,7 @@ KINDS = {"none": (None, "None"), "neural-model": ("model", "Neural (model)"),
 class ClassificationDataset(dj.Lookup):
     definition = """
     # a labeled image data set the classifiers train and are tested on
-    dataset : varchar(32)                # 'cifar10', 'cifar100', 'offline' (digits) or 'offline-photos' (compute.datasets.load_dataset)
+    dataset : varchar(32)                # 'cifar10', 'cifar100', 'offline' (digits) or 'offline-photos' (compute.classifier.datasets.load_dataset)
     ---
     display_name : varchar(128)          # e.g. 'cifar10 (grayscale)'; the offline ones say they are stand-ins
     is_stand_in : bool                   # true: not CIFAR but the small offline substitute (say so in every report)
@@ -72,7 +72,7 @@ class ClassificationDataset(dj.Lookup):
     def add(cls, name: str = "offline", **load_kw) -> dict:
         """Load a data set once (CIFAR: download into the cache or read `root=`) and register it.
         Idempotent; refuses a data set whose content differs from the registered one."""
-        from .compute import datasets, train_classifier
+        from .compute.classifier import datasets, train as train_classifier
         data = datasets.load_dataset(name, **load_kw)
         key = {"dataset": name.lower()}
         md5 = train_classifier.data_fingerprint(data)
@@ -92,8 +92,8 @@ class ClassificationDataset(dj.Lookup):
 
     @classmethod
     def load(cls, key) -> "object":
-        """The registered data set as compute.datasets.ClassificationData, checked against its md5."""
-        from .compute import datasets, train_classifier
+        """The registered data set as compute/classifier/data.ClassificationData, checked against its md5."""
+        from .compute.classifier import datasets, train as train_classifier
         row = (cls & key).fetch1()
         data = datasets.load_dataset(row["dataset"])
         md5 = train_classifier.data_fingerprint(data)
@@ -112,21 +112,21 @@ class ClassifierConfig(dj.Lookup):
     config_name : varchar(64)            # unique name, e.g. 'paper', 'demo', 'paper-alpha5' (configs.derived_name)
     alpha : float64                      # Eq. 7 regularization strength (also in config; here for queries)
     arch : varchar(16)                   # resnet18 | resnet34
-    config : json                        # every setting (compute.train_classifier.check_config)
+    config : json                        # every setting (compute/classifier/recipes.check_config)
     unique index (config_name)
     """
 
     @classmethod
     def add(cls, config: dict | str = "demo", name: str | None = None, **overrides) -> dict:
-        """Insert a recipe (a name of train_classifier.CONFIGS or a dict, with overrides) and return
+        """Insert a recipe (a name of recipes.CONFIGS or a dict, with overrides) and return
         its key; an identical recipe returns the existing key (under its first name). Without `name`,
         a recipe with overrides is named after both ('paper-archresnet34'); a name that already names
         another recipe is refused (ValueError)."""
-        from .compute import train_classifier
+        from .compute.classifier import recipes
         recipe = None
         if isinstance(config, str):
-            recipe, config = config, train_classifier.default_config(config)
-        config = train_classifier.check_config({**config, **overrides})
+            recipe, config = config, recipes.default_config(config)
+        config = recipes.check_config({**config, **overrides})
         key = {"clf_hash": config_hash(config)}
         return insert_named(cls, key, {**key, "config_name": name or derived_name(recipe, overrides, key["clf_hash"]),
                                        "alpha": config["alpha"], "arch": config["arch"], "config": config})
@@ -136,7 +136,7 @@ class ClassifierConfig(dj.Lookup):
 class Seed(dj.Lookup):
     definition = """
     # a random seed of classifier training (initialisation, batch order, augmentation)
-    seed : int32                         # seed of torch and numpy in compute.train_classifier; not the predictive model's model_seed
+    seed : int32                         # seed of torch and numpy in compute/classifier/train.py; not the predictive model's model_seed
     """
 
     @classmethod
@@ -165,7 +165,7 @@ class Regularizer(dj.Lookup):
         """A regularizer of `kind` towards the averaged matrix of scan `group`; model, model_seed: the
         PredictiveModelConfig and its seed for 'neural-model' and 'shuffle' (SimilarityConfig.add);
         blur_sigma: the blur (stimulus pixels) of 'lowpass' / 'highpass' (default
-        compute.pixel_targets.DEFAULT_SIGMA). Creates the SimilarityConfig it needs."""
+        compute.similarity.pixel_targets.DEFAULT_SIGMA). Creates the SimilarityConfig it needs."""
         if kind not in KINDS:
             raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {', '.join(KINDS)}")
         method, label = KINDS[kind]
@@ -246,7 +246,7 @@ class RegularizedClassifier(dj.Computed):
     n_stimuli_heldout : int32            # target images kept out (held-out pairs)
     n_train_images : int32               # classification images trained on
     n_parameters : int64                 # network parameters (layer logits excluded)
-    weights : <hash@main>                # torch.save bytes: train_classifier.load_classifier
+    weights : <hash@main>                # torch.save bytes: compute/classifier/network.load_classifier
     train_seconds : float64              # (s) wall time of the run that finished it
     """ + settings.PROVENANCE + """
     trained_at = CURRENT_TIMESTAMP : datetime   # when the row was inserted
@@ -276,7 +276,7 @@ class RegularizedClassifier(dj.Computed):
         definition = """
         # the final gamma_k of Eq. 10 (regularized classifiers only)
         -> master
-        layer : int32                    # conv index (models/resnet.py numbering)
+        layer : int32                    # conv index (compute/classifier/resnet.py numbering)
         ---
         gamma : float64                  # softmax weight, sums to 1 over the layers
         """
@@ -292,7 +292,7 @@ class RegularizedClassifier(dj.Computed):
         return (ClassificationDataset & key).fetch1("content_md5"), reg["kind"], reg["sim_hash"] or ""
 
     def make_compute(self, key, content_md5, kind, sim_hash):
-        from .compute import train_classifier
+        from .compute.classifier import train as train_classifier
         row = (ClassifierConfig & key).fetch1()
         config, config_name = dict(row["config"]), row["config_name"]
         data = ClassificationDataset.load(key)
@@ -340,15 +340,15 @@ class RegularizedClassifier(dj.Computed):
 
     def network(self, key=None, device="cpu"):
         """The trained network of one row, in eval mode (inputs: (B, 1, H, W) in [0, 1])."""
-        from .compute import train_classifier
+        from .compute.classifier import network
         rel = self & key if key is not None else self
-        return train_classifier.load_classifier(rel.fetch1("weights"), device=device)
+        return network.load_classifier(rel.fetch1("weights"), device=device)
 
 
 def load_target(key) -> "object":
     """The regularization target of a Regularizer row: the AveragedSimilarity matrix of its scan group
     and similarity config, with the group's stimulus pixels scaled to [0, 1]."""
-    from .compute import train_classifier
+    from .compute.classifier import train as train_classifier
     reg = (Regularizer & key).fetch1()
     rel = AveragedSimilarity & {"scan_group": reg["scan_group"], "sim_hash": reg["sim_hash"]}
     row = rel.fetch1()

@@ -445,7 +445,7 @@ def main(argv=None) -> int:
         parser.error("--json goes with `db status`")
     from pymysql.err import OperationalError
     from . import db
-    from .compute import runtime
+    from .compute.common import runtime
     try:
         if args.command != "demo" and getattr(args, "json", False):
             _stdout_for_json()
@@ -474,8 +474,8 @@ def main(argv=None) -> int:
     except Exception as exc:                            # noqa: BLE001 - every runtime error: one line, exit 1
         if os.environ.get("NEURALREG_DEBUG"):
             raise
-        from .compute.datasets import DatasetError
-        from .compute.recording import RecordingError
+        from .compute.classifier.data import DatasetError
+        from .compute.experiment.recording import RecordingError
         expected = (RecordingError, db.DatabaseError, DatasetError, FileNotFoundError, ValueError, LookupError)
         what = _one_line(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {_one_line(exc)}"
         print(f"neuralreg: error: {what}", file=sys.stderr)

@@ -4,7 +4,7 @@
     NoiseRobustness        test accuracy of a classifier at every noise level (+ .Level per sd)
     AttackSuite            a set of attacks on a fixed subset of test samples (the same for every model)
       .Member              one AttackConfig of the suite
-    AttackConfig           one attack with its hyperparameter grid and repeats (compute/attack_specs.py)
+    AttackConfig           one attack with its hyperparameter grid and repeats (compute/evaluation/specs.py)
     AttackResult           per classifier and attack: minimal adversarial distance per sample and norm
       .Budget              the same when every run may use at most `budget` iterations (Fig. 5's curve)
     MinimalPerturbation    per classifier and suite: the minimum over the suite's attacks (+ .Norm);
@@ -15,8 +15,8 @@
 Schemas declared before the sparse attacks and the budget curve (issue 14) lack columns and parts:
 drop their MinimalPerturbation and AttackResult tables (in that order) and populate them again.
 
-The numbers come from compute/noise.py and compute/attacks.py (specs, recipes and scores beside it:
-attack_specs.py, attack_recipes.py, attack_scores.py); this module fetches and inserts. NoiseRobustness
+The numbers come from compute/evaluation/: noise.py and attacks.py (with specs.py, recipes.py and
+scores.py beside it); this module fetches and inserts. NoiseRobustness
 and AttackResult compute in make_compute, with no transaction open (three-part make); an AttackResult
 job saves its progress after finished batches in the object store (checkpoints.StoreCheckpoint, beside
 the classifiers' training checkpoints), resumes from it when it is run again after a crash, and removes
@@ -31,7 +31,7 @@ import numpy as np
 from . import settings
 from .checkpoints import StoreCheckpoint
 from .classifier import ClassificationDataset, RegularizedClassifier
-from .compute.serialization import jsonable as _jsonable
+from .compute.common.serialization import jsonable as _jsonable
 from .hashing import config_hash
 from .settings import import_datajoint
 
@@ -45,7 +45,7 @@ ATTACK_CHECKPOINT_INTERVAL = 60.0   # s: an AttackResult job saves its progress 
 
 
 def _device():
-    from .compute.runtime import describe_device, resolve_device
+    from .compute.common.runtime import describe_device, resolve_device
     dev = resolve_device(None)
     return dev, describe_device(dev)
 
@@ -63,9 +63,9 @@ class NoiseConfig(dj.Lookup):
 
     @classmethod
     def add(cls, name: str = "default", sigmas=None, *, noise_seed: int = 0, max_samples: int = 0) -> dict:
-        """Insert a noise configuration (default sds: compute.noise.LEVELS[name] for a known name, else
+        """Insert a noise configuration (default sds: compute.evaluation.noise.LEVELS[name] for a known name, else
         DEFAULT_SIGMAS); idempotent, and refuses other settings under an existing name."""
-        from .compute import noise
+        from .compute.evaluation import noise
         if sigmas is None:
             sigmas = noise.LEVELS.get(name, noise.DEFAULT_SIGMAS)
         row = {"noise_name": name, "sigmas": noise.check_sigmas(sigmas),
@@ -117,7 +117,7 @@ class NoiseRobustness(dj.Computed):
 
     def make_compute(self, key, content_md5, sigmas, noise_seed, max_samples):
         import time
-        from .compute import noise
+        from .compute.evaluation import noise
         t0 = time.perf_counter()
         data = ClassificationDataset.load(key)
         n = len(data.test_images) if not max_samples else min(max_samples, len(data.test_images))
@@ -156,7 +156,7 @@ class AttackConfig(dj.Lookup):
     # one adversarial attack with its hyperparameter grid, addressed by its content
     attack_hash : char(32)               # md5 of the settings below
     ---
-    attack : varchar(32)                 # compute.attack_specs.ATTACKS key, e.g. 'fmn-l2', 'pgd-linf', 'bb-l0'
+    attack : varchar(32)                 # compute.evaluation.specs.ATTACKS key, e.g. 'fmn-l2', 'pgd-linf', 'bb-l0'
     norm : enum('l0', 'l1', 'l2', 'linf')   # the attack's own norm (decides which adversarial is the best)
     kind : enum('min', 'eps')            # minimization attack, or fixed-epsilon attack with a batched binary search
     grid : json                          # hyperparameter grid (dict of lists); every setting x repeats runs
@@ -167,10 +167,10 @@ class AttackConfig(dj.Lookup):
     @classmethod
     def add(cls, attack: str, grid=None, *, repeats: int = 1, batch_size: int = 128) -> dict:
         """Insert one attack with its grid (None: the attack's default grid); idempotent. The grid is
-        stored as given (JSON) after compute.attack_specs.parse_grid, the parser AttackResult runs it
+        stored as given (JSON) after compute.evaluation.specs.parse_grid, the parser AttackResult runs it
         through, accepted it: an unknown attack or option, or a value of the wrong type, is refused
         here (AttackConfigError, a ValueError)."""
-        from .compute.attack_specs import parse_grid
+        from .compute.evaluation.specs import parse_grid
         spec, _ = parse_grid(attack, grid)
         grid = dict(grid if grid is not None else spec.grid)
         settings_ = {"attack": attack, "norm": spec.norm, "kind": spec.kind, "grid": grid,
@@ -202,9 +202,9 @@ class AttackSuite(dj.Lookup):
     @classmethod
     def add_recipe(cls, recipe: str = "demo", suite: str | None = None, *, sample_seed: int = 0,
                    attack_seed: int = 0) -> dict:
-        """The suite of compute.attack_recipes.RECIPES[recipe] (idempotent; refuses another suite's
+        """The suite of compute.evaluation.recipes.RECIPES[recipe] (idempotent; refuses another suite's
         content under the same name)."""
-        from .compute.attack_recipes import recipe as named_recipe
+        from .compute.evaluation.recipes import recipe as named_recipe
         r = named_recipe(recipe)
         members = [AttackConfig.add(a, r["grids"][a], repeats=r["repeats"], batch_size=r["batch_size"])
                    for a in r["attacks"]]
@@ -268,7 +268,7 @@ class AttackResult(dj.Computed):
         return (AttackConfig & key).fetch1("attack"), (AttackSuite & key).fetch1("n_samples")
 
     def make_compute(self, key, attack, n_samples):
-        from .compute import attacks
+        from .compute.evaluation import attacks
         cfg = (AttackConfig & key).fetch1()
         suite = (AttackSuite & key).fetch1()
         data = ClassificationDataset.load(key)
@@ -291,7 +291,7 @@ class AttackResult(dj.Computed):
         return outcome, index, described
 
     def make_insert(self, key, outcome, index, described):
-        from .compute.attack_scores import NORMS, distance_statistics
+        from .compute.evaluation.scores import NORMS, distance_statistics
         dist = np.stack([np.asarray(outcome.distances[k], np.float64) for k in NORMS], axis=1)
         if np.isnan(dist).any():
             raise ValueError(f"attack {outcome.name}: NaN distances")
@@ -377,7 +377,7 @@ class MinimalPerturbation(dj.Computed):
     def make(self, key):
         from types import SimpleNamespace
 
-        from .compute.attack_scores import NORMS, budget_curve, distance_statistics, minimal_over_attacks
+        from .compute.evaluation.scores import NORMS, budget_curve, distance_statistics, minimal_over_attacks
         rows = (AttackResult & key).to_dicts(order_by="attack_hash")
         index = np.asarray(rows[0]["sample_index"])
         if any(not np.array_equal(np.asarray(r["sample_index"]), index) for r in rows):

@@ -1,7 +1,7 @@
 """Experiment schema: recordings, stimuli, trials, oracle repeats and the Eq. 1 neuron weights.
 
-Tables only; the numbers come from `compute/` (rsa.snr_weights) and the data from
-`compute/simulate.py` or `compute/sensorium.py`, both returning `compute.recording` objects that
+Tables only; the numbers come from `compute/` (experiment/reliability.snr_weights) and the data from
+`compute/experiment/simulate.py` or `compute/experiment/sensorium.py`, both returning `compute.experiment.recording` objects that
 `ingest()` validates and inserts in one transaction.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import hashlib
 
 import numpy as np
 
-from .compute import rsa
-from .compute.recording import ImageSet as ImageSetData, RecordingError, ScanRecording
+from .compute.experiment import reliability
+from .compute.experiment.recording import ImageSet as ImageSetData, RecordingError, ScanRecording
 from .settings import STORE, import_datajoint
 
 dj = import_datajoint()
@@ -149,7 +149,7 @@ class Neuron(dj.Computed):
         signal_var : float64             # (response unit^2) sigma_a^2 = Var_i(E_t r_ait): variance over oracle images of the mean over repeats
         noise_var : float64              # (response unit^2) eta_a^2 = E_i(Var_t r_ait): mean over oracle images of the variance over repeats, ddof=1
         snr_weight : float64             # (dimensionless) w_a = sigma_a / eta_a; 0 for a constant unit, capped for a noiseless one
-        snr_status : enum('ok', 'constant', 'noiseless')   # how w_a was obtained (see compute.rsa.SNR)
+        snr_status : enum('ok', 'constant', 'noiseless')   # how w_a was obtained (see compute/experiment/reliability.SNR)
         """
 
     @property
@@ -161,7 +161,7 @@ class Neuron(dj.Computed):
         rows, image_ids = (Trial * OracleTrial & key).to_arrays("row", "image_id", order_by="trial_idx")
         responses = scan_responses(key)
         units = (Scan.Unit & key).to_dicts(order_by="column")
-        snr = rsa.snr_weights(responses[np.asarray(rows)], np.asarray(image_ids))
+        snr = reliability.snr_weights(responses[np.asarray(rows)], np.asarray(image_ids))
         self.insert1({**key, "n_oracle_images": len(np.unique(image_ids)), "n_oracle_trials": len(rows),
                       "median_weight": float(np.median(snr.weight)),
                       "n_constant": int(np.sum(snr.status == "constant"))})

@@ -12,7 +12,7 @@ uses) go to the object store with the weights.
 
 After every epoch the training state goes to the object store (`checkpoints.StoreCheckpoint`); a job
 that is killed and run again resumes after its last finished epoch, and the checkpoint is deleted
-once the row is inserted. The numbers come from `compute/train_predictive.py`; this module only
+once the row is inserted. The numbers come from `compute/predictive/train.py`; this module only
 fetches and inserts.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from . import settings
 from .checkpoints import StoreCheckpoint
-from .compute.serialization import jsonable
+from .compute.common.serialization import jsonable
 from .experiment import Scan, Trial, image_pixels, scan_responses
 from .configs import derived_name, insert_named
 from .hashing import config_hash
@@ -44,7 +44,7 @@ class PredictiveModelConfig(dj.Lookup):
     model_hash : char(32)                # md5 of the canonical JSON of `config`
     ---
     config_name : varchar(64)            # unique name, e.g. 'demo', 'paper', 'tiny-lr0.001' (configs.derived_name)
-    config : json                        # every architecture and training setting, the seed excepted (see compute.train_predictive)
+    config : json                        # every architecture and training setting, the seed excepted (see compute.predictive.train)
     unique index (config_name)
     """
 
@@ -55,7 +55,7 @@ class PredictiveModelConfig(dj.Lookup):
         first name). Without `name`, a recipe with overrides is named after both ('tiny-lr0.001'); a
         name that already names another configuration is refused (ValueError). The seed is no part
         of a configuration: it is a row of PredictiveSeed."""
-        from .compute import train_predictive
+        from .compute.predictive import train as train_predictive
         recipe = None
         if isinstance(config, str):
             recipe, config = config, train_predictive.default_config(config)
@@ -74,7 +74,7 @@ class PredictiveModelConfig(dj.Lookup):
 class PredictiveSeed(dj.Lookup):
     definition = """
     # a random seed of the predictive model (initialisation and batch order): every config trains once per seed and scan
-    model_seed : int32                   # seed of torch and numpy in compute.train_predictive; not the classifier's seed
+    model_seed : int32                   # seed of torch and numpy in compute.predictive.train; not the classifier's seed
     """
     contents = [{"model_seed": 0}]       # the default seed, as before seeds were rows
 
@@ -148,7 +148,7 @@ class PredictiveModel(dj.Computed):
         return data_hash, (PredictiveModelConfig & key).fetch1("config_name")
 
     def make_compute(self, key, data_hash, config_name):
-        from .compute import train_predictive
+        from .compute.predictive import train as train_predictive
         config = dict((PredictiveModelConfig & key).fetch1("config"))
         seed = int(key["model_seed"])
         data, image_ids = load_scan_data(key)
@@ -187,7 +187,7 @@ class PredictiveModel(dj.Computed):
 
     def network(self, key=None):
         """The trained network of one row (restricted to a single key), in eval mode on the CPU."""
-        from .compute import train_predictive
+        from .compute.predictive import train as train_predictive
         rel = self & key if key is not None else self
         return train_predictive.load_network(rel.fetch1("weights"))
 
@@ -195,7 +195,7 @@ class PredictiveModel(dj.Computed):
 def load_scan_data(key: dict):
     """The scan's trials as a train_predictive.PredictiveData (images deduplicated, sorted by id).
     Returns (data, image_ids)."""
-    from .compute import train_predictive
+    from .compute.predictive import train as train_predictive
     trials = (Trial & key).to_dicts(order_by="trial_idx")
     rows = np.array([t["row"] for t in trials], dtype=np.int64)
     trial_ids = np.array([t["image_id"] for t in trials], dtype=np.int64)

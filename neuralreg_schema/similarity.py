@@ -7,7 +7,7 @@
     AveragedSimilarity       the mean over a ScanGroup's scans: the regularization target of a classifier
     SimilarityStability      Eqs. 4-5 and the Fig. 1D correlations for a group and a predictive model
 
-Methods (compute/rsa.py holds the equations):
+Methods (compute/similarity/rsa.py holds the equations):
     data     Eq. 2 on single-trial responses scaled by w_a (Eq. 1)            subset 'stimulus'
     oracle   Eq. 3: Eq. 2 between all repeats of two oracle images, averaged    subset 'oracle'
     model    Eq. 6: Eq. 2 on the predictive model's responses scaled by w_a v_a  both subsets
@@ -15,7 +15,7 @@ Methods (compute/rsa.py holds the equations):
     shuffle  the model matrix with its images relabelled by a seeded permutation  both subsets
     vgg      Eq. 2 on VGG19 conv3_1 features of the images (ImageNet weights)     both subsets
     lowpass  Eq. 2 on the Gaussian-blurred pixels (blur_sigma px): a known-answer     both subsets
-             control, a representation white noise barely moves (compute/pixel_targets.py)
+             control, a representation white noise barely moves (compute/similarity/pixel_targets.py)
     highpass Eq. 2 on the pixels minus their blur (the fine detail noise corrupts)  both subsets
 
 Image subsets: 'stimulus' = the images shown in the train and validation tiers (the paper's 5000
@@ -28,7 +28,7 @@ import logging
 
 import numpy as np
 
-from .compute import rsa
+from .compute.similarity import rsa
 from .experiment import ImageSet, Neuron, OracleTrial, Scan, Trial, image_pixels, scan_responses
 from .hashing import config_hash
 from .predictive import PredictiveModel, PredictiveModelConfig, PredictiveSeed, model_key
@@ -117,7 +117,7 @@ class SimilarityConfig(dj.Lookup):
         model: for 'model' / 'shuffle', a PredictiveModelConfig key (or hash); model_seed: which of its
         seeds (default: the key's 'model_seed', else 0; inserted into PredictiveSeed, so that model
         is trained). blur_sigma: for 'lowpass' / 'highpass' (default
-        compute.pixel_targets.DEFAULT_SIGMA)."""
+        compute.similarity.pixel_targets.DEFAULT_SIGMA)."""
         if (method, image_subset) not in _VALID:
             raise ValueError(f"similarity method {method!r} is not defined on the {image_subset!r} images; "
                              f"valid: {sorted(_VALID)}")
@@ -143,7 +143,7 @@ class SimilarityConfig(dj.Lookup):
         if method in ("model", "shuffle"):
             settings["model_seed"] = model_seed    # hashed only here: the other methods' addresses are unchanged
         if method in PIXEL_METHODS:
-            from .compute import pixel_targets
+            from .compute.similarity import pixel_targets
             blur_sigma = pixel_targets.DEFAULT_SIGMA if blur_sigma is None else blur_sigma
             pixel_targets.gaussian_kernel(blur_sigma)              # refuses a bad sigma here
             # only these methods hash the key, so the other methods' content addresses are unchanged
@@ -424,14 +424,14 @@ def scan_similarity(key: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray, int, 
             return matrix, image_ids, dims, f"model matrix, images permuted with seed {cfg['shuffle_seed']}"
         return matrix, image_ids, dims, "model responses at average behavior, mean eye position"
     if method == "vgg":
-        from .compute.models import vgg
+        from .compute.similarity import vgg
         images = image_pixels((Scan & key).fetch1("image_set"), image_ids)
         state, source = vgg.load_vgg19_state(layer=cfg["vgg_layer"], with_source=True)
         features = vgg.vgg_features(images, state, layer=cfg["vgg_layer"])
         return (rsa.similarity(features, overwrite_input=True), image_ids, features.shape[1],
                 f"VGG19 {cfg['vgg_layer']} ImageNet weights {source}")
     if method in PIXEL_METHODS:
-        from .compute import pixel_targets
+        from .compute.similarity import pixel_targets
         images = image_pixels((Scan & key).fetch1("image_set"), image_ids)
         sigma = float(cfg["blur_sigma"])
         return (pixel_targets.pixel_similarity(images, method, sigma), image_ids, int(np.prod(images.shape[1:])),

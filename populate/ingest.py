@@ -13,7 +13,7 @@ def _say(message: str) -> None:
 
 def ingest_simulated(prefix: str, profile: str, seed: int) -> list[dict]:
     """Simulate and ingest an experiment; its scans also form a ScanGroup named after the image set."""
-    from neuralreg_schema.compute import simulate
+    from neuralreg_schema.compute.experiment import simulate
     modules = pipeline.activate(prefix)
     experiment, similarity = modules["experiment"], modules["similarity"]
     started = time.time()
@@ -32,7 +32,7 @@ def ingest_simulated(prefix: str, profile: str, seed: int) -> list[dict]:
 def ingest_sensorium(prefix: str, paths: list[str]) -> list[dict]:
     """Read and ingest Sensorium 2022 static scans (folders or zips); a format error names the file."""
     from tqdm import tqdm
-    from neuralreg_schema.compute import sensorium
+    from neuralreg_schema.compute.experiment import sensorium
     experiment = pipeline.activate(prefix)["experiment"]
     keys = []
     for path in paths:

@@ -11,7 +11,7 @@ A worker killed with SIGKILL (or a machine that dies) leaves its job `reserved` 
 stamp a heartbeat on the jobs they hold (populate/watchdog.py), and a reserved job is reclaimed
 (its row deleted, so the next refresh queues it again as pending) when
   - its worker ran on this machine (same host name) and its process is gone, or
-  - its heartbeat is older than the lease (watchdog.LEASE, 5 min), or
+  - its heartbeat is older than the lease (common.LEASE, 5 min), or
   - it has no heartbeat (reserved outside the worker) and the database connection that reserved it
     no longer exists (checked against the server's process list: workers must use the same database
     account, which sees its own connections), or it has been reserved longer than the table's
@@ -28,11 +28,7 @@ import platform
 
 log = logging.getLogger("neuralreg.jobs")
 
-DEFAULT_TIMEOUT = 24 * 3600          # s; tables set `reserve_timeout` to what their longest job needs
-
-
-def table_name(table) -> str:
-    return f"{table.__module__.rsplit('.', 1)[-1]}.{table.__name__}"
+from populate.common import DEFAULT_TIMEOUT, LEASE, table_name
 
 
 def queue(table):
@@ -221,12 +217,11 @@ def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) ->
     gone. Returns {table: number reclaimed} for tables with any.
 
     A job with a heartbeat (populate/watchdog.py: `completed_time` stamped while reserved) is
-    abandoned when its last heartbeat is older than `lease` seconds (default watchdog.LEASE): a dead
+    abandoned when its last heartbeat is older than `lease` seconds (default common.LEASE): a dead
     connection alone does not count, since a server closes idle connections of live workers. A job
     without a heartbeat (reserved outside our worker, e.g. `Table.populate(reserve_jobs=True)` in a
     notebook) is abandoned when its connection is gone or it has been reserved longer than the
     table's `reserve_timeout` (`timeouts` overrides per table class name)."""
-    from populate.watchdog import LEASE
     lease = LEASE if lease is None else float(lease)
     reclaimed = {}
     for table in tables:

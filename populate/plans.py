@@ -29,7 +29,7 @@ def plan_similarity(prefix: str, model: str, vgg: bool | None = None, model_seed
     """Insert the predictive-model config `model`, its seed `model_seed` and the paper's similarity
     configs for that model; returns its key {'model_hash', 'model_seed'}.
     vgg=None includes the VGG control only when its ImageNet weights are already on this machine."""
-    from neuralreg_schema.compute.models import vgg as vgg_models
+    from neuralreg_schema.compute.similarity import vgg as vgg_models
     modules = pipeline.activate(prefix)
     predictive = modules["predictive"]
     key = predictive.model_key(predictive.PredictiveModelConfig.add(model), model_seed)
@@ -79,7 +79,7 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     the classifier recipe(s), the seeds, the regularizers towards each scan group's target and the
     planned combinations, the default noise levels and the study's attack suite. Returns the
     ClassifierPlan keys."""
-    from neuralreg_schema.compute.models import vgg as vgg_models
+    from neuralreg_schema.compute.similarity import vgg as vgg_models
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
     spec = STUDIES[study]
@@ -130,7 +130,7 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
 def place_dataset(name: str, root: str) -> None:
     """Make the data set in `root` available where workers look ($NEURALREG_DATA): an archive there is
     md5-checked and extracted into it; an extracted folder elsewhere is refused with the fix."""
-    from neuralreg_schema.compute import datasets
+    from neuralreg_schema.compute.classifier import datasets
     datasets.load_dataset(name, root=root, download=False)       # checks it; extracts an archive into the cache
     try:
         datasets.load_dataset(name, download=False)

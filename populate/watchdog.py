@@ -14,7 +14,7 @@ between threads), stamps the jobs this process holds:
 While a job is reserved its `completed_time` column (unused until the job ends, when DataJoint
 writes the real completion time) is thus the worker's last sign of life, in server time, and its
 `connection_id` follows the worker's reconnects. `populate.jobs.reclaim` gives a job back when its
-heartbeat is older than `LEASE` seconds; a job that never had a heartbeat (reserved by a plain
+heartbeat is older than `common.LEASE` seconds; a job that never had a heartbeat (reserved by a plain
 `Table.populate(reserve_jobs=True)` in a notebook) keeps the old rule: its connection is gone or it
 has been reserved longer than its table's `reserve_timeout`.
 
@@ -38,10 +38,11 @@ import threading
 import time
 from typing import Callable
 
+from populate.common import DEFAULT_TIMEOUT, table_name
+
 log = logging.getLogger("neuralreg.watchdog")
 
 INTERVAL = 30.0              # s between heartbeats
-LEASE = 300.0                # s without a heartbeat after which a job counts as abandoned
 DEFAULT_STALL = 4 * 3600.0   # s without progress after which a job counts as hung (tables may set stall_timeout)
 HUNG_EXIT = 70               # exit status of a worker that ended itself on a hung job
 
@@ -120,8 +121,7 @@ class Watchdog(threading.Thread):
         return self._conn
 
     def _limits(self, table) -> tuple[float, float]:
-        from populate import jobs
-        total = self.job_override or float(getattr(table, "reserve_timeout", jobs.DEFAULT_TIMEOUT))
+        total = self.job_override or float(getattr(table, "reserve_timeout", DEFAULT_TIMEOUT))
         stall = self.stall_override or float(getattr(table, "stall_timeout", DEFAULT_STALL))
         return total, stall
 
@@ -152,10 +152,9 @@ class Watchdog(threading.Thread):
         self.beats += 1
 
     def hung(self, table, why: str) -> None:
-        from populate import jobs
         message = (f"Hung: the watchdog of worker pid {self.pid} on {self.host} ended it: {why}. "
                    "Its stack is in the worker's log; `neuralreg jobs retry` queues the key again.")
-        log.error("%s: %s", jobs.table_name(table), message)
+        log.error("%s: %s", table_name(table), message)
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         try:
             conn = self._connection()

@@ -15,7 +15,7 @@ order is kept), `--max-jobs N` stops after N computed keys, `--idle-exit S` ends
 worker after S seconds without work. `--threads N` sets torch's CPU threads; by default they are the
 CPUs this process may use (affinity and cgroup quota) divided by `--workers-per-machine` (default
 $NEURALREG_WORKERS, else 1): start N workers on one machine with NEURALREG_WORKERS=N. OpenMP threads
-sleep rather than spin while waiting (compute/runtime.py), so a busy neighbour costs its fair share,
+sleep rather than spin while waiting (compute/common/runtime.py), so a busy neighbour costs its fair share,
 not 20x. SIGTERM during a job: DataJoint records that job as an error
 ("SIGTERM received": `neuralreg jobs retry` queues it again) and the worker exits.
 
@@ -43,8 +43,9 @@ import platform
 import time
 
 from neuralreg_schema import pipeline, settings
-from neuralreg_schema.compute import runtime
+from neuralreg_schema.compute.common import runtime
 from populate import jobs, watchdog
+from populate.common import table_name
 
 log = logging.getLogger("neuralreg.worker")
 
@@ -101,7 +102,7 @@ def run_once(tables: list, display_progress: bool = True, max_jobs: int | None =
             # our job was reclaimed (e.g. our heartbeat could not reach the database for longer than the
             # lease) and another worker inserted the result first: ours is discarded, nothing was written
             log.warning("%s: a job of this worker was computed by another worker first; result discarded (%s)",
-                        jobs.table_name(table), exc)
+                        table_name(table), exc)
             done[table.__name__] = (0, 0)
             continue
         if max_jobs is not None:
@@ -199,8 +200,8 @@ def release_own_jobs(tables: list) -> dict[str, int]:
         keys = rel.keys()
         if keys:
             rel.delete_quick()
-            released[jobs.table_name(table)] = len(keys)
-            log.warning("%s: gave back %d job(s) interrupted by the lost connection: %s", jobs.table_name(table),
+            released[table_name(table)] = len(keys)
+            log.warning("%s: gave back %d job(s) interrupted by the lost connection: %s", table_name(table),
                         len(keys), keys)
     return released
 
@@ -222,15 +223,15 @@ def retry_lost_connection_errors(tables: list, tries: dict | None = None) -> dic
         if tries is not None:
             counted = []
             for k in keys:
-                ident = (jobs.table_name(table), tuple(sorted(k.items())))
+                ident = (table_name(table), tuple(sorted(k.items())))
                 if tries.get(ident, 0) < MAX_LOST_CONNECTION_RETRIES:
                     tries[ident] = tries.get(ident, 0) + 1
                     counted.append(k)
             keys = counted
         if keys:
             (table.jobs & "status = 'error'" & keys).delete_quick()
-            released[jobs.table_name(table)] = len(keys)
-            log.warning("%s: %d job(s) that failed on the lost connection queued again", jobs.table_name(table),
+            released[table_name(table)] = len(keys)
+            log.warning("%s: %d job(s) that failed on the lost connection queued again", table_name(table),
                         len(keys))
     return released
 
@@ -341,7 +342,7 @@ def _loop(args, tables) -> int:
 def _outcome(failures: list) -> int:
     """The exit status of a worker that ran out of work: 1 when jobs that failed in this run are still
     in error (a job that failed on a lost connection and was computed again does not count)."""
-    distinct = {(jobs.table_name(table), tuple(sorted(key.items()))): (table, key) for table, key in failures}
+    distinct = {(table_name(table), tuple(sorted(key.items()))): (table, key) for table, key in failures}
     failed = sum(1 for table, key in distinct.values() if len(table.jobs.errors & key))
     if failed:
         log.error("%d job(s) failed in this run: `neuralreg jobs errors` shows them, `neuralreg jobs retry` "

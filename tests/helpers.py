@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralreg_schema.compute.recording import ImageSet, ScanRecording
+from neuralreg_schema.compute.experiment.recording import ImageSet, ScanRecording
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 class MemoryCheckpoint:
-    """A trainer's Checkpoint (compute/training.Checkpoint) in memory; with `fail_after`, that save
+    """A trainer's Checkpoint (compute/common/training.Checkpoint) in memory; with `fail_after`, that save
     raises after storing (a worker that dies right after its checkpoint)."""
 
     def __init__(self, blob=None, fail_after=None):

@@ -1,5 +1,5 @@
 """A small synthetic Sensorium 2022 static scan, written in the published layout (see
-neuralreg_schema/compute/sensorium.py for the format and its sources).
+neuralreg_schema/compute/experiment/sensorium.py for the format and its sources).
 
 The scan folder is named like the real ones (static<animal>-<session>-<scan>-GrayImageNet-<hash>);
 its data/<kind>/<i>.npy files are in random order relative to trial_idx, row i of every

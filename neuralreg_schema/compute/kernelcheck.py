@@ -1,7 +1,7 @@
 """Check the convolution kernels torch runs for our networks against a slow reference path.
 
 Libraries have bugs too: oneDNN's channels-last 1x1 stride-2 backward-weights kernel with < 8 input
-channels hangs or returns wrong gradients (compute/runtime.py). This module finds every
+channels hangs or returns wrong gradients (compute/common/runtime.py). This module finds every
 convolution our networks actually run, in the memory format the training code actually feeds it,
 and compares the fast path (float32, oneDNN enabled, as in training) with a reference (float64,
 oneDNN disabled: torch's own slow convolution) on the same inputs and weights.
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .runtime import is_standard_nchw
+from .common.runtime import is_standard_nchw
 
 NETWORKS = {
     "classifier": ("tiny", "demo", "paper", "paper-resnet34"),
@@ -79,12 +79,12 @@ def _hooks(model: nn.Module, found: list) -> list:
 
 
 def _classifier_step(recipe: str, found: list, batch: int) -> None:
-    from . import similarity_loss, train_classifier as tc
+    from .classifier import network as clf_network, recipes, similarity_loss, train as tc
     arch = "resnet34" if recipe.endswith("resnet34") else None
-    cfg = tc.check_config({**tc.default_config(recipe.split("-")[0]), **({"arch": arch} if arch else {}),
-                           "batch_size": batch, "stim_batch": min(8, tc.default_config(recipe.split("-")[0])["stim_batch"])})
+    cfg = recipes.check_config({**recipes.default_config(recipe.split("-")[0]), **({"arch": arch} if arch else {}),
+                           "batch_size": batch, "stim_batch": min(8, recipes.default_config(recipe.split("-")[0])["stim_batch"])})
     g = torch.Generator().manual_seed(0)
-    net = tc.ClassifierNet(cfg["arch"], 10, cfg["width"])
+    net = clf_network.ClassifierNet(cfg["arch"], 10, cfg["width"])
     lw = similarity_loss.LayerWeights(cfg["layers"])
     opt = tc.make_optimizer(net, lw, cfg)
     n_stim = cfg["stim_batch"]
@@ -101,15 +101,15 @@ def _classifier_step(recipe: str, found: list, batch: int) -> None:
     try:
         net.train()
         tc.train_step(net, lw, opt, data, torch.arange(batch), torch.arange(n_stim), cfg, crops, mean)
-        tc.accuracy(net, data.train_x, data.train_y, batch)
+        clf_network.accuracy(net, data.train_x, data.train_y, batch)
     finally:
         for h in handles:
             h.remove()
 
 
 def _predictive_step(recipe: str, found: list, batch: int) -> None:
-    from .models.predictive import PredictiveNetwork
-    from .train_predictive import default_config, train_step
+    from .predictive.network import PredictiveNetwork
+    from .predictive.train import default_config, train_step
     cfg = default_config(recipe)
     g = torch.Generator().manual_seed(0)
     n_neurons = 16

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..compute.attack_scores import NORMS      # numpy only
+from ..compute.evaluation.scores import NORMS      # numpy only
 from . import tables
 from .tables import REG_ORDER, over_seeds, reg_sort
 

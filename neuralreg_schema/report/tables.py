@@ -124,9 +124,9 @@ def budget_summary(modules) -> pd.DataFrame:
 
 def robust_accuracy_table(modules) -> pd.DataFrame:
     """Per classifier and attack suite: the clean accuracy on the attacked samples and the robust
-    accuracy at RobustBench's budgets (compute.attack_scores.ROBUSTBENCH_BUDGETS: Linf 8/255, L2 0.5) from
+    accuracy at RobustBench's budgets (compute.evaluation.scores.ROBUSTBENCH_BUDGETS: Linf 8/255, L2 0.5) from
     the stored per-sample minimal distances, one column per suite (wide, keyed by CLASSIFIER_KEY)."""
-    from ..compute.attack_scores import ROBUSTBENCH_BUDGETS, robust_accuracy
+    from ..compute.evaluation.scores import ROBUSTBENCH_BUDGETS, robust_accuracy
     ev = modules["evaluation"]
     rel = ev.MinimalPerturbation.Norm & [{"norm": n} for n in ROBUSTBENCH_BUDGETS]
     rows = {}

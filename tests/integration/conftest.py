@@ -7,7 +7,7 @@ trained)."""
 import pytest
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import simulate
+from neuralreg_schema.compute.experiment import simulate
 
 CLASSIFIER_SEED = 11   # simulated experiment of the classifier study (other modules use other seeds)
 

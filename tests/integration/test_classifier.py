@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import similarity_loss, train_classifier
+from neuralreg_schema.compute.classifier import network as clf_network, recipes, similarity_loss, train as train_classifier
 from populate import plans
 
 
@@ -65,7 +65,7 @@ def test_every_regularizer_trains(modules, trained_classifiers):
         data = clf.ClassificationDataset.load(study["dataset"])
         net = clf.RegularizedClassifier().network(key)
         x = torch.as_tensor(data.test_images)[:, None].float() / 255
-        acc = train_classifier.accuracy(net, x, torch.as_tensor(data.test_labels))
+        acc = clf_network.accuracy(net, x, torch.as_tensor(data.test_labels))
         assert acc == pytest.approx(row["test_accuracy"]) == pytest.approx(history[-1]["test_accuracy"])
 
 
@@ -98,7 +98,7 @@ def test_heldout_loss_matches_the_target(modules, trained_classifiers):
             for k in cfg["layers"]:
                 feats[k].append(f[k][:len(own)])
     feats = {k: torch.cat(v) for k, v in feats.items()}
-    center = train_classifier.load_feature_mean((clf.RegularizedClassifier & key).fetch1("weights"))
+    center = clf_network.load_feature_mean((clf.RegularizedClassifier & key).fetch1("weights"))
     assert sorted(center) == cfg["layers"]
     loss = similarity_loss.similarity_loss(feats, torch.as_tensor(target.matrix[np.ix_(held, held)]), gamma.float(),
                                      center=center, clip=cfg["clip"])
@@ -206,7 +206,7 @@ def test_plan_paper_cifar100(modules, prefix, classifier_study, tmp_path, monkey
         cfg = cfg_row["config"]
         assert cfg_row["arch"] == "resnet34" and cfg_row["config_name"] == "paper-resnet34"
         assert cfg["layers"] == [1, 9, 17, 25, 33] and cfg["stim_batch"] == 64 and cfg["alpha"] == 20.0
-        assert cfg == train_classifier.check_config({**train_classifier.default_config("paper"), "arch": "resnet34"})
+        assert cfg == recipes.check_config({**recipes.default_config("paper"), "arch": "resnet34"})
         row = (clf.ClassificationDataset & {"dataset": "cifar100"}).fetch1()
         assert not row["is_stand_in"] and row["n_classes"] == 100
         assert len(ev.NoiseConfig & {"noise_name": "default"}) == 1

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from neuralreg_schema import pipeline
-from neuralreg_schema.compute import noise, pixel_targets
+from neuralreg_schema.compute.evaluation import noise
+from neuralreg_schema.compute.similarity import pixel_targets
 from tests.helpers import cli, spawn, stop
 
 pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds

@@ -1,5 +1,5 @@
 """The evaluation branch of the DAG on the classifiers of the tiny study (trained by the fixtures of
-tests/integration/conftest.py): NoiseRobustness against compute.noise on the stored network,
+tests/integration/conftest.py): NoiseRobustness against compute.evaluation.noise on the stored network,
 AttackResult and MinimalPerturbation on the tiny attack suite, and the report's figures and tables."""
 import numpy as np
 import pandas as pd
@@ -7,10 +7,10 @@ import pytest
 
 
 def test_noise_robustness_and_report(modules, prefix, trained_classifiers, tmp_path):
-    """NoiseRobustness equals compute.noise on the stored network; the report draws Figs. 1 and 4."""
+    """NoiseRobustness equals compute.evaluation.noise on the stored network; the report draws Figs. 1 and 4."""
     study = trained_classifiers
     from neuralreg_schema import report
-    from neuralreg_schema.compute import noise
+    from neuralreg_schema.compute.evaluation import noise
     ev, clf, sim = modules["evaluation"], modules["classifier"], modules["similarity"]
     sim.SimilarityStability.populate({"scan_group": study["group"]}, reserve_jobs=True)
     cfg_key = ev.NoiseConfig.add("test", [0.0, 0.05, 0.2], noise_seed=1)

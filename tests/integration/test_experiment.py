@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute import rsa
-from neuralreg_schema.compute.recording import RecordingError
+from neuralreg_schema.compute.experiment import reliability
+from neuralreg_schema.compute.experiment.recording import RecordingError
 from tests.helpers import make_recording
 
 
@@ -43,7 +43,7 @@ def test_ingest_and_neuron_eq1(modules):
     unit, w, s2, e2 = (exp.Neuron.Unit & key).to_arrays("unit_id", "snr_weight", "signal_var", "noise_var",
                                                          order_by="unit_id")
     oracle = scan.tiers == "oracle"
-    direct = rsa.snr_weights(scan.responses[oracle].astype(np.float64), scan.image_ids[oracle])
+    direct = reliability.snr_weights(scan.responses[oracle].astype(np.float64), scan.image_ids[oracle])
     order = np.argsort(scan.unit_ids)
     np.testing.assert_array_equal(unit, scan.unit_ids[order])
     np.testing.assert_allclose(w, direct.weight[order], rtol=1e-10)

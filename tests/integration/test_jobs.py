@@ -3,7 +3,7 @@ errors are listed with their tracebacks and retried; ignored keys are skipped.""
 import time
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import rsa
+from neuralreg_schema.compute.experiment import reliability
 from populate import jobs, worker
 from tests.helpers import make_recording, run_python
 
@@ -78,7 +78,7 @@ def test_errors_are_listed_and_retried(modules, prefix, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rsa, "snr_weights", broken)
+    monkeypatch.setattr(reliability, "snr_weights", broken)
     exp.Neuron.populate(key, reserve_jobs=True, suppress_errors=True)
     assert not (exp.Neuron & key)
     capsys.readouterr()

@@ -4,7 +4,7 @@ configuration). Everything this module adds is deleted at the end."""
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute import rsa
+from neuralreg_schema.compute.similarity import rsa
 from tests.helpers import make_recording
 
 ANIMAL = 431

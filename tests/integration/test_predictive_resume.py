@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from neuralreg_schema import checkpoints, cli
-from neuralreg_schema.compute import simulate, train_predictive
-from neuralreg_schema.compute.training import TrainingState
+from neuralreg_schema.compute.experiment import simulate
+from neuralreg_schema.compute.predictive import train as train_predictive
+from neuralreg_schema.compute.common.training import TrainingState
 
 SEED = 29          # simulated experiment of this module (other modules use other seeds)
 KILLED_AFTER = 3   # epochs whose checkpoint was saved before the job died

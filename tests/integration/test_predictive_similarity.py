@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from neuralreg_schema import cli, report
-from neuralreg_schema.compute import simulate
+from neuralreg_schema.compute.experiment import simulate
 from tests.helpers import make_recording
 
 SEED = 5   # simulated experiment of this module (other modules use other seeds)
@@ -192,7 +192,7 @@ def test_vgg_control_from_a_local_weights_file(modules, study, tmp_path, monkeyp
     """The VGG control with a small generated weights file in torchvision's format (no download)."""
     import torch
 
-    from neuralreg_schema.compute.models import vgg
+    from neuralreg_schema.compute.similarity import vgg
     from tests.unit.test_vgg import make_state
     sim = modules["similarity"]
     path = tmp_path / "vgg19-test.pth"
@@ -213,7 +213,7 @@ def test_vgg_control_from_a_local_weights_file(modules, study, tmp_path, monkeyp
 
 
 def test_vgg_without_weights_is_a_clear_job_error(modules, study, tmp_path, monkeypatch):
-    from neuralreg_schema.compute.models import vgg
+    from neuralreg_schema.compute.similarity import vgg
     sim = modules["similarity"]
     monkeypatch.setenv(vgg.WEIGHTS_ENV, str(tmp_path / "absent.pth"))
     config = sim.SimilarityConfig.add("vgg", "stimulus")

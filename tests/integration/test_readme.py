@@ -199,7 +199,7 @@ print("README python blocks: OK")
 
 @pytest.mark.slow       # the tiny demo the fixture runs: about a minute
 def test_python_blocks_run(tiny_demo):
-    from neuralreg_schema.compute import simulate
+    from neuralreg_schema.compute.experiment import simulate
     from populate import plans
     text = README.read_text()
     assert f'"{plans.DEMO_PREFIX}"' in text

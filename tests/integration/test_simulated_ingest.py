@@ -4,7 +4,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from neuralreg_schema import cli
-from neuralreg_schema.compute import simulate
+from neuralreg_schema.compute.experiment import simulate
 
 
 def test_simulated_experiment_through_the_cli(modules, prefix, capsys):

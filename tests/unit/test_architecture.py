@@ -4,6 +4,10 @@ there), read from the source and from the unbound table classes: no database.
 - compute/ never imports datajoint (every file's AST, imports inside functions included; and
   importing every compute module in a fresh interpreter leaves datajoint out of sys.modules), nor
   anything of the package outside compute/;
+- compute/ is one folder per schema stage plus common/: a stage imports only common/, itself and the
+  stages before it, common/ no stage, and each schema module only its own stage's folder (and
+  common/); no module of the package or of populate/ is part of an import circle;
+- no module of the package is over 600 lines, the simulator aside;
 - within the package only cli.py imports populate/;
 - every schema module declares `schema = dj.Schema()` unbound;
 - every computed table states its reserve_timeout, and one whose jobs may run longer than half an
@@ -65,9 +69,120 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 COMPUTE_FILES = sorted(COMPUTE.rglob("*.py"))
 
 
+def compute_path(path: Path) -> str:
+    return path.relative_to(COMPUTE).as_posix()
+
+
 def test_the_compute_layer_is_found():
-    names = {p.stem for p in COMPUTE_FILES}
-    assert {"rsa", "similarity_loss", "train_classifier", "train_predictive", "attacks", "runtime"} <= names
+    names = {compute_path(p) for p in COMPUTE_FILES}
+    assert {"similarity/rsa.py", "classifier/similarity_loss.py", "classifier/train.py", "predictive/train.py",
+            "evaluation/attacks.py", "common/runtime.py"} <= names
+    assert {p.parent.name for p in COMPUTE_FILES} == {"compute", "common", *SCHEMA_MODULES}
+
+
+def _stage(module: str) -> int | None:
+    """Position of a compute module's folder in data-flow order: common -1, the stages 0..4 as the schema
+    modules, kernelcheck (and compute/'s own files) above them all; None outside compute/."""
+    parts = module.split(".")
+    if parts[:2] != ["neuralreg_schema", "compute"]:
+        return None
+    if len(parts) == 2 or parts[2] not in ("common", *SCHEMA_MODULES):
+        return len(SCHEMA_MODULES)
+    return -1 if parts[2] == "common" else SCHEMA_MODULES.index(parts[2])
+
+
+def _package_modules() -> dict[str, Path]:
+    files = sorted(PACKAGE.rglob("*.py")) + sorted((ROOT / "populate").rglob("*.py"))
+    return {module_name(p): p for p in files}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the modules of the package and populate/ it imports (a `from x import y` counts as
+    importing x.y when that is a module, else x)."""
+    modules = _package_modules()
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for _, target in imported_modules(path):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                found.add(target)
+        graph[name] = found
+    return graph
+
+
+@pytest.mark.parametrize("path", COMPUTE_FILES, ids=compute_path)
+def test_compute_stages_import_only_earlier_stages(path):
+    own = _stage(module_name(path))
+    for line, target in imported_modules(path):
+        stage = _stage(target)
+        if stage is None or target == "neuralreg_schema.compute":
+            continue
+        assert stage <= own, (f"compute/{compute_path(path)}:{line} imports {target}, a later stage: "
+                              "compute/ flows common -> experiment -> predictive -> similarity -> classifier -> evaluation")
+
+
+@pytest.mark.parametrize("name", SCHEMA_MODULES)
+def test_each_schema_module_sits_above_its_own_compute_folder(name):
+    own = SCHEMA_MODULES.index(name)
+    for line, target in imported_modules(PACKAGE / f"{name}.py"):
+        stage = _stage(target)
+        if stage is not None and target != "neuralreg_schema.compute":
+            assert stage in (-1, own), f"{name}.py:{line} imports {target}, not compute/{name}/ or compute/common/"
+
+
+def test_no_import_circles():
+    graph = _import_graph()
+    index, low, stack, on, circles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):                      # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not circles, f"import circles: {circles}"
+    assert graph["populate.jobs"] and "populate.watchdog" not in graph["populate.jobs"]
+
+
+def test_the_circle_finder_finds_a_circle(monkeypatch):
+    """The check above can fail: two modules that import each other are found."""
+    real = imported_modules
+    fake = {"populate.jobs": "populate.watchdog", "populate.watchdog": "populate.jobs"}
+
+    def spy(path):
+        extra = fake.get(module_name(path))
+        return real(path) + ([(1, extra)] if extra else [])
+
+    monkeypatch.setitem(globals(), "imported_modules", spy)
+    with pytest.raises(AssertionError, match="import circles"):
+        test_no_import_circles()
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(p.relative_to(ROOT)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 600 and p.name != "simulate.py"}
+    assert not long, f"split these modules by what they hold: {long}"
 
 
 @pytest.mark.parametrize("path", COMPUTE_FILES, ids=lambda p: str(p.relative_to(COMPUTE)))
@@ -179,13 +294,16 @@ def test_store_codecs_name_their_store():
 
 
 def test_architecture_page_names_every_compute_and_populate_module():
-    """docs/architecture.md stays true to the layout: each module of compute/ (models/ included) and
-    of populate/ is named there as `name.py`, and each module it names there exists."""
+    """docs/architecture.md stays true to the layout: each module of compute/ is named there by its
+    path below compute/ (`classifier/train.py`), each of populate/ as `name.py`, and each module it
+    names there exists."""
     page = (ROOT / "docs" / "architecture.md").read_text()
-    modules = [p for p in COMPUTE_FILES + sorted((ROOT / "populate").glob("*.py")) if p.name != "__init__.py"]
-    missing = [str(p.relative_to(ROOT)) for p in modules if f"`{p.name}`" not in page]
+    names = [compute_path(p) for p in COMPUTE_FILES if p.name != "__init__.py"] \
+        + [p.name for p in sorted((ROOT / "populate").glob("*.py")) if p.name != "__init__.py"]
+    missing = [n for n in names if f"`{n}`" not in page]
     assert not missing, f"docs/architecture.md does not name {missing}"
-    existing = {p.name for p in PACKAGE.rglob("*.py")} | {p.name for p in (ROOT / "populate").glob("*.py")} \
-        | {p.name for p in (ROOT / "tests").rglob("*.py")}
-    named = set(re.findall(r"`([a-z_]+\.py)`", page))
+    existing = ({compute_path(p) for p in COMPUTE_FILES} | {p.name for p in PACKAGE.rglob("*.py")}
+                | {p.name for p in (ROOT / "populate").glob("*.py")} | {p.name for p in (ROOT / "tests").rglob("*.py")}
+                | {str(p.relative_to(ROOT)) for p in ROOT.glob("[pt]*/**/*.py")})
+    named = set(re.findall(r"`([a-z_/0-9]+\.py)`", page))
     assert named <= existing, f"docs/architecture.md names modules that do not exist: {sorted(named - existing)}"

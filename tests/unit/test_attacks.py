@@ -1,4 +1,4 @@
-"""compute/attacks.py and its neighbours (attack_specs, attack_recipes, attack_scores, foolbox_pgd):
+"""compute/evaluation/attacks.py and its neighbours (attack_specs, attack_recipes, attack_scores, foolbox_pgd):
 the batched minimal-epsilon search against the closed form of a linear model, distances, the
 re-check, the 0 / inf / NaN rules, min over attacks, determinism, the typed specs and their parser,
 every attack of the "tiny" recipe on a tiny CNN, and an interrupted run resumed from its checkpoint.
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from neuralreg_schema.compute import attack_recipes as R
-from neuralreg_schema.compute import attack_scores as SC
-from neuralreg_schema.compute import attack_specs as SP
-from neuralreg_schema.compute import attacks as A
+from neuralreg_schema.compute.evaluation import recipes as R
+from neuralreg_schema.compute.evaluation import scores as SC
+from neuralreg_schema.compute.evaluation import specs as SP
+from neuralreg_schema.compute.evaluation import attacks as A
 
 
 class Linear2(nn.Module):

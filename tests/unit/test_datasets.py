@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from neuralreg_schema.compute import augment
-from neuralreg_schema.compute import datasets as ds
-from neuralreg_schema.compute.datasets import DatasetError
+from neuralreg_schema.compute.classifier import augment
+from neuralreg_schema.compute.classifier import datasets as ds
+from neuralreg_schema.compute.classifier.data import DatasetError
 
 N_PER_BATCH = 6
 

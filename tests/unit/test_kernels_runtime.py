@@ -1,7 +1,7 @@
 """The CPU kernels our networks run, against a slow reference; memory formats; thread sizing.
 
 The kernel check runs in a subprocess with a timeout: the oneDNN defect it guards against hangs in
-native code (compute/runtime.py), which would otherwise block the test run. It runs twice: with the
+native code (compute/common/runtime.py), which would otherwise block the test run. It runs twice: with the
 CPU's own instruction set, and with oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA), where the defective
 kernel lives (an AVX-512 CPU otherwise never reaches it)."""
 import os
@@ -10,9 +10,11 @@ import subprocess
 import pytest
 import torch
 
-from neuralreg_schema.compute import augment, kernelcheck, runtime
-from neuralreg_schema.compute import train_classifier as tc
-from neuralreg_schema.compute.models import resnet
+from neuralreg_schema.compute.classifier import augment
+from neuralreg_schema.compute import kernelcheck
+from neuralreg_schema.compute.common import runtime
+from neuralreg_schema.compute.classifier import network
+from neuralreg_schema.compute.classifier import resnet
 from tests.helpers import run_python
 
 
@@ -64,7 +66,7 @@ def test_ambiguous_strides_would_run_channels_last_and_the_guard_stops_it(monkey
     conv = torch.nn.Conv2d(1, 4, 3, padding=1)
     with torch.no_grad():
         assert not conv(x).is_contiguous()              # torch propagated channels-last: the hazard
-    net = tc.ClassifierNet("resnet18", 10, 4)
+    net = network.ClassifierNet("resnet18", 10, 4)
     found: list = []
     handles = kernelcheck._hooks(net, found)
     try:

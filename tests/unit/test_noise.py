@@ -1,10 +1,10 @@
-"""compute/noise.py: reproducible noise, identical noisy images for every model, clipping, and the
+"""compute/evaluation/noise.py: reproducible noise, identical noisy images for every model, clipping, and the
 accuracy against a direct numpy computation."""
 import numpy as np
 import pytest
 import torch
 
-from neuralreg_schema.compute import noise
+from neuralreg_schema.compute.evaluation import noise
 
 
 class Recorder(torch.nn.Module):

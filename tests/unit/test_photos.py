@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute import datasets, train_classifier
-from neuralreg_schema.compute import photos as photos_mod
+from neuralreg_schema.compute.classifier import datasets, train as train_classifier
+from neuralreg_schema.compute.classifier import photos as photos_mod
 
 
 @pytest.fixture(scope="module")

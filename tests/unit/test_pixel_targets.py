@@ -1,8 +1,8 @@
-"""The known-answer control targets (compute/pixel_targets.py) against a direct numpy computation."""
+"""The known-answer control targets (compute/similarity/pixel_targets.py) against a direct numpy computation."""
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute import pixel_targets
+from neuralreg_schema.compute.similarity import pixel_targets
 
 
 def direct_blur(image, sigma, truncate=4.0):

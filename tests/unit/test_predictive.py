@@ -1,12 +1,12 @@
-"""The neural predictive model (models/predictive.py) and its trainer (train_predictive.py):
+"""The neural predictive model (compute/predictive/network.py) and its trainer (compute/predictive/train.py):
 pieces against hand computations, a short training on the 'tiny' simulation, refused input."""
 import numpy as np
 import pytest
 import torch
 
-from neuralreg_schema.compute import train_predictive as tp
-from neuralreg_schema.compute.models import predictive as pm
-from neuralreg_schema.compute.simulate import simulate_experiment
+from neuralreg_schema.compute.predictive import train as tp
+from neuralreg_schema.compute.predictive import network as pm
+from neuralreg_schema.compute.experiment.simulate import simulate_experiment
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute.recording import RecordingError
+from neuralreg_schema.compute.experiment.recording import RecordingError
 from tests.helpers import make_recording
 
 

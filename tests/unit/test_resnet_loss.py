@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuralreg_schema.compute import centering, similarity_loss, train_classifier
-from neuralreg_schema.compute.models import resnet
-from neuralreg_schema.compute.models.resnet import build_resnet, conv_layer_names
+from neuralreg_schema.compute.classifier import centering, recipes as clf_recipes, similarity_loss
+from neuralreg_schema.compute.classifier import resnet
+from neuralreg_schema.compute.classifier.resnet import build_resnet, conv_layer_names
 
 
 @pytest.fixture(autouse=True)
@@ -79,8 +79,8 @@ def test_uniform_layers():
     with pytest.raises(ValueError, match="unknown arch"):
         resnet.uniform_layers("resnet50")
     # the classifier config resolves "uniform" per arch into the explicit list
-    assert train_classifier.check_config({"arch": "resnet34"})["layers"] == [1, 9, 17, 25, 33]
-    assert train_classifier.check_config({"arch": "resnet18", "layers": "uniform"})["layers"] == [1, 5, 9, 13, 17]
+    assert clf_recipes.check_config({"arch": "resnet34"})["layers"] == [1, 9, 17, 25, 33]
+    assert clf_recipes.check_config({"arch": "resnet18", "layers": "uniform"})["layers"] == [1, 5, 9, 13, 17]
 
 
 def test_paper_layers_shapes():
@@ -388,9 +388,9 @@ def test_loss_floor_of_the_centrings():
     at the recipes' stimulus batches; the exact mean reaches zero."""
     r = centering.synthetic_responses(n_stimuli=600, seed=1)
     for recipe in ("demo", "paper"):
-        b = train_classifier.default_config(recipe)["stim_batch"]
-        new = centering.loss_floor(r, b, "running", n_steps=150, momentum=train_classifier.check_config(
-            train_classifier.default_config(recipe))["center_momentum"])
+        b = clf_recipes.default_config(recipe)["stim_batch"]
+        new = centering.loss_floor(r, b, "running", n_steps=150, momentum=clf_recipes.check_config(
+            clf_recipes.default_config(recipe))["center_momentum"])
         assert new["ratio"] <= 0.10, (recipe, b, new)
     old = centering.loss_floor(r, 8, "batch", n_steps=150)
     assert old["ratio"] > 0.9, old

@@ -1,4 +1,4 @@
-"""The Sensorium 2022 reader (neuralreg_schema/compute/sensorium.py) on synthetic scans written in
+"""The Sensorium 2022 reader (neuralreg_schema/compute/experiment/sensorium.py) on synthetic scans written in
 the published layout (tests/sensorium_fixture.py): round trips, withheld data, malformed input."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute.sensorium import DATA_KINDS, SensoriumFormatError, read_sensorium
+from neuralreg_schema.compute.experiment.sensorium import DATA_KINDS, SensoriumFormatError, read_sensorium
 from tests.sensorium_fixture import scan_folder_name, write_sensorium_fixture, zip_folder
 
 N_NEURONS, N_TRIALS = 12, 30 + 8 + 5 * 4     # the fixture's defaults: 30 train, 8 validation, 5 x 4 test

@@ -1,5 +1,5 @@
 """The shared small layer: one config hash (stable content addresses), one jsonable, one TrainingError,
-the temporary-mode context managers of compute/modes.py, and no private helper imported across
+the temporary-mode context managers of compute/common/modes.py, and no private helper imported across
 modules of the package."""
 import ast
 import hashlib
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from neuralreg_schema import hashing
-from neuralreg_schema.compute import errors, modes, serialization, train_classifier, train_predictive
+from neuralreg_schema.compute.common import errors, modes, serialization
+from neuralreg_schema.compute.classifier import train as train_classifier
+from neuralreg_schema.compute.predictive import train as train_predictive
 
 PACKAGE = Path(__file__).resolve().parents[2] / "neuralreg_schema"
 

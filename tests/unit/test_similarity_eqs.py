@@ -1,8 +1,8 @@
-"""Eqs. 2-6, the controls and helpers of compute.rsa against direct, loop-by-loop computations."""
+"""Eqs. 2-6, the controls and helpers of compute.similarity.rsa against direct, loop-by-loop computations."""
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute import rsa
+from neuralreg_schema.compute.similarity import rsa
 
 
 # ---- the paper's definitions written out loop by loop ------------------------------------------

@@ -1,11 +1,11 @@
-"""Unit tests of the simulated mouse-V1 experiment (neuralreg_schema/compute/simulate.py)."""
+"""Unit tests of the simulated mouse-V1 experiment (neuralreg_schema/compute/experiment/simulate.py)."""
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from neuralreg_schema.compute import simulate as sim
-from neuralreg_schema.compute.recording import IMAGE_SHAPE
-from neuralreg_schema.compute.rsa import snr_weights
+from neuralreg_schema.compute.experiment import simulate as sim
+from neuralreg_schema.compute.experiment.recording import IMAGE_SHAPE
+from neuralreg_schema.compute.experiment.reliability import snr_weights
 
 TINY = sim.PROFILES["tiny"]
 # big enough for Eq. 1 to rank neurons reliably, still ~1 s
@@ -259,7 +259,7 @@ def test_cortical_position_maps_to_retinotopy(tiny):
         assert abs(np.corrcoef(y_um, gt["rf_y"])[0, 1]) > 0.3
 
 
-# Fig. 1 of the paper on simulated data: Eqs. 1-5 as small local helpers (rsa.py owns the real ones)
+# Fig. 1 of the paper on simulated data: Eqs. 1-5 as small local helpers (compute/experiment/reliability.py owns the real ones)
 FIG1 = sim.SimProfile("fig1", n_scans=2, n_neurons=1000, n_images=50, n_oracle=100, n_repeats=10,
                       n_virtual_repeats=16)
 

@@ -1,6 +1,6 @@
-"""compute/sparse_attacks.py (JSMA, SparseFool) on linear models whose answers are known, the L1
+"""compute/evaluation/sparse_attacks.py (JSMA, SparseFool) on linear models whose answers are known, the L1
 linear solver against the authors' coordinate-by-coordinate loop, and the statistics of
-compute/attack_scores.py (budgets, per-norm selection, median / mean / SEM, robust accuracy) against numpy."""
+compute/evaluation/scores.py (budgets, per-norm selection, median / mean / SEM, robust accuracy) against numpy."""
 import itertools
 
 import numpy as np
@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from neuralreg_schema.compute import attack_scores as SC
-from neuralreg_schema.compute import attacks as A
-from neuralreg_schema.compute import sparse_attacks as S
+from neuralreg_schema.compute.evaluation import scores as SC
+from neuralreg_schema.compute.evaluation import attacks as A
+from neuralreg_schema.compute.evaluation import sparse_attacks as S
 
 
 class Linear2(nn.Module):

@@ -1,4 +1,4 @@
-"""compute/train_classifier.py: schedule, config checks, the BatchNorm handling of the stimulus pass,
+"""compute/classifier/train.py: schedule, config checks, the BatchNorm handling of the stimulus pass,
 Eq. 9's running feature mean (exact start, update, checkpoint), resuming from a checkpoint, the
 effect of the similarity loss on held-out pairs, and bad input."""
 import copy
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from neuralreg_schema.compute import modes, rsa, train_classifier as tc
-from neuralreg_schema.compute.datasets import ClassificationData
+from neuralreg_schema.compute.common import modes
+from neuralreg_schema.compute.similarity import rsa
+from neuralreg_schema.compute.classifier import network as clf_network, recipes, train as tc
+from neuralreg_schema.compute.classifier.data import ClassificationData
 from tests.helpers import MemoryCheckpoint
 
 
@@ -41,42 +43,42 @@ def _target(n=64, seed=1):
 
 
 def _cfg(**kw):
-    return {**tc.default_config("tiny"), "max_train": 0, "batch_size": 32, **kw}
+    return {**recipes.default_config("tiny"), "max_train": 0, "batch_size": 32, **kw}
 
 
 def test_paper_learning_rate_schedule():
-    cfg = tc.check_config(tc.default_config("paper"))
-    lrs = [tc.learning_rate(cfg, e) for e in range(40)]
+    cfg = recipes.check_config(recipes.default_config("paper"))
+    lrs = [recipes.learning_rate(cfg, e) for e in range(40)]
     assert lrs[:4] == [0.1] * 4
     assert lrs[4] == pytest.approx(0.03) and lrs[8] == pytest.approx(0.009) and lrs[19] == pytest.approx(0.1 * 0.3 ** 4)
     assert lrs[20] == 0.1 and lrs[24] == pytest.approx(0.03) and lrs[39] == pytest.approx(0.1 * 0.3 ** 4)
     assert cfg["epochs"] == 40 and cfg["batch_size"] == 64 and cfg["alpha"] == 20 and cfg["layers"] == [1, 5, 9, 13, 17]
     # as many stimulus images per step as classification images (the paper's 64)
     assert cfg["stim_batch"] == cfg["batch_size"] == 64
-    assert tc.check_config({**tc.default_config("paper"), "arch": "resnet34"})["layers"] == [1, 9, 17, 25, 33]
+    assert recipes.check_config({**recipes.default_config("paper"), "arch": "resnet34"})["layers"] == [1, 9, 17, 25, 33]
 
 
 def test_config_checks():
     with pytest.raises(ValueError, match="unknown classifier config keys"):
-        tc.check_config({"alhpa": 1})
+        recipes.check_config({"alhpa": 1})
     with pytest.raises(ValueError, match="feature layer 18"):
-        tc.check_config({"layers": [1, 18]})
-    assert tc.check_config({"arch": "resnet34", "layers": [33]})["layers"] == [33]
+        recipes.check_config({"layers": [1, 18]})
+    assert recipes.check_config({"arch": "resnet34", "layers": [33]})["layers"] == [33]
     with pytest.raises(ValueError, match="stim_batch"):
-        tc.check_config({"stim_batch": 1})
+        recipes.check_config({"stim_batch": 1})
     with pytest.raises(ValueError, match="alpha"):
-        tc.check_config({"alpha": -1})
+        recipes.check_config({"alpha": -1})
     with pytest.raises(ValueError, match="stimulus_bn"):
-        tc.check_config({"stimulus_bn": "train"})
+        recipes.check_config({"stimulus_bn": "train"})
     with pytest.raises(ValueError, match="center_momentum"):
-        tc.check_config({"center_momentum": 0})
+        recipes.check_config({"center_momentum": 0})
     with pytest.raises(ValueError, match="'uniform'"):
-        tc.check_config({"layers": "even"})
+        recipes.check_config({"layers": "even"})
     # "uniform" is resolved, so that stored (content-addressed) configs list the layers
-    assert tc.check_config({"arch": "resnet34", "layers": "uniform"})["layers"] == [1, 9, 17, 25, 33]
-    assert tc.check_config({})["layers"] == [1, 5, 9, 13, 17]
+    assert recipes.check_config({"arch": "resnet34", "layers": "uniform"})["layers"] == [1, 9, 17, 25, 33]
+    assert recipes.check_config({})["layers"] == [1, 5, 9, 13, 17]
     with pytest.raises(KeyError, match="unknown classifier config"):
-        tc.default_config("nope")
+        recipes.default_config("nope")
 
 
 @pytest.mark.parametrize("mode", ["batch", "eval"])
@@ -84,9 +86,9 @@ def test_stimulus_pass_does_not_touch_batchnorm_statistics(mode):
     """A step with the similarity loss leaves the running statistics exactly where the same step
     without it leaves them (only the classification batch updates them), and BN is back in train mode."""
     torch.manual_seed(0)
-    cfg = tc.check_config(_cfg(stimulus_bn=mode))
+    cfg = recipes.check_config(_cfg(stimulus_bn=mode))
     data, target = _data(), _target()
-    net = tc.ClassifierNet("resnet18", 2, 4)
+    net = clf_network.ClassifierNet("resnet18", 2, 4)
     twin = copy.deepcopy(net)
     lw = tc.similarity_loss.LayerWeights(cfg["layers"])
     step = tc.StepData(torch.as_tensor(data.train_images)[:, None].float() / 255, torch.as_tensor(data.train_labels),
@@ -118,8 +120,8 @@ def test_exact_feature_mean_and_heldout_centre(mode):
     pass computes (BatchNorm per stimulus_bn, batches of stim_batch); the held-out loss is Eq. 8 with
     the training's final mean as the centre, and the stored network carries that mean."""
     torch.manual_seed(0)
-    cfg = tc.check_config(_cfg(stimulus_bn=mode, stim_batch=8))
-    net = tc.ClassifierNet("resnet18", 2, 4)
+    cfg = recipes.check_config(_cfg(stimulus_bn=mode, stim_batch=8))
+    net = clf_network.ClassifierNet("resnet18", 2, 4)
     net.train()
     x = torch.as_tensor(_target(n=20).images)[:, None]
     got = tc.stimulus_feature_mean(net, x, cfg["layers"], cfg)
@@ -142,10 +144,10 @@ def test_exact_feature_mean_and_heldout_centre(mode):
     # training: the stored network carries the final mean, and the held-out loss is centred by it
     data, target = _data(), _target(n=48)
     result = tc.train_classifier(data, target, {**cfg, "epochs": 1, "heldout_fraction": 0.25}, seed=0)
-    mean = tc.load_feature_mean(result.state)
+    mean = clf_network.load_feature_mean(result.state)
     assert sorted(mean) == cfg["layers"]
     _, held = tc.heldout_split(48, 0.25, cfg["heldout_max"])
-    net = tc.load_classifier(result.state)
+    net = clf_network.load_classifier(result.state)
     lw = tc.similarity_loss.LayerWeights(cfg["layers"])
     with torch.no_grad():
         lw.logits.copy_(torch.log(torch.as_tensor(result.gamma)))
@@ -153,7 +155,7 @@ def test_exact_feature_mean_and_heldout_centre(mode):
                                       torch.as_tensor(target.matrix[np.ix_(held, held)]), cfg["layers"], cfg["clip"],
                                       cfg, mean)
     assert loss == pytest.approx(result.heldout_loss, rel=1e-5)
-    assert tc.load_feature_mean(tc.train_classifier(data, None, {**cfg, "epochs": 1}, seed=0).state) is None
+    assert clf_network.load_feature_mean(tc.train_classifier(data, None, {**cfg, "epochs": 1}, seed=0).state) is None
 
 
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
@@ -172,10 +174,10 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run():
         assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     assert resumed.test_accuracy == whole.test_accuracy
     np.testing.assert_array_equal(resumed.gamma, whole.gamma)
-    a, b = tc.load_classifier(whole.state), tc.load_classifier(resumed.state)
+    a, b = clf_network.load_classifier(whole.state), clf_network.load_classifier(resumed.state)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
-    mean_a, mean_b = tc.load_feature_mean(whole.state), tc.load_feature_mean(resumed.state)   # restored, not redone
+    mean_a, mean_b = clf_network.load_feature_mean(whole.state), clf_network.load_feature_mean(resumed.state)   # restored, not redone
     for k in mean_a:
         torch.testing.assert_close(mean_a[k], mean_b[k], rtol=0, atol=0)
     # a checkpoint of another seed is ignored, not resumed

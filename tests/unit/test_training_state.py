@@ -1,13 +1,15 @@
-"""compute/training.py: the symmetric TrainingState, `resume`'s choice of a checkpoint, the trainer
+"""compute/common/training.py: the symmetric TrainingState, `resume`'s choice of a checkpoint, the trainer
 contract of both trainers, and the predictive trainer's resume (an interrupted run ends identical to
 an uninterrupted one on the CPU)."""
 import numpy as np
 import pytest
 import torch
 
-from neuralreg_schema.compute import serialization, train_classifier as tc, train_predictive as tp
-from neuralreg_schema.compute.simulate import simulate_experiment
-from neuralreg_schema.compute.training import TrainerResult, TrainingState, resume
+from neuralreg_schema.compute.common import serialization
+from neuralreg_schema.compute.classifier import train as tc
+from neuralreg_schema.compute.predictive import train as tp
+from neuralreg_schema.compute.experiment.simulate import simulate_experiment
+from neuralreg_schema.compute.common.training import TrainerResult, TrainingState, resume
 from tests.helpers import MemoryCheckpoint
 
 

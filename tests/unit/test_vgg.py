@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuralreg_schema.compute import rsa
-from neuralreg_schema.compute.models import vgg
+from neuralreg_schema.compute.similarity import rsa
+from neuralreg_schema.compute.similarity import vgg
 
 # torchvision vgg19 features indices of the convolutions up to conv3_1, with (out, in) channels
 CONVS = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128)}

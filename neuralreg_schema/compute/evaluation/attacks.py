@@ -3,10 +3,10 @@ extensive tests on adversarial robustness"; the evaluation scheme of Schott et a
 foolbox 3: running one attack. Pure numpy/PyTorch/foolbox: arrays and a model in, per-sample
 distances out; never imports datajoint.
 
-Beside it: compute/attack_specs.py (the typed attack specs and options, ATTACKS, the parser of a
-stored config), compute/attack_recipes.py (RECIPES: the suites), compute/foolbox_pgd.py (foolbox's
-PGD with a per-sample epsilon), compute/attack_scores.py (distances in the four norms and the
-robustness scores) and compute/sparse_attacks.py (JSMA, SparseFool).
+Beside it: compute/evaluation/specs.py (the typed attack specs and options, ATTACKS, the parser of a
+stored config), compute/evaluation/recipes.py (RECIPES: the suites), compute/evaluation/foolbox_pgd.py (foolbox's
+PGD with a per-sample epsilon), compute/evaluation/scores.py (distances in the four norms and the
+robustness scores) and compute/evaluation/sparse_attacks.py (JSMA, SparseFool).
 
 Protocol
 --------
@@ -85,13 +85,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attack_recipes import recipe
-from .attack_scores import NORMS, as_numpy, budget_points, distances, reduce_runs
-from .attack_specs import ATTACKS, PGD, STARTED_FAMILIES, SPARSE_FAMILIES, AttackOptions, AttackSpec, parse_grid
-from .modes import eval_mode
-from .runtime import resolve_device, torch_threads
-from .serialization import jsonable
-from .training import Checkpoint, read_checkpoint
+from .recipes import recipe
+from .scores import NORMS, as_numpy, budget_points, distances, reduce_runs
+from .specs import ATTACKS, PGD, STARTED_FAMILIES, SPARSE_FAMILIES, AttackOptions, AttackSpec, parse_grid
+from ..common.modes import eval_mode
+from ..common.runtime import resolve_device, torch_threads
+from ..common.serialization import jsonable
+from ..common.training import Checkpoint, read_checkpoint
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -265,7 +265,7 @@ def _run_seed(seed: int, k: int, repeat: int, batch: int) -> int:
 def _attack_batch(spec: AttackSpec, options: AttackOptions, fmodel, net: nn.Module, x: torch.Tensor,
                   y: torch.Tensor, seed: int, dev: torch.device) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """(adversarials, claimed success, iterations used per sample) of one run of `spec` on one batch
-    (all clean-correct). Iterations: the early-stopping attacks of compute/sparse_attacks.py report
+    (all clean-correct). Iterations: the early-stopping attacks of compute/evaluation/sparse_attacks.py report
     each sample's; every other attack counts its `steps` for every sample."""
     steps = np.full(len(x), int(options.steps), np.int64)
     if isinstance(options, SPARSE_FAMILIES):

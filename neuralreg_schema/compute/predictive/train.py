@@ -4,7 +4,7 @@ scan. Pure numpy/PyTorch: arrays and a config in, arrays and numbers out; never 
 The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpredictors'
 `standard_trainer`:
 
-- Data: `PredictiveData` (predictive_data.py: images once, trials pointing at them, validated).
+- Data: `PredictiveData` (data.py: images once, trials pointing at them, validated).
   Everything lives as tensors on the device; batches are drawn by a seeded index permutation of
   the 'train' trials (no DataLoader). 'validation' trials drive early stopping; 'oracle' trials
   (repeated test images) are never trained on and give the test scores; 'withheld' trials are
@@ -30,7 +30,7 @@ The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpr
   a learning rate below `min_lr`) training stops and the best state is restored.
 - A non-finite training loss or validation prediction raises `TrainingError`: no result is
   returned for a diverged run.
-- Resume (the trainer contract of compute/training.py): with a `checkpoint`, the trainer saves a
+- Resume (the trainer contract of compute/common/training.py): with a `checkpoint`, the trainer saves a
   `training.TrainingState` after every epoch that training continues from (network, Adam state,
   history, the numpy and torch generator states; in `extra` the best state so far and the
   early-stopping counters) and at start continues after the epoch of a saved state of the same
@@ -40,10 +40,9 @@ The contract follows nnfabrik's `trainer(model, dataloaders, seed)` and neuralpr
   restored afterwards). On a GPU, cuDNN and `grid_sample`'s backward are not bit-deterministic.
 - Threads: on the CPU, torch's intra-op threads are capped at the cores this process may use
   (its CPU affinity; torch's default can exceed it in containers), restored afterwards.
-- Steps, as train_classifier.py's: `_setup` (network, buffers, readout start, optimizer, data on
+- Steps, as classifier/train.py's: `_setup` (network, buffers, readout start, optimizer, data on
   the device, in a `_Run`), `_start` or `_Run.restore` (from a checkpoint), per epoch
   `_train_epoch`, `_evaluate_epoch` and at a plateau `_plateau`, and `_result` (the scores).
-  `PredictiveData`, `PredictiveDataError` and `energy_positions` stay importable from here.
 
 Scores (`PredictiveResult`): `val_corr`, `test_corr` (v_a of the paper: r between the model's
 predictions and single-trial responses on the oracle trials, each trial with its own behavior and
@@ -61,14 +60,14 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
-from .errors import TrainingError
-from .models.predictive import IMAGE_SHAPE, PredictiveNetwork, poisson_loss
-from .modes import eval_mode
-from .predictive_data import PredictiveData, PredictiveDataError
+from ..common.errors import TrainingError
+from .network import IMAGE_SHAPE, PredictiveNetwork, poisson_loss
+from ..common.modes import eval_mode
+from .data import PredictiveData, PredictiveDataError
 from .readout_init import energy_positions, start_positions
-from .runtime import describe_device, resolve_device, torch_threads
-from .serialization import PREDICTIVE_NETWORK_FORMAT, torch_bytes, torch_payload
-from .training import Checkpoint, TrainingState, named_config, resume, with_defaults
+from ..common.runtime import describe_device, resolve_device, torch_threads
+from ..common.serialization import PREDICTIVE_NETWORK_FORMAT, torch_bytes, torch_payload
+from ..common.training import Checkpoint, TrainingState, named_config, resume, with_defaults
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,7 +76,7 @@ from .training import Checkpoint, TrainingState, named_config, resume, with_defa
 # Every key, with its default (= the "demo" value). Sizes are in pixels of the 36 x 64 image after
 # `downsample` unless said otherwise.
 _COMMON: dict = dict(
-    # --- architecture (models/predictive.py) ---
+    # --- architecture (network.py) ---
     hidden_channels=16,      # channels per core layer; the readout sees layers * hidden_channels
     input_kern=7,            # first conv layer's kernel size
     hidden_kern=5,           # kernel size of the later conv layers ('same' padding)
@@ -319,7 +318,7 @@ def train_predictive(data: PredictiveData, config: dict, seed: int,
                      checkpoint: Optional[Checkpoint] = None) -> PredictiveResult:
     """Train the predictive network on the 'train' trials of `data` with early stopping on the
     'validation' trials and score it on the 'oracle' trials; see the module docstring (the trainer
-    contract of compute/training.py).
+    contract of compute/common/training.py).
 
     config: a dict from `default_config` (missing keys take the defaults, unknown keys are
     refused). seed: torch and numpy seed. progress: called with one line per epoch. device: None

@@ -46,7 +46,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..runtime import as_nchw
+from ..common.runtime import as_nchw
 
 STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 PAPER_LAYERS = (1, 5, 9, 13, 17)         # the paper's K = 5 layers of ResNet18 (Sec. 3, supplement)
@@ -136,7 +136,7 @@ class ResNet(nn.Module):
         wanted = set(self.check_layers(feature_layers))
         features: dict[int, torch.Tensor] = {}
         if not x.is_cuda:
-            x = as_nchw(x)      # never channels-last on the CPU (oneDNN defect; compute/runtime.py)
+            x = as_nchw(x)      # never channels-last on the CPU (oneDNN defect; compute/common/runtime.py)
         out = self.relu(self.bn1(self.conv1(x)))
         k = 1
         if k in wanted:

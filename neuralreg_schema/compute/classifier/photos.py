@@ -10,7 +10,7 @@ by a grey level, and every worker must load identical data; skimage's rocket.jpg
 china/flower JPEGs are left out for that reason). A missing photo raises DatasetError naming the file,
 the package and the fix.
 
-Each photo is converted to grey (`datasets.rgb_to_gray`, the BT.601 integer formula) and split by columns: the left
+Each photo is converted to grey (`data.rgb_to_gray`, the BT.601 integer formula) and split by columns: the left
 70 % (columns < split) gives the training patches, the right 30 % after an 8-pixel guard band
 (columns >= split + 8) the test patches, so no test pixel was ever seen in training. Patches are
 taken at three scales (the photo area-averaged by 1, 2 and 3, i.e. a patch covers 32, 64 or 96
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import ClassificationData, DatasetError, rgb_to_gray
+from .data import ClassificationData, DatasetError, rgb_to_gray
 
 PHOTOS_NAME = "skimage photo patches (offline stand-in for CIFAR)"
 # class name -> PNG file inside scikit-image's package folder (skimage/data/)

@@ -15,7 +15,7 @@ images x (n, C, H, W) in [0, 1] on the model's device and labels y (n,), and ret
 (adversarials (n, C, H, W) within [0, 1], success bool (n,), iterations int64 (n,)). `iterations`
 is the number of attack iterations a sample used (up to its success, or all of them): the query
 budget at which its adversarial was found (JSMA: in the run towards the target whose adversarial
-is kept; each target is a run from the clean image). Nothing here is trusted: compute/attacks.run_attack
+is kept; each target is a run from the clean image). Nothing here is trusted: compute/evaluation/attacks.run_attack
 re-checks every adversarial (finite, in bounds, misclassified) like those of the foolbox attacks.
 The model must be in eval mode (run_attack ensures it); samples are independent, so gradients of
 batch sums are per-sample gradients.

@@ -1,5 +1,5 @@
 """foolbox 3's PGD and Adam-PGD (Linf, L2) with a per-sample epsilon: the patches that let
-compute/attacks.minimal_epsilon_search bisect every sample's epsilon at once. Never imports datajoint.
+compute/evaluation/attacks.minimal_epsilon_search bisect every sample's epsilon at once. Never imports datajoint.
 
 foolbox's `run(model, inputs, criterion, *, epsilon)` takes one float epsilon for the whole batch.
 The subclasses here accept an eagerpy tensor of shape (N, 1, 1, 1) as well: foolbox's step size

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import prepare_input
+from ..common.runtime import prepare_input
 
 IMAGE_SHAPE = (36, 64)
 LAPLACE_3X3 = ((0.0, -1.0, 0.0), (-1.0, 4.0, -1.0), (0.0, -1.0, 0.0))

@@ -1,6 +1,6 @@
 """Attack recipes: the suites of attacks with their grids, repeats, sample counts and batch sizes that
-AttackSuite.add_recipe stores (evaluation.py) and compute/attacks.run_recipe runs. Data only, checked
-against compute/attack_specs.py when this module is imported; never imports datajoint.
+AttackSuite.add_recipe stores (evaluation.py) and compute/evaluation/attacks.run_recipe runs. Data only, checked
+against compute/evaluation/specs.py when this module is imported; never imports datajoint.
 
 Each recipe is a dict: "attacks" (names of attack_specs.ATTACKS, in run order), "grids" (per attack:
 option -> list of values; every fixed-epsilon attack's grid also holds the recipe's "search_steps"),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from .attack_specs import ATTACKS, parse_grid
+from .specs import ATTACKS, parse_grid
 
 
 def _eps_grid(name: str, grid: dict, search_steps: int) -> dict:
@@ -36,7 +36,7 @@ PAPER_BB_STEPSIZES = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
 
 RECIPES: dict[str, dict] = {
     # the supplement: every attack of its list for the four norms (JSMA and SparseFool from
-    # compute/sparse_attacks.py), the paper's grids, 5 repeats of the randomized attacks, 1000 test
+    # compute/evaluation/sparse_attacks.py), the paper's grids, 5 repeats of the randomized attacks, 1000 test
     # samples, the smallest adversarial per sample over settings and repeats; for a GPU (cost:
     # benchmarks/attacks.py and docs/robustness.md)
     "paper": _recipe({

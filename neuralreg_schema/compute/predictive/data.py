@@ -1,4 +1,4 @@
-"""The data the predictive trainer takes (train_predictive.py): one scan's trials and the images they
+"""The data the predictive trainer takes (train.py): one scan's trials and the images they
 show, its validation and its fingerprint. Pure numpy; never imports datajoint.
 
 `PredictiveData` holds the images once and the trials pointing at them. The tiers split the trials:
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .models.predictive import IMAGE_SHAPE
-from .recording import TIERS
+from .network import IMAGE_SHAPE
+from ..experiment.recording import TIERS
 
 
 class PredictiveDataError(ValueError):

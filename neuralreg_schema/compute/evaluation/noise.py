@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .modes import eval_mode
+from ..common.modes import eval_mode
 
 DEFAULT_SIGMAS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
 # named level sets: 'default' for CIFAR; 'wide' for high-contrast images such as the offline stand-in

@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import rsa, similarity_loss
+from ..similarity import rsa
+from . import similarity_loss
 
 CENTERINGS = ("batch", "running", "all")
 

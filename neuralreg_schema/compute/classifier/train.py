@@ -8,7 +8,7 @@ What one step does
    horizontal flip, drawn on the device) goes through the ResNet; cross-entropy on the logits.
 2. Similarity (when a target is given and alpha > 0): `stim_batch` stimulus images, drawn at
    random from the training part of the target's images, go through the same convolutional core;
-   at the layers `layers` (conv indices, see models/resnet.py) their features, centred by the
+   at the layers `layers` (conv indices, see resnet.py) their features, centred by the
    running feature mean (below), give S^CNN (Eq. 9, combined by gamma = softmax(logits), Eq. 10)
    and the loss is Eq. 8 averaged over all stim_batch (stim_batch - 1) / 2 pairs of the batch
    against the target matrix.
@@ -32,7 +32,7 @@ similarities (+0.004 at B = 12), against about -1/(B - 1) = -0.09 forced by cent
 batch. It is updated after the step's loss, so no batch is centred by a mean containing itself.
 Why not the step's batch mean (what an earlier version did): it forces the batch's mean off-diagonal
 S^CNN to about -1/(B - 1) whatever the network computes, so even features equal to the responses
-that generated the target cannot reach zero loss; on synthetic data (compute/centering.py,
+that generated the target cannot reach zero loss; on synthetic data (compute/classifier/centering.py,
 benchmarks/centering.py) that floor is 1.04 times the loss of predicting S = 0 at 8 stimuli, 0.48 at
 12 and 0.04 at 64, against 0.015, 0.010 and 0.002 with the running mean. Why not a recomputation
 every epoch: the network moves much within an epoch at lr 0.1, and each would cost a pass over all
@@ -66,19 +66,10 @@ epoch to epoch) where 'batch' reached 0.87 and 0.95 with a lower held-out loss (
 'batch', in batches of stim_batch held-out images).
 Gradients reach every convolution and the BatchNorm affine parameters through the stimulus pass.
 
-Inputs: pixel values in [0, 1] (uint8 / 255 for the data set, gray level / 255 for the stimuli),
-standardised inside the network by the training set's mean and sd (`ClassifierNet`), so that the
-saved network takes [0, 1] images: the bounds the robustness evaluation uses.
+Recipes, the learning-rate schedule and the config checks: recipes.py; the network, its
+serialization and accuracy: network.py.
 
-Learning rate (the paper, Sec. 4): SGD, lr 0.1 decayed by 0.3 every 4 epochs and reset to 0.1
-after epoch 20 (`learning_rate`). Momentum 0.9 and weight decay 5e-4 (not on the layer logits) are
-the usual CIFAR ResNet settings; the paper does not state them.
-
-Layers: `layers: "uniform"` (the default) is resolved by `check_config` into K = 5 uniformly located
-convolutions of the arch (models/resnet.uniform_layers: ResNet18 1/5/9/13/17, the paper's;
-ResNet34 1/9/17/25/33), so stored, content-addressed configs always list the layers explicitly.
-
-Resume (the trainer contract of compute/training.py): after every epoch the trainer hands
+Resume (the trainer contract of compute/common/training.py): after every epoch the trainer hands
 `checkpoint.save(bytes)` a `training.TrainingState` (network, optimizer, history, epoch; in `extra`
 the layer logits, the running feature mean and the initial held-out loss); at start
 `checkpoint.load()` may return such bytes, and training continues after that epoch. Batch order,
@@ -95,10 +86,9 @@ measured after every epoch (`heldout_similarity_loss`), and before the first.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -107,123 +97,19 @@ from torch import nn
 
 from . import similarity_loss
 from .augment import crop_flip
-from .datasets import ClassificationData
-from .models.resnet import ResNet, build_resnet, uniform_layers
-from .errors import TrainingError
-from .modes import batchnorm_batch_stats, batchnorm_eval
-from .runtime import autocast, describe_device, prepare_input, resolve_device, torch_threads
-from .serialization import CLASSIFIER_NETWORK_FORMAT, torch_bytes, torch_payload
-from .training import Checkpoint, TrainingState, named_config, resume, with_defaults
+from .data import ClassificationData
+from .network import ClassifierNet, accuracy, serialize_classifier
+from .recipes import check_config, learning_rate
+from ..common.errors import TrainingError
+from ..common.modes import batchnorm_batch_stats, batchnorm_eval
+from ..common.runtime import autocast, describe_device, prepare_input, resolve_device, torch_threads
+from ..common.training import Checkpoint, TrainingState, resume
 
 HELDOUT_SPLIT_SEED = 0          # the held-out stimulus images are the same for every classifier seed
 
 
 class ClassifierDataError(ValueError):
     """The classification data or the similarity target cannot be trained on (the message says why)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# configs
-
-_COMMON = dict(
-    arch="resnet18",          # resnet18 | resnet34 (CIFAR form, models/resnet.py)
-    width=64,                 # channels of the first stage (64: the standard ResNet)
-    epochs=40,
-    batch_size=64,            # classification images per step
-    lr=0.1,                   # initial SGD learning rate
-    lr_decay=0.3,             # multiplied every lr_step epochs ...
-    lr_step=4,
-    lr_reset_epoch=20,        # ... and reset to lr after this many epochs (0: never)
-    momentum=0.9,
-    weight_decay=5e-4,        # on the network's weights; not on the layer logits
-    alpha=20.0,               # Eq. 7: weight of the similarity loss
-    layers="uniform",         # conv indices whose features enter Eq. 10, or "uniform": K = 5 uniformly
-    #                           located convs (models/resnet.uniform_layers; resolved by check_config:
-    #                           ResNet18 1/5/9/13/17 as in the paper, ResNet34 1/9/17/25/33)
-    stim_batch=64,            # stimulus images per step: stim_batch (stim_batch - 1) / 2 pairs (2016)
-    center_momentum=0.1,      # Eq. 9's f_bar: running mean of the stimulus features, EMA momentum per step
-    clip=0.999,               # similarities clamped to [-clip, clip] before the arctanh (similarity_loss)
-    stimulus_bn="batch",      # BatchNorm in the stimulus pass: 'batch' (the stimulus batch's statistics)
-    #                           or 'eval' (the running ones); neither updates the running statistics
-    augment=True,             # random crop (zero padding crop_padding) + horizontal flip
-    crop_padding=4,
-    heldout_fraction=0.1,     # of the target's images kept out of training (held-out pairs) ...
-    heldout_max=256,          # ... at most this many
-    max_train=0,              # use only the first max_train training images (0: all); tests/demo
-    eval_batch_size=500,
-)
-
-CONFIGS: dict[str, dict] = {
-    # the paper (Sec. 4): ResNet18, SGD 40 epochs, batch 64, lr 0.1 x 0.3 every 4 epochs, reset
-    # after epoch 20, alpha 20, layers 1/5/9/13/17; as many stimulus images as classification images
-    # per step (64), all 2016 pairs among them; for a GPU (about 4.5 h per model in the paper)
-    "paper": {**_COMMON},
-    # two CPU cores: a narrow ResNet18 (width 16), 8 epochs with the paper's schedule compressed
-    # (decay every 2 epochs, reset after 4), 12 stimuli (66 pairs) per step
-    "demo": {**_COMMON, "width": 16, "epochs": 8, "lr": 0.05, "lr_step": 2, "lr_reset_epoch": 4,
-             "stim_batch": 12, "heldout_max": 128, "eval_batch_size": 400},
-    # tests: seconds
-    "tiny": {**_COMMON, "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "lr_step": 1,
-             "lr_reset_epoch": 0, "stim_batch": 8, "heldout_max": 32, "max_train": 256,
-             "eval_batch_size": 256},
-}
-
-
-def default_config(name: str = "demo") -> dict:
-    """A copy of a named recipe of CONFIGS."""
-    return named_config(CONFIGS, name, "classifier")
-
-
-def check_config(config: dict) -> dict:
-    """`config` completed with the defaults and checked; ValueError names a bad or unknown key."""
-    cfg = with_defaults(config, _COMMON, "classifier")
-    if str(cfg["arch"]).lower() not in ("resnet18", "resnet34"):
-        raise ValueError(f"config arch must be resnet18 or resnet34, got {cfg['arch']!r}")
-    cfg["arch"] = str(cfg["arch"]).lower()
-    for k in ("width", "epochs", "batch_size", "lr_step", "stim_batch", "eval_batch_size"):
-        if isinstance(cfg[k], bool) or int(cfg[k]) != cfg[k] or cfg[k] < 1:
-            raise ValueError(f"config {k} must be a positive integer, got {cfg[k]!r}")
-        cfg[k] = int(cfg[k])
-    for k in ("lr_reset_epoch", "crop_padding", "heldout_max", "max_train"):
-        if isinstance(cfg[k], bool) or int(cfg[k]) != cfg[k] or cfg[k] < 0:
-            raise ValueError(f"config {k} must be an integer >= 0, got {cfg[k]!r}")
-        cfg[k] = int(cfg[k])
-    if cfg["stim_batch"] < 2:
-        raise ValueError("config stim_batch must be >= 2 (a pair)")
-    for k in ("lr", "lr_decay"):
-        if not float(cfg[k]) > 0:
-            raise ValueError(f"config {k} must be positive, got {cfg[k]!r}")
-    for k in ("momentum", "weight_decay", "alpha"):
-        if not float(cfg[k]) >= 0 or not math.isfinite(float(cfg[k])):
-            raise ValueError(f"config {k} must be a finite number >= 0, got {cfg[k]!r}")
-    if not 0 < float(cfg["clip"]) < 1:
-        raise ValueError(f"config clip must be in (0, 1), got {cfg['clip']!r}")
-    if not 0 <= float(cfg["heldout_fraction"]) < 1:
-        raise ValueError(f"config heldout_fraction must be in [0, 1), got {cfg['heldout_fraction']!r}")
-    if isinstance(cfg["center_momentum"], bool) or not 0 < float(cfg["center_momentum"]) <= 1:
-        raise ValueError(f"config center_momentum must be in (0, 1], got {cfg['center_momentum']!r}")
-    layers = cfg["layers"]
-    if layers == "uniform":                 # resolved here, so that stored configs list the layers
-        layers = list(uniform_layers(cfg["arch"]))
-    if not isinstance(layers, (list, tuple)) or not layers:
-        raise ValueError(f"config layers must be 'uniform' or a non-empty list of conv indices, got {layers!r}")
-    cfg["layers"] = sorted({int(k) for k in layers})
-    net = build_resnet(cfg["arch"], num_classes=2, width=1)
-    net.check_layers(cfg["layers"])
-    cfg["augment"] = bool(cfg["augment"])
-    if cfg["stimulus_bn"] not in ("eval", "batch"):
-        raise ValueError(f"config stimulus_bn must be 'eval' or 'batch', got {cfg['stimulus_bn']!r}")
-    for k in ("lr", "lr_decay", "momentum", "weight_decay", "alpha", "clip", "heldout_fraction", "center_momentum"):
-        cfg[k] = float(cfg[k])
-    return cfg
-
-
-def learning_rate(config: dict, epoch: int) -> float:
-    """The paper's schedule for 0-based `epoch`: lr * lr_decay ** (e // lr_step), where e counts
-    from the last reset (every lr_reset_epoch epochs; 0 = never)."""
-    reset = config["lr_reset_epoch"]
-    e = epoch % reset if reset else epoch
-    return config["lr"] * config["lr_decay"] ** (e // config["lr_step"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,78 +174,9 @@ def heldout_split(n: int, fraction: float, maximum: int) -> tuple[np.ndarray, np
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
-# ---------------------------------------------------------------------------------------------
-# the network
-
-
-class ClassifierNet(nn.Module):
-    """A ResNet on [0, 1] images, standardised inside by fixed (mean, sd) buffers."""
-
-    def __init__(self, arch: str, num_classes: int, width: int, mean: float = 0.5, sd: float = 0.25):
-        super().__init__()
-        self.arch, self.num_classes, self.width = arch, int(num_classes), int(width)
-        self.resnet: ResNet = build_resnet(arch, num_classes=num_classes, in_channels=1, width=width)
-        self.register_buffer("input_mean", torch.tensor(float(mean)))
-        self.register_buffer("input_sd", torch.tensor(float(sd)))
-
-    def forward(self, x: torch.Tensor, feature_layers=()):
-        """(logits, {layer: features}) for images x (B, 1, H, W) in [0, 1]."""
-        return self.resnet((x - self.input_mean) / self.input_sd, feature_layers)
-
-
 def stimulus_mode(module: nn.Module, config: dict):
     """The BatchNorm handling of the stimulus pass that config['stimulus_bn'] names."""
     return batchnorm_eval(module) if config.get("stimulus_bn") == "eval" else batchnorm_batch_stats(module)
-
-
-def serialize_classifier(net: ClassifierNet, layer_weights: similarity_loss.LayerWeights | None = None,
-                         feature_mean: similarity_loss.RunningFeatureMean | None = None) -> bytes:
-    """torch.save bytes of the network (CPU tensors) and, if given, the layer logits and the final
-    running feature mean (Eq. 9's f_bar per layer, `load_feature_mean`)."""
-    return torch_bytes({
-        "format": CLASSIFIER_NETWORK_FORMAT, "arch": net.arch, "num_classes": net.num_classes, "width": net.width,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-        "layers": list(layer_weights.layers) if layer_weights is not None else None,
-        "layer_logits": layer_weights.logits.detach().cpu().clone() if layer_weights is not None else None,
-        "feature_mean": ({k: v.detach().cpu().clone() for k, v in feature_mean.center().items()}
-                         if feature_mean is not None and feature_mean.ready else None)})
-
-
-def load_feature_mean(state: bytes) -> dict[int, torch.Tensor] | None:
-    """{k: (D_k,)} the running f_bar a regularized classifier ended training with (the centre of its
-    held-out loss), from `ClassifierResult.state`; None for an unregularized one or an older state."""
-    blob = torch_payload(state)
-    mean = blob.get("feature_mean")
-    return {int(k): v for k, v in mean.items()} if mean is not None else None
-
-
-def load_classifier(state: bytes, device: Union[str, torch.device] = "cpu") -> ClassifierNet:
-    """The trained network from `ClassifierResult.state`, in eval mode on `device`."""
-    blob = torch_payload(state)
-    net = ClassifierNet(blob["arch"], blob["num_classes"], blob["width"])
-    net.load_state_dict(blob["state_dict"])
-    return net.to(device).eval()
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def accuracy(net: ClassifierNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of `images` (N, 1, H, W) in [0, 1] classified as `labels`, in eval mode."""
-    was = net.training
-    net.eval()
-    dev = next(net.parameters()).device
-    correct = 0
-    try:
-        for s in range(0, len(images), batch_size):
-            with autocast(dev):
-                logits, _ = net(prepare_input(images[s:s + batch_size].to(dev), dev))
-            correct += int((logits.argmax(1) == labels[s:s + batch_size].to(dev)).sum())
-    finally:
-        net.train(was)
-    return correct / max(1, len(images))
 
 
 def _stimulus_chunks(n: int, config: dict, order: torch.Tensor | None = None):
@@ -585,7 +402,7 @@ def train_classifier(data: ClassificationData, target: SimilarityTarget | None, 
                      progress: Callable[[str], None] | None = None, device=None,
                      checkpoint: Checkpoint | None = None) -> ClassifierResult:
     """Train a ResNet on `data` (+ the similarity loss towards `target`, unless None or alpha = 0);
-    the trainer contract of compute/training.py.
+    the trainer contract of compute/common/training.py.
 
     history entries: epoch (1-based), lr, task_loss and similarity_loss (means over the epoch's
     steps; similarity_loss None when unregularized), train_accuracy, test_accuracy,

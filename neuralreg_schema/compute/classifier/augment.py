@@ -39,7 +39,7 @@ def crop_flip(batch: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: tor
     index = torch.arange(b, device=dev)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]   # (B, H, W, C)
     # a fresh NCHW tensor: the permuted (B, 1, H, W) view counts as channels-last too, and would make
-    # the CPU convolutions run NHWC into a defective oneDNN kernel (compute/runtime.py)
+    # the CPU convolutions run NHWC into a defective oneDNN kernel (compute/common/runtime.py)
     return out.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
 

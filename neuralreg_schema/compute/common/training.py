@@ -6,7 +6,7 @@ the data already on arrays and the network built by the trainer from the config)
     result = trainer(data, [target,] config, seed, *, progress=None, device=None, checkpoint=None)
 
     data        the validated input arrays (train_predictive.PredictiveData,
-                datasets.ClassificationData; the classifier also takes its similarity target)
+                classifier/data.ClassificationData; the classifier also takes its similarity target)
     config      a dict completed and checked by the trainer's `check_config` (unknown keys refused)
     seed        every random draw of the run follows from it (torch and numpy generators seeded)
     progress    called with one line per stage and epoch

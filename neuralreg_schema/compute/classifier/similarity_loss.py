@@ -18,7 +18,7 @@ Every function that computes Eq. 9 takes the centre explicitly, there is no defa
   * a tensor (per layer, a mapping {k: tensor}): f_bar^(k) itself, of the flattened feature size
     (D_k,) or of one image's feature shape. It is detached: no gradient reaches it, the loss
     trains the network through f_i only. During training it is the `RunningFeatureMean` of the
-    stimulus features (compute/train_classifier.py: exact over all training stimuli at the start,
+    stimulus features (compute/classifier/train.py: exact over all training stimuli at the start,
     then an exponential moving average of each stimulus batch's mean).
   * "batch": the mean of the B rows given. This is Eq. 9 only when the rows ARE all the stimulus
     images (e.g. a target computed from features of a whole image set). Over a training batch it is
@@ -26,7 +26,7 @@ Every function that computes Eq. 9 takes the centre explicitly, there is no defa
     off-diagonal S^CNN-k of the batch to about -1/(B-1) (-0.14 at B = 8; exactly so when the
     centred rows have equal norms) whatever the network computes, while the target's sub-blocks
     average ~0; even features equal to the responses that generated the target then cannot reach
-    zero loss (compute/centering.py, benchmarks/centering.py: floor / zero-prediction loss 1.04 at
+    zero loss (compute/classifier/centering.py, benchmarks/centering.py: floor / zero-prediction loss 1.04 at
     B = 8, 0.48 at B = 12; 0.015 and 0.010 with the running mean, 0 with the exact mean).
 
 Clipping: arctanh(+-1) is infinite and its gradient blows up near +-1, so both S^CNN and S^neural

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from neuralreg_schema.compute import rsa
+from neuralreg_schema.compute.experiment import reliability
 
 
 def direct_eq1(responses, image_ids):
@@ -23,7 +23,7 @@ def test_eq1_matches_direct_computation():
     image_ids = np.repeat(np.arange(7), 4)
     rng.shuffle(image_ids)
     responses = rng.gamma(2.0, 1.0, size=(len(image_ids), 5)) + np.arange(5)
-    snr = rsa.snr_weights(responses, image_ids)
+    snr = reliability.snr_weights(responses, image_ids)
     sigma2, eta2, w = direct_eq1(responses, image_ids)
     np.testing.assert_allclose(snr.signal_var, sigma2, rtol=1e-12)
     np.testing.assert_allclose(snr.noise_var, eta2, rtol=1e-12)
@@ -35,7 +35,7 @@ def test_unequal_repeat_counts_weigh_images_equally():
     rng = np.random.default_rng(2)
     image_ids = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
     responses = rng.normal(size=(10, 3))
-    snr = rsa.snr_weights(responses, image_ids)
+    snr = reliability.snr_weights(responses, image_ids)
     sigma2, eta2, w = direct_eq1(responses, image_ids)
     np.testing.assert_allclose(snr.weight, w, rtol=1e-12)
 
@@ -45,7 +45,7 @@ def test_signal_dominated_neuron_gets_larger_weight():
     image_ids = np.repeat(np.arange(20), 10)
     signal = rng.normal(size=20)[image_ids]
     responses = np.stack([signal + 0.1 * rng.normal(size=200), 0.1 * signal + rng.normal(size=200)], axis=1)
-    w = rsa.snr_weights(responses, image_ids).weight
+    w = reliability.snr_weights(responses, image_ids).weight
     assert w[0] > 5 and w[1] < 0.5
 
 
@@ -55,7 +55,7 @@ def test_constant_and_noiseless_neurons_are_explicit():
                           np.array([1., 1., 2., 2., 5., 5.]),  # identical repeats: zero noise
                           np.array([1., 2., 1., 2., 1., 2.])]  # pure noise: zero signal
                          , axis=1)
-    snr = rsa.snr_weights(responses, image_ids, max_weight=50.0)
+    snr = reliability.snr_weights(responses, image_ids, max_weight=50.0)
     assert snr.status.tolist() == ["constant", "noiseless", "ok"]
     assert snr.weight[0] == 0.0
     assert snr.weight[1] == 50.0
@@ -72,9 +72,9 @@ def test_constant_and_noiseless_neurons_are_explicit():
 ])
 def test_bad_input_refused(responses, image_ids, message):
     with pytest.raises(ValueError, match=message):
-        rsa.snr_weights(responses, image_ids)
+        reliability.snr_weights(responses, image_ids)
 
 
 def test_oracle_groups():
-    groups = rsa.oracle_groups(np.array([5, 3, 5, 3, 9]))
+    groups = reliability.oracle_groups(np.array([5, 3, 5, 3, 9]))
     assert [g.tolist() for g in groups] == [[1, 3], [0, 2], [4]]

@@ -44,8 +44,9 @@ inside the scikit-learn package, so it is always available. It is upsampled to 3
 rounded to uint8, and split with a fixed seed into 1437 train / 360 test images, stratified by class.
 Its ``name`` and ``is_stand_in`` say that it is a stand-in and not CIFAR.
 
-The natural-image stand-in lives in `photos.py` (`load_offline_photos`, data set ``offline-photos``),
-tensors and the CIFAR augmentation in `augment.py`.
+The container `ClassificationData`, `DatasetError` and the luma conversion `rgb_to_gray` live in
+`data.py`; the natural-image stand-in in `photos.py` (`load_offline_photos`, data set
+``offline-photos``); tensors and the CIFAR augmentation in `augment.py`.
 """
 from __future__ import annotations
 
@@ -57,13 +58,16 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .data import ClassificationData, DatasetError, rgb_to_gray
+from .photos import load_offline_photos
 
 DATA_ENV = "NEURALREG_DATA"
 DEFAULT_CACHE = Path("~/.cache/neuralreg/datasets")
@@ -73,10 +77,6 @@ OFFLINE_N_TEST = 360
 OFFLINE_SEED = 0
 _STAMP = ".neuralreg-archive-md5"       # written into a folder extracted from an archive
 _CHUNK = 1 << 20
-
-
-class DatasetError(RuntimeError):
-    """A data set could not be found, downloaded, verified, extracted or read."""
 
 
 @dataclass(frozen=True)
@@ -105,60 +105,6 @@ CIFAR = {
         "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python.tar.gz", "cifar-100-python",
         ("train",), ("test",), "meta", b"fine_labels", b"fine_label_names", 100),
 }
-
-
-@dataclass
-class ClassificationData:
-    """Images (uint8, (N, H, W) grey levels) with int64 labels indexing `classes`."""
-    name: str
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    classes: list[str]
-    source: str
-    is_stand_in: bool = False
-    meta: dict = field(default_factory=dict)      # extras, e.g. the stand-in's indices into load_digits
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    def validate(self) -> "ClassificationData":
-        """Check dtypes, shapes and label ranges; raise DatasetError naming the problem."""
-        if not self.classes:
-            raise DatasetError(f"{self.name}: no class names")
-        shape = None
-        for split in ("train", "test"):
-            images = getattr(self, f"{split}_images")
-            labels = getattr(self, f"{split}_labels")
-            if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
-                raise DatasetError(f"{self.name}: {split}_images must be a uint8 (N, H, W) array, got "
-                                   f"{getattr(images, 'dtype', type(images))} "
-                                   f"{getattr(images, 'shape', '')}")
-            if shape is not None and images.shape[1:] != shape:
-                raise DatasetError(f"{self.name}: train images are {shape}, test images {images.shape[1:]}")
-            shape = images.shape[1:]
-            if not isinstance(labels, np.ndarray) or labels.dtype != np.int64 or labels.ndim != 1:
-                raise DatasetError(f"{self.name}: {split}_labels must be a 1-d int64 array, got "
-                                   f"{getattr(labels, 'dtype', type(labels))} "
-                                   f"{getattr(labels, 'shape', '')}")
-            if len(labels) != len(images) or len(images) == 0:
-                raise DatasetError(f"{self.name}: {len(images)} {split} images but {len(labels)} labels")
-            if labels.min() < 0 or labels.max() >= len(self.classes):
-                raise DatasetError(f"{self.name}: {split} labels span {labels.min()}..{labels.max()}, "
-                                   f"outside 0..{len(self.classes) - 1}")
-        return self
-
-    def summary(self) -> str:
-        """One line for logs; says STAND-IN loudly for the offline substitute."""
-        flag = " [STAND-IN, not CIFAR]" if self.is_stand_in else ""
-        return (f"{self.name}{flag}: {len(self.train_images)} train / {len(self.test_images)} test, "
-                f"{self.n_classes} classes, {self.train_images.shape[1]}x{self.train_images.shape[2]}; "
-                f"{self.source}")
-
-    def __repr__(self) -> str:
-        return f"ClassificationData({self.summary()})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -329,16 +275,6 @@ def locate_cifar(name: str, *, root=None, download: bool = True, url: str | None
 # ----------------------------------------------------------------------------------------------------
 # reading
 
-def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
-    """(N, 3072) channel-major R, G, B rows (or (N, 3, H, W)) -> (N, 32, 32) / (N, H, W) uint8,
-    gray = round(0.299 R + 0.587 G + 0.114 B), exactly, half up."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim == 2:
-        rgb = rgb.reshape(len(rgb), 3, 32, 32)
-    r, g, b = (rgb[:, i].astype(np.int32) for i in range(3))
-    return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)
-
-
 def _unpickle(path: Path) -> dict:
     # pickle is what the CIFAR "python version" format is; the files come from an md5-checked archive
     # or from a folder the user named, never from an unchecked source.
@@ -464,7 +400,6 @@ def load_dataset(name: str, **kw) -> ClassificationData:
             kw.pop(cifar_only, None)
         if key == "offline":
             return load_offline_default(**kw)
-        from .photos import load_offline_photos      # photos.py builds on this module
         return load_offline_photos(**kw)
     if key in ("cifar10", "cifar100"):
         return load_cifar(key, **kw)

@@ -1,10 +1,10 @@
-"""The data-driven start of the predictive network's readout positions (models/predictive.py), a
+"""The data-driven start of the predictive network's readout positions (network.py), a
 deviation from neuralpredictors, which starts them at random. Pure torch; never imports datajoint.
 
 Each neuron's position starts at the peak of the correlation between its training responses and a
 local band-pass energy map of the images (`energy_positions`); `start_positions` moves the readout
 there for the neurons whose peak is significant and keeps the random start elsewhere. The trainer
-(train_predictive.py) calls it with `init_positions='energy'`; `'random'` restores the reference
+(train.py) calls it with `init_positions='energy'`; `'random'` restores the reference
 behaviour. On the demo simulation this start is worth ~5 epochs of training: the readout positions,
 not the core, are what the network learns slowest.
 """
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .models.predictive import PredictiveNetwork
+from .network import PredictiveNetwork
 
 ENERGY_BANDPASS_PX = (2.0, 4.0)   # difference-of-Gaussians sds (px) of the band-pass filter
 ENERGY_POOL_PX = 3.0              # Gaussian sd (px) pooling the squared band-passed image

@@ -8,7 +8,7 @@ Format numbers: every torch.save payload of this package carries a "format" entr
 can refuse or convert an older layout. They are counted per payload kind, here in one place:
 
     PREDICTIVE_NETWORK_FORMAT   train_predictive.serialize_network (state_dict, config, n_neurons, ...)
-    CLASSIFIER_NETWORK_FORMAT   train_classifier.serialize_classifier (2: + the running feature mean)
+    CLASSIFIER_NETWORK_FORMAT   classifier/network.serialize_classifier (2: + the running feature mean)
     TRAINING_STATE_FORMAT       training.TrainingState (a resumable checkpoint of either trainer)
 """
 from __future__ import annotations

@@ -11,13 +11,13 @@ whose fields are the family's options with their types and defaults:
                      initial_const, abort_early
     BrendelBethge    steps, lr, lr_decay, lr_num_decay, momentum, overshoot, foolbox L0/L1/L2/LinfinityBrendelBethgeAttack
                      binary_search_steps; init, init_steps (its start: another attack's adversarials)
-    PGD              rel_stepsize, abs_stepsize, steps, random_start;        compute/foolbox_pgd.py (foolbox's
+    PGD              rel_stepsize, abs_stepsize, steps, random_start;        compute/evaluation/foolbox_pgd.py (foolbox's
                      eps_hi, search_steps (the batched binary search)       Linf/L2 PGD, per-sample epsilon)
     AdamPGD          PGD's options + adam_beta1, adam_beta2, adam_epsilon    the same for Adam-PGD
-    JSMA             theta, gamma, steps, targets, pool                      compute/sparse_attacks.jsma
-    SparseFool       lambda_, steps, df_steps, candidates                    compute/sparse_attacks.sparsefool
+    JSMA             theta, gamma, steps, targets, pool                      compute/evaluation/sparse_attacks.jsma
+    SparseFool       lambda_, steps, df_steps, candidates                    compute/evaluation/sparse_attacks.sparsefool
 
-A family's class variables say how compute/attacks.py runs it: `kind` ("min": minimization, one run
+A family's class variables say how compute/evaluation/attacks.py runs it: `kind` ("min": minimization, one run
 per setting; "eps": fixed epsilon, each sample's minimal epsilon by a batched binary search),
 `stochastic` (random start: repeats give different adversarials) and `run_options` (options the
 runner uses itself, never passed to the attack object: eps_hi and search_steps; init and init_steps).
@@ -145,7 +145,7 @@ class AdamPGD(PGD):
 
 @dataclass(frozen=True, kw_only=True)
 class JSMA(AttackOptions):
-    """Untargeted two-sided JSMA (compute/sparse_attacks.jsma), L0; early-stopping per sample."""
+    """Untargeted two-sided JSMA (compute/evaluation/sparse_attacks.jsma), L0; early-stopping per sample."""
     theta: float = 1.0
     gamma: float = 0.1
     steps: int = 100
@@ -155,14 +155,14 @@ class JSMA(AttackOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class SparseFool(AttackOptions):
-    """SparseFool (compute/sparse_attacks.sparsefool), L1; early-stopping per sample."""
+    """SparseFool (compute/evaluation/sparse_attacks.sparsefool), L1; early-stopping per sample."""
     lambda_: float = 3.0
     steps: int = 20
     df_steps: int = 50
     candidates: int = 10
 
 
-SPARSE_FAMILIES = (JSMA, SparseFool)        # run by compute/sparse_attacks.py, not foolbox
+SPARSE_FAMILIES = (JSMA, SparseFool)        # run by compute/evaluation/sparse_attacks.py, not foolbox
 STARTED_FAMILIES = (FMN, BrendelBethge)     # may start from another attack's adversarials
 
 
@@ -199,7 +199,7 @@ class AttackSpec:
     name: str
     norm: str
     family: type                      # an AttackOptions subclass
-    foolbox_class: str                # the foolbox 3.3.4 class it runs ("" for compute/sparse_attacks.py)
+    foolbox_class: str                # the foolbox 3.3.4 class it runs ("" for compute/evaluation/sparse_attacks.py)
     defaults: dict                    # this attack's own defaults over the family's
     grid: dict                        # default hyperparameter grid: option -> list of values
     # norms besides `norm` in which the smallest adversarial over runs is kept on its own (an L0/L1
@@ -240,7 +240,7 @@ class AttackSpec:
         return self.options(setting).as_dict()
 
     def build(self, setting: Union[None, dict, AttackOptions] = None):
-        """The attack object for one setting: a foolbox attack (PGD: compute/foolbox_pgd.py's
+        """The attack object for one setting: a foolbox attack (PGD: compute/evaluation/foolbox_pgd.py's
         per-sample-epsilon subclass) or a `SparseAttack`; run options are not passed to it."""
         options = self.options(setting)
         kwargs = options.attack_kwargs()
@@ -254,7 +254,7 @@ class AttackSpec:
 
 
 class SparseAttack:
-    """An attack of compute/sparse_attacks.py with its options: run(net, x, y) -> (adv, success, iterations)."""
+    """An attack of compute/evaluation/sparse_attacks.py with its options: run(net, x, y) -> (adv, success, iterations)."""
 
     def __init__(self, options: AttackOptions):
         self.options = options
@@ -283,7 +283,7 @@ def _registry() -> dict[str, AttackSpec]:
     add("pgd-l2", "l2", PGD, "L2ProjectedGradientDescentAttack", {"rel_stepsize": [0.025, 0.1]}, l2_pgd)
     add("adampgd-linf", "linf", AdamPGD, "LinfAdamProjectedGradientDescentAttack", {"rel_stepsize": [0.01 / 0.3, 0.1]})
     add("adampgd-l2", "l2", AdamPGD, "L2AdamProjectedGradientDescentAttack", {"rel_stepsize": [0.025, 0.1]}, l2_pgd)
-    # written after their papers (compute/sparse_attacks.py): deterministic, early-stopping
+    # written after their papers (compute/evaluation/sparse_attacks.py): deterministic, early-stopping
     add("jsma-l0", "l0", JSMA, "", {"theta": [1.0, 0.3]}, select=("l1",))
     add("sparsefool-l1", "l1", SparseFool, "", {"lambda_": [1.0, 3.0]}, select=("l0",))
     return specs

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import rsa
+from . import rsa
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 WEIGHTS_ENV = "NEURALREG_VGG19_WEIGHTS"

@@ -1,1 +1,0 @@
-"""Network definitions used by the compute layer (pure PyTorch, no database)."""
