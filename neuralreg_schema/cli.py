@@ -1,7 +1,7 @@
 """The `neuralreg` command: argument parsing and dispatch.
 
     neuralreg db up | status [--json] | down | worker-user   bring the database up (idempotent), report, stop ours
-    neuralreg ingest simulated [--profile demo] [--seed 0]
+    neuralreg ingest simulated [--profile demo] [--seed 0] [--tuning mouse|low|high]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
     neuralreg plan-similarity [--model demo] [--model-seed 0] [--vgg]   a predictive model's similarity configs
@@ -110,7 +110,7 @@ def cmd_compose_gpus(args) -> int:
 def cmd_ingest(args) -> int:
     from populate import ingest
     if args.source == "simulated":
-        keys = ingest.ingest_simulated(_prefix(args), args.profile, args.seed)
+        keys = ingest.ingest_simulated(_prefix(args), args.profile, args.seed, args.tuning)
     else:
         keys = ingest.ingest_sensorium(_prefix(args), args.paths)
     _say(f"ingested {len(keys)} new scan(s)")
@@ -365,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = isub.add_parser("simulated", parents=[common], help="the embedded simulated experiment")
     q.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--tuning", default="mouse", choices=["mouse", "low", "high"],
+                   help="receptive fields of the simulated neurons: mouse (V1-like, default), low (coarse, "
+                        "luminance-sensitive: similarity close to the lowpass target) or high (fine: close to "
+                        "the highpass target); its scan group is <image set>-<tuning> (docs/controls.md)")
     q = isub.add_parser("sensorium", parents=[common], help="Sensorium 2022 static scans (folders or zips)")
     q.add_argument("paths", nargs="+")
 
