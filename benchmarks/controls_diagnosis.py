@@ -14,6 +14,13 @@ stimuli (never trained on) and on classification TRAINING images:
                noise of s.d. `--noise` on [0, 1] images (clipped), eval mode: how far noise moves the
                layer's representation, on the stimuli and on training images (lowpass should lower it)
   flip         fraction of training images whose predicted class changes under that noise
+  bias_<mode>  per layer, the residual centring bias of the stimulus pass: the training stimuli pass
+               in batches of stim_batch (the last one filled up, as training does) with BatchNorm as
+               `mode` ('batch': each batch's own statistics; 'eval': the running ones), their features
+               are centred by the EXACT mean over all of them (Eq. 9's f_bar at its best), and the
+               mean off-diagonal cosine similarity within each batch is averaged over the batches.
+               Zero when the pass adds nothing; about -1 / (stim_batch - 1) under batch centring
+  config       the recipe's name and its stimulus_bn (`neuralreg plan bn-modes` trains both modes)
 
 Usage (the study's prefix, after populate):
     python benchmarks/controls_diagnosis.py --prefix neuralreg_controls --out diagnosis.csv
@@ -70,15 +77,30 @@ def _similarity(f: np.ndarray) -> np.ndarray:
     return similarity_loss.feature_similarity(torch.from_numpy(f), "batch").numpy()
 
 
+def centring_bias(net, stim: torch.Tensor, layers, mode: str, batch: int) -> dict:
+    """{k: mean off-diagonal similarity within stimulus batches, features centred by the exact mean}."""
+    f = _features(net, stim, layers, mode, batch)
+    out = {}
+    for k in layers:
+        x = f[k] - f[k].mean(axis=0)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        values = []
+        for s in range(0, len(x) - batch + 1, batch):
+            g = x[s:s + batch] @ x[s:s + batch].T
+            values.append((g.sum() - np.trace(g)) / (batch * (batch - 1)))
+        out[k] = float(np.mean(values))
+    return out
+
+
 def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
     mods = pipeline.activate(prefix)
     clf, sim = mods["classifier"], mods["similarity"]
     runs = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
-            * clf.ClassifierConfig.proj("config")).to_dicts()
+            * clf.ClassifierConfig.proj("config", "config_name")).to_dicts()
     targets = {}
     for reg in (clf.Regularizer & "kind in ('lowpass', 'highpass', 'neural-model')").to_dicts():
         t = clf.load_target(reg)
-        targets[reg["kind"]] = t
+        targets[reg["label"]] = t
     ref = next(iter(targets.values()))
     for t in targets.values():
         assert np.array_equal(t.image_ids, ref.image_ids), "targets cover different stimuli"
@@ -103,8 +125,12 @@ def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
         z_train = torch.from_numpy(gen.standard_normal(train_x.shape).astype(np.float32))
         noisy_stim = (stim + noise_sd * z_stim).clamp(0, 1)
         noisy_train = (train_x + noise_sd * z_train).clamp(0, 1)
-        base = {"dataset": run["dataset"], "regularizer": run["label"], "kind": run["kind"], "seed": run["seed"],
+        base = {"dataset": run["dataset"], "config": f"{run['config_name']} ({cfg.get('stimulus_bn', 'batch')})",
+                "regularizer": run["label"], "kind": run["kind"], "seed": run["seed"],
                 "test_accuracy": run["test_accuracy"], "heldout_loss": run["heldout_loss"]}
+        trained, _ = train_classifier.heldout_split(len(ref.images), cfg["heldout_fraction"], cfg["heldout_max"])
+        stim_train = torch.from_numpy(ref.images[trained[:20 * cfg["stim_batch"]]])[:, None].float()
+        bias = {mode: centring_bias(net, stim_train, layers, mode, cfg["stim_batch"]) for mode in ("batch", "eval")}
         f_eval = _features(net, stim, layers, "eval", cfg["eval_batch_size"])
         f_batch = _features(net, stim, layers, "batch", cfg["stim_batch"])
         f_noisy = _features(net, noisy_stim, layers, "eval", cfg["eval_batch_size"])
@@ -113,12 +139,13 @@ def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
         flip = float(np.mean(_logits(net, train_x).argmax(1) != _logits(net, noisy_train).argmax(1)))
         for k in layers:
             row = {**base, "layer": k, "gamma": gamma.get(k, np.nan), "flip_train": flip,
+                   "bias_batch": bias["batch"][k], "bias_eval": bias["eval"][k],
                    "noise_stimuli": _sensitivity(f_eval[k], f_noisy[k]),
                    "noise_train": _sensitivity(t_eval[k], t_noisy[k])}
             s_eval, s_batch = _similarity(f_eval[k]), _similarity(f_batch[k])
-            for kind, t in targets.items():
+            for label, t in targets.items():
                 block = t.matrix[np.ix_(held, held)]
-                name = {"neural-model": "model"}.get(kind, kind)
+                name = label.lower().replace("neural (model", "model").replace(", ", "-").strip(" ()")
                 row[f"r_{name}_eval"] = rsa.matrix_correlation(s_eval, block)
                 row[f"r_{name}_batch"] = rsa.matrix_correlation(s_batch, block)
             rows.append(row)
@@ -136,8 +163,8 @@ def main(argv=None) -> int:
     df = diagnose(args.prefix, args.noise, args.train_images)
     if args.out:
         df.to_csv(args.out, index=False)
-    cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip"))]
-    summary = df.groupby(["dataset", "regularizer", "layer"], sort=True)[cols].mean()
+    cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip", "bias_"))]
+    summary = df.groupby(["dataset", "config", "regularizer", "layer"], sort=True)[cols].mean()
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 3):
         print(summary)
     return 0

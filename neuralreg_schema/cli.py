@@ -138,7 +138,7 @@ def cmd_plan_similarity(args) -> int:
 def cmd_plan(args) -> int:
     plans.plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds,
                      vgg=args.vgg, classifier=args.classifier, model=args.model, data_root=args.data_root,
-                     model_seed=args.model_seed)
+                     model_seed=args.model_seed, attacks=args.attacks)
     return 0
 
 
@@ -414,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
                                        "$NEURALREG_DATA, where workers on this machine look)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
+    p.add_argument("--attacks", help="attack suite: tiny, demo, paper or none (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
 

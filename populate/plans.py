@@ -90,16 +90,23 @@ STUDIES = {
 
 def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
                seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
-               model: str | None = None, data_root: str | None = None, model_seed: int = 0) -> list[dict]:
+               model: str | None = None, data_root: str | None = None, model_seed: int = 0,
+               attacks: str | None = None) -> list[dict]:
     """Insert every row that defines `study` (idempotent): the predictive and similarity configs (the
     neural-model and shuffle targets from the predictive model of seed `model_seed`), the data set,
     the classifier recipe(s), the seeds, the regularizers towards each scan group's target and the
     planned combinations, the default noise levels and the study's attack suite. Returns the
-    ClassifierPlan keys."""
+    ClassifierPlan keys. attacks: the attack suite (a recipe of compute/evaluation/recipes.py) instead of
+    the study's, 'none' for no suite."""
+    from neuralreg_schema.compute.evaluation.recipes import RECIPES as ATTACK_RECIPES
     from neuralreg_schema.compute.similarity import vgg as vgg_models
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
-    spec = STUDIES[study]
+    spec = dict(STUDIES[study])
+    if attacks is not None:
+        if attacks != "none" and attacks not in ATTACK_RECIPES:
+            raise ValueError(f"unknown attack suite {attacks!r}; choose one of {', '.join(ATTACK_RECIPES)} or none")
+        spec["attacks"] = None if attacks == "none" else attacks
     modules = pipeline.activate(prefix)
     clf, sim = modules["classifier"], modules["similarity"]
     kinds = list(spec["kinds"])
