@@ -21,6 +21,9 @@ stimuli (never trained on) and on classification TRAINING images:
                mean off-diagonal cosine similarity within each batch is averaged over the batches.
                Zero when the pass adds nothing; about -1 / (stim_batch - 1) under batch centring
   config       the recipe's name and its stimulus_bn (`neuralreg plan bn-modes` trains both modes)
+  val_acc      for a recipe trained on the first max_train training images only (bn-modes holds out
+               the last 20 %): accuracy on the held-out training images, clean and under the noise
+               (`val_acc_noisy`); the validation split that choices are made on, never the test images
 
 Usage (the study's prefix, after populate):
     python benchmarks/controls_diagnosis.py --prefix neuralreg_controls --out diagnosis.csv
@@ -113,8 +116,9 @@ def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
         stim = torch.from_numpy(ref.images[held])[:, None].float()
         if run["dataset"] not in data_cache:
             data = clf.ClassificationDataset.load({"dataset": run["dataset"]})
-            data_cache[run["dataset"]] = torch.from_numpy(data.train_images[:n_train]).float().div(255)[:, None]
-        train_x = data_cache[run["dataset"]]
+            data_cache[run["dataset"]] = data
+        data = data_cache[run["dataset"]]
+        train_x = torch.from_numpy(data.train_images[:n_train]).float().div(255)[:, None]
         net = clf_network.load_classifier(run["weights"])
         gamma = {}
         if run["kind"] != "none":
@@ -137,6 +141,14 @@ def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
         t_eval = _features(net, train_x, layers, "eval", cfg["eval_batch_size"])
         t_noisy = _features(net, noisy_train, layers, "eval", cfg["eval_batch_size"])
         flip = float(np.mean(_logits(net, train_x).argmax(1) != _logits(net, noisy_train).argmax(1)))
+        held_out = cfg["max_train"] and cfg["max_train"] < len(data.train_images)
+        if held_out:
+            val_x = torch.from_numpy(data.train_images[cfg["max_train"]:]).float().div(255)[:, None]
+            val_y = data.train_labels[cfg["max_train"]:]
+            z_val = torch.from_numpy(np.random.default_rng(1).standard_normal(val_x.shape).astype(np.float32))
+            base["val_images"] = len(val_y)
+            base["val_acc"] = float(np.mean(_logits(net, val_x).argmax(1) == val_y))
+            base["val_acc_noisy"] = float(np.mean(_logits(net, (val_x + noise_sd * z_val).clamp(0, 1)).argmax(1) == val_y))
         for k in layers:
             row = {**base, "layer": k, "gamma": gamma.get(k, np.nan), "flip_train": flip,
                    "bias_batch": bias["batch"][k], "bias_eval": bias["eval"][k],
@@ -163,7 +175,7 @@ def main(argv=None) -> int:
     df = diagnose(args.prefix, args.noise, args.train_images)
     if args.out:
         df.to_csv(args.out, index=False)
-    cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip", "bias_"))]
+    cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip", "bias_", "val_acc", "heldout"))]
     summary = df.groupby(["dataset", "config", "regularizer", "layer"], sort=True)[cols].mean()
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 3):
         print(summary)

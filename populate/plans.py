@@ -19,6 +19,7 @@ def _say(message: str) -> None:
 
 
 DEMO_PREFIX = "neuralreg_demo"
+TUNED_POPULATIONS = ("low", "high")      # compute/experiment/simulate.TUNINGS other than mouse
 # predictive-model recipe per simulation profile
 DEMO_MODEL = {"tiny": "tiny", "demo": "demo", "full": "paper"}
 # study planned by the demo per simulation profile (classifiers sized for two CPU cores)
@@ -71,10 +72,12 @@ STUDIES = {
                       "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "lowpass"),
                       "alphas": (2.0, 5.0, 10.0, 20.0, 40.0)},
     # the stimulus pass's BatchNorm: the recipe's 'batch' (each stimulus batch's own statistics) against
-    # 'eval' (the running statistics: those of the network that is tested), 3 seeds; noise only
+    # 'eval' (the running statistics: those of the network that is tested), 3 seeds; noise only. The last
+    # 20 % of the (shuffled) training images are held out of training (max_train) as a validation split,
+    # so that the choice between the modes never looks at the test images (benchmarks/controls_diagnosis.py)
     "bn-modes": {"model": "demo", "dataset": "offline-photos", "classifier": "demo", "seeds": 3, "attacks": None,
                  "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "lowpass"),
-                 "variants": {"": {}, "-bneval": {"stimulus_bn": "eval"}}},
+                 "validation_fraction": 0.2, "variants": {"": {}, "-bneval": {"stimulus_bn": "eval"}}},
     "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
               "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
     # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds;
@@ -118,8 +121,9 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         kinds = [k for k in kinds if k != "vgg"] + (["vgg"] if vgg else [])
     populations = spec.get("populations", {})
     all_groups = list(sim.ScanGroup.to_arrays("scan_group", order_by="scan_group"))
-    if not groups:       # a study of populations targets the mouse groups; their tuned twins follow
-        groups = [g for g in all_groups if not any(g.endswith(f"-{t}") for t in populations)]
+    if not groups:       # by default the mouse groups; a tuned twin (<group>-low) only through `populations`
+        groups = [g for g in all_groups if not any(g.endswith(f"-{t}") and g[:-len(t) - 1] in all_groups
+                                                   for t in TUNED_POPULATIONS)]
     if not groups:
         raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")
     tuned = {(g, t): f"{g}-{t}" for g in groups for t in populations}
@@ -136,6 +140,12 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     base = classifier or spec["classifier"]
     overrides = dict(spec.get("config", {}))                # e.g. {"arch": "resnet34"} (Fig. 4B)
     tag = "".join(f"-{v}" for v in overrides.values())
+    if spec.get("validation_fraction"):                     # a validation split: the last training images
+        from neuralreg_schema.compute.classifier import recipes
+        n_train = int(clf.ClassificationDataset.load(data).train_images.shape[0])
+        n_val = int(round(spec["validation_fraction"] * n_train))
+        overrides["max_train"] = min(recipes.default_config(base)["max_train"] or n_train, n_train - n_val)
+        tag += f"-val{n_val}"
     config = clf.ClassifierConfig.add(base, name=base + tag, **overrides)
     n_seeds = seeds if seeds is not None else spec["seeds"]
     none = clf.Regularizer.add("none")
