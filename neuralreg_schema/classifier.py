@@ -69,11 +69,13 @@ class ClassificationDataset(dj.Lookup):
     """
 
     @classmethod
-    def add(cls, name: str = "offline", **load_kw) -> dict:
+    def add(cls, name: str = "offline", *, data=None, **load_kw) -> dict:
         """Load a data set once (CIFAR: download into the cache or read `root=`) and register it.
-        Idempotent; refuses a data set whose content differs from the registered one."""
+        Idempotent; refuses a data set whose content differs from the registered one. data: the data set
+        `name` already loaded (compute.classifier.datasets.load_dataset), so a plan that loaded it to check
+        it does not load it again."""
         from .compute.classifier import datasets, train as train_classifier
-        data = datasets.load_dataset(name, **load_kw)
+        data = datasets.load_dataset(name, **load_kw) if data is None else data
         key = {"dataset": name.lower()}
         md5 = train_classifier.data_fingerprint(data)
         if cls & key:

@@ -147,7 +147,30 @@ def cmd_plan(args) -> int:
 def cmd_populate(args) -> int:
     from populate import worker
     args.prefix, args.threads = _prefix(args), getattr(args, "threads", None)
+    if not args.forever and _nothing_to_populate(args.prefix):
+        return 0
     return worker.run(args)
+
+
+def _nothing_to_populate(prefix: str) -> bool:
+    """One pass of `populate` on a prefix without schemas is refused (nothing is created: SchemasMissing);
+    on one with nothing ingested and nothing planned it says so (True: nothing to do). A `--forever`
+    worker is not asked: it may start before the study exists, and waits for it."""
+    from . import pipeline
+    first_steps = (f"ingest recordings (`neuralreg --prefix {prefix} ingest simulated`, or `ingest sensorium PATH ...` "
+                   f"and `neuralreg --prefix {prefix} group NAME --image-set SET`) and plan a study "
+                   f"(`neuralreg --prefix {prefix} plan demo`), then populate")
+    existing = pipeline.existing_prefixes()
+    if len(existing.get(prefix, [])) < len(pipeline.MODULES):
+        others = ", ".join(p for p, mods in existing.items() if len(mods) == len(pipeline.MODULES)) or "none"
+        raise pipeline.SchemasMissing(f"nothing to populate: prefix {prefix!r} has no schemas on "
+                                      f"{settings.connection_summary()} (nothing ingested or planned, and nothing "
+                                      f"was created now); {first_steps}. Prefixes with schemas here: {others}")
+    modules = pipeline.activate(prefix)
+    if len(modules["experiment"].Scan()) or len(modules["classifier"].ClassifierPlan()):
+        return False
+    _say(f"nothing to populate in prefix {prefix!r}: no scan is ingested and no classifier is planned; {first_steps}")
+    return True
 
 
 def cmd_status(args) -> int:
@@ -171,6 +194,48 @@ def _show_status(prefix: str, modules: dict, as_json: bool = False) -> None:
         elif r["rows"] is None:
             queue = "(not in the database)"
         print(f"  {r['table']:<42} {count:>9}  {queue}")
+    print(STATUS_LEGEND)
+    for line in _unqueued(prefix, rows):
+        print(line)
+
+
+# what the columns of `status` and `jobs` mean: in their --help and under their tables
+COLUMNS = ("done: rows computed. remaining: keys whose inputs exist and that are not computed yet (all of them "
+           "are computed by `neuralreg populate`). Jobs (DataJoint's queue of each table): pending = queued, "
+           "waiting for a worker; reserved = a worker is computing it; error = failed (`neuralreg jobs errors`, "
+           "`neuralreg jobs retry`); ignore = skipped for good. A remaining key without a job is not queued "
+           "yet: the next `neuralreg populate` (or worker pass) queues it.")
+STATUS_LEGEND = ("  rows: rows in the table; a computed table's 'n/m done': n rows of the m keys whose inputs exist; "
+                 "jobs: pending = queued for a worker, reserved = being computed, error = failed "
+                 "(`neuralreg jobs --help` says more)")
+JOBS_LEGEND = ("done: rows computed; remaining: keys whose inputs exist, not computed yet; pending: queued for a "
+               "worker; reserved: being computed; error: failed (`jobs errors`); ignore: skipped for good")
+
+
+def _unqueued(prefix: str, rows: list[dict]) -> list[str]:
+    """One line per table with work that exists but that no job will do: keys whose inputs exist and
+    that no job holds (remaining - pending - reserved - error - ignore), with the command that queues
+    and computes them."""
+    lines = []
+    counts = {r["table"]: r.get("rows") for r in rows}
+    trained = next((r for r in rows if r["table"] == "classifier.RegularizedClassifier"), None)
+    if trained and trained.get("remaining") is not None and counts.get("classifier.ClassifierPlan"):
+        blocked = counts["classifier.ClassifierPlan"] - trained["done"] - trained["remaining"]
+        if blocked > 0:
+            lines.append(f"  classifier.RegularizedClassifier: {blocked} planned classifier(s) wait for their "
+                         "similarity targets (AveragedSimilarity): `neuralreg --prefix "
+                         f"{prefix} populate` computes the targets first, then trains them")
+    for r in rows:
+        if r.get("remaining") is None:
+            continue
+        held = sum(r.get(k) or 0 for k in ("pending", "reserved", "error", "ignore"))
+        waiting = r["remaining"] - held
+        if waiting > 0:
+            name = r["table"].split(".")[-1]
+            lines.append(f"  {r['table']}: {waiting} key(s) can be computed but are not queued: "
+                         f"`neuralreg --prefix {prefix} populate` queues and computes them "
+                         f"(`--tables {name}` for this table only)")
+    return lines
 
 
 def _parse_key(items: list[str]) -> dict:
@@ -196,6 +261,9 @@ def cmd_jobs(args) -> int:
         for r in rows:
             print(f"{r['table']:<36} {r['done']:>7} {r['remaining']:>9} {r['pending']:>8} {r['reserved']:>9} "
                   f"{r['error']:>6} {r['ignore']:>7}")
+        print(JOBS_LEGEND)
+        for line in _unqueued(prefix, rows):
+            print(line.strip())
     elif args.action == "errors":
         found = jobs.errors(tables, args.table)
         if args.json:
@@ -376,10 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
                 description=worker.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.add_options(p, common=False)
 
-    p = command("status", cmd_status, help="rows per table and job queues")
+    p = command("status", cmd_status, help="rows per table and job queues", description=COLUMNS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = command("jobs", cmd_jobs, help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers")
+    p = command("jobs", cmd_jobs, help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers",
+                description="Job queues per computed table. " + COLUMNS)
     p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim",
                                                                       "prioritize"])
     p.add_argument("--priority", type=int, help="prioritize: the new priority (lower runs first; default jobs: 5)")
@@ -455,6 +524,10 @@ def main(argv=None) -> int:
         if args.command != "demo" and getattr(args, "json", False):
             _stdout_for_json()
         runtime.configure_threads(getattr(args, "threads", None))
+        if args.command not in ("db", "compose-gpus"):       # the prefix rule, before any connection
+            from . import pipeline
+            pipeline.check_prefix(getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX")
+                                  or (plans.DEMO_PREFIX if args.command == "demo" else settings.DEFAULT_PREFIX))
         if args.command not in ("db", "demo", "compose-gpus"):
             target = db.configured_target()
             if not db.answers(target, timeout=3):

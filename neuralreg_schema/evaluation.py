@@ -217,7 +217,7 @@ class AttackSuite(dj.Lookup):
             if {k: stored[k] for k in row} != row or hashes != {m["attack_hash"] for m in members}:
                 raise ValueError(f"attack suite {key['suite']!r} exists with other settings; choose another name")
             return key
-        with cls.connection.transaction:
+        with settings.transaction(cls.connection):      # joins a plan's transaction
             cls.insert1(row)
             cls.Member.insert([{**key, **m} for m in members])
         return key

@@ -19,9 +19,24 @@ MODULES = ("experiment", "predictive", "similarity", "classifier", "evaluation")
 _active: dict[str, str] = {}
 
 
+PREFIX_RULE = ("a prefix is 'neuralreg' or 'neuralreg_<name>' (<name>: lowercase letters, digits and '_'; "
+               "at most 41 characters in all): the database accounts that "
+               "`neuralreg db up` creates may use the schemas named neuralreg_* only")
+
+
+def check_prefix(prefix: str) -> str:
+    """`prefix` when it keeps the rule (PREFIX_RULE), else ValueError stating the rule and a prefix
+    that keeps it (checked before any connection, so a prefix outside the accounts' grants never
+    reaches the server as an 'Access denied')."""
+    if not isinstance(prefix, str) or not re.fullmatch(r"neuralreg(_[a-z0-9_]{1,31})?", prefix):
+        name = re.sub(r"[^a-z0-9_]+", "_", str(prefix).lower()).strip("_")
+        example = "" if not name or name.startswith("neuralreg") else f" (e.g. neuralreg_{name[:31]})"
+        raise ValueError(f"schema prefix {prefix!r} breaks the rule: {PREFIX_RULE}{example}")
+    return prefix
+
+
 def schema_names(prefix: str) -> dict[str, str]:
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", prefix):
-        raise ValueError(f"schema prefix {prefix!r}: use lowercase letters, digits and '_' (start with a letter)")
+    check_prefix(prefix)
     return {m: f"{prefix}_{m}" for m in MODULES}
 
 

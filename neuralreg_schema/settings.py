@@ -22,6 +22,7 @@ Backend: MySQL 8.4 / MariaDB (the default) or PostgreSQL 15+ with `DJ_BACKEND=po
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -222,3 +223,16 @@ def provenance(device: str) -> dict:
     import torch
     return {"device": str(device)[:128], "torch_version": torch.__version__[:32],
             "code_version": code_version()[:64], "host": socket.gethostname()[:255]}
+
+
+@contextlib.contextmanager
+def transaction(connection):
+    """One transaction on `connection`: commits at the end, rolls everything back on an exception. Inside
+    a transaction already open on it (a plan that writes several tables at once), it joins that one, so
+    the outermost caller decides: DataJoint refuses nested transactions. Declare tables before: DDL
+    commits implicitly on MySQL."""
+    if connection.in_transaction:
+        yield connection
+        return
+    with connection.transaction:
+        yield connection

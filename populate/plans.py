@@ -11,7 +11,7 @@ everything downstream of them.
 """
 from __future__ import annotations
 
-from neuralreg_schema import pipeline
+from neuralreg_schema import pipeline, settings
 
 
 def _say(message: str) -> None:
@@ -29,16 +29,37 @@ DEMO_STUDY = {"tiny": "tiny", "demo": "demo", "full": "demo"}
 def plan_similarity(prefix: str, model: str, vgg: bool | None = None, model_seed: int = 0) -> dict:
     """Insert the predictive-model config `model`, its seed `model_seed` and the paper's similarity
     configs for that model; returns its key {'model_hash', 'model_seed'}.
-    vgg=None includes the VGG control only when its ImageNet weights are already on this machine."""
+    vgg=None includes the VGG control only when its ImageNet weights are already on this machine.
+    All or nothing: the recipe and the seed are checked before anything is written, and the rows are
+    written in one transaction."""
+    _check_model(model, model_seed)
+    vgg = _vgg_wanted(vgg)
+    modules = pipeline.activate(prefix)                     # DDL (if any) before the transaction
+    with settings.transaction(modules["predictive"].schema.connection):
+        return _insert_similarity(modules, model, vgg, model_seed)
+
+
+def _check_model(model: str, model_seed: int) -> None:
+    """Refuse an unknown or invalid predictive-model recipe and a negative seed (before any write)."""
+    from neuralreg_schema.compute.predictive import train as train_predictive
+    if not isinstance(model_seed, int) or model_seed < 0:
+        raise ValueError(f"--model-seed {model_seed!r}: a predictive model's seed is an integer >= 0")
+    train_predictive.check_config(train_predictive.default_config(model))      # unknown name: ValueError
+
+
+def _vgg_wanted(vgg: bool | None) -> bool:
     from neuralreg_schema.compute.similarity import vgg as vgg_models
-    modules = pipeline.activate(prefix)
-    predictive = modules["predictive"]
-    key = predictive.model_key(predictive.PredictiveModelConfig.add(model), model_seed)
     if vgg is None:
         vgg = vgg_models.weights_available()
         if not vgg:
             _say("  VGG19 ImageNet weights are not on this machine: the 'vgg' control is left out "
                  f"(put them at {vgg_models.weights_location()} or name the file with NEURALREG_VGG19_WEIGHTS)")
+    return bool(vgg)
+
+
+def _insert_similarity(modules: dict, model: str, vgg: bool, model_seed: int) -> dict:
+    predictive = modules["predictive"]
+    key = predictive.model_key(predictive.PredictiveModelConfig.add(model), model_seed)
     labels = modules["similarity"].SimilarityConfig.add_standard(key, vgg=vgg)
     _say(f"  predictive model config {model!r} ({key['model_hash'][:8]}), seed {key['model_seed']}; "
          f"similarity: {', '.join(labels)}")
@@ -100,9 +121,18 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     the classifier recipe(s), the seeds, the regularizers towards each scan group's target and the
     planned combinations, the default noise levels and the study's attack suite. Returns the
     ClassifierPlan keys. attacks: the attack suite (a recipe of compute/evaluation/recipes.py) instead of
-    the study's, 'none' for no suite."""
-    from neuralreg_schema.compute.evaluation.recipes import RECIPES as ATTACK_RECIPES
+    the study's, 'none' for no suite.
+
+    All or nothing: everything is checked before the first write (the study, seeds >= 1, the recipes,
+    the attack suite, the noise levels, the scan groups, the data set: it is loaded), and every row is
+    written in one transaction, so a plan that fails leaves no row behind. A prefix with nothing
+    ingested is refused without creating its schemas."""
+    from neuralreg_schema.compute.classifier import datasets, recipes
+    from neuralreg_schema.compute.evaluation import noise as noise_levels
+    from neuralreg_schema.compute.evaluation.recipes import RECIPES as ATTACK_RECIPES, recipe as attack_recipe
     from neuralreg_schema.compute.similarity import vgg as vgg_models
+    # 1. the arguments alone
+    pipeline.check_prefix(prefix)
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
     spec = dict(STUDIES[study])
@@ -110,7 +140,31 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         if attacks != "none" and attacks not in ATTACK_RECIPES:
             raise ValueError(f"unknown attack suite {attacks!r}; choose one of {', '.join(ATTACK_RECIPES)} or none")
         spec["attacks"] = None if attacks == "none" else attacks
-    modules = pipeline.activate(prefix)
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"--seeds {seeds!r}: a study trains at least 1 seed (seeds 0 .. N-1)")
+    n_seeds = seeds if seeds is not None else spec["seeds"]
+    model = model or spec["model"]
+    _check_model(model, model_seed)
+    dataset = dataset or spec["dataset"]
+    if dataset.lower() not in datasets.DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; known: {', '.join(datasets.DATASETS)}")
+    base = classifier or spec["classifier"]
+    overrides = dict(spec.get("config", {}))                # e.g. {"arch": "resnet34"} (Fig. 4B)
+    for changes in [{}] + [{"alpha": a} for a in spec.get("alphas", ())] + list(spec.get("variants", {}).values()):
+        recipes.check_config({**recipes.default_config(base), **overrides, **changes})   # unknown recipe: KeyError
+    if spec["attacks"]:
+        attack_recipe(spec["attacks"])
+    # the noise levels: 'wide' for the offline digits (they barely change below sd 0.1), else 'default'
+    noise = spec.get("noise", "default") if dataset == "offline" else "default"
+    noise_sets = spec.get("noise_sets", (noise,))          # a study may name its level sets for any data set
+    for name in noise_sets:
+        noise_levels.check_sigmas(noise_levels.LEVELS.get(name, noise_levels.DEFAULT_SIGMAS))
+    # 2. the scan groups (reads only: a prefix with nothing ingested is refused, not created)
+    if "similarity" not in pipeline.existing_prefixes().get(prefix, []):
+        raise ValueError(f"prefix {prefix!r} has no scan group to regularize towards: nothing is ingested there "
+                         f"yet. Ingest first (`neuralreg --prefix {prefix} ingest simulated`, or `ingest "
+                         "sensorium PATH ...` and `neuralreg group NAME --image-set SET`), then plan")
+    modules = pipeline.activate(prefix)                     # tables a newer version adds: DDL before the transaction
     clf, sim = modules["classifier"], modules["similarity"]
     kinds = list(spec["kinds"])
     if "vgg" in kinds or vgg:
@@ -125,29 +179,51 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         groups = [g for g in all_groups if not any(g.endswith(f"-{t}") and g[:-len(t) - 1] in all_groups
                                                    for t in TUNED_POPULATIONS)]
     if not groups:
-        raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")
+        raise ValueError(f"prefix {prefix!r} has no scan group to regularize towards: ingest scans first "
+                         "(or `neuralreg group NAME --image-set SET`)")
+    unknown = [g for g in groups if g not in all_groups]
+    if unknown:
+        raise ValueError(f"no scan group {', '.join(map(repr, unknown))} in prefix {prefix!r}; its scan groups: "
+                         f"{', '.join(all_groups) or 'none'} (`neuralreg group NAME --image-set SET` defines one)")
     tuned = {(g, t): f"{g}-{t}" for g in groups for t in populations}
     missing = [name for name in tuned.values() if name not in all_groups]
     if missing:
         raise ValueError(f"study {study!r} needs the scan groups {', '.join(missing)} of the tuned populations: "
                          + "; ".join(f"`neuralreg ingest simulated --profile PROFILE --seed SEED --tuning {t}`"
                                      for t in populations))
-    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds, model_seed=model_seed)
-    _say(f"  loading data set {dataset or spec['dataset']!r}")
+    # 3. the data set: loaded (and checked) before anything is written
+    _say(f"  loading data set {dataset!r}")
     if data_root:
-        place_dataset(dataset or spec["dataset"], data_root)
-    data = clf.ClassificationDataset.add(dataset or spec["dataset"])
-    base = classifier or spec["classifier"]
-    overrides = dict(spec.get("config", {}))                # e.g. {"arch": "resnet34"} (Fig. 4B)
+        place_dataset(dataset, data_root)
+    data = datasets.load_dataset(dataset)
     tag = "".join(f"-{v}" for v in overrides.values())
     if spec.get("validation_fraction"):                     # a validation split: the last training images
-        from neuralreg_schema.compute.classifier import recipes
-        n_train = int(clf.ClassificationDataset.load(data).train_images.shape[0])
+        n_train = int(data.train_images.shape[0])
         n_val = int(round(spec["validation_fraction"] * n_train))
         overrides["max_train"] = min(recipes.default_config(base)["max_train"] or n_train, n_train - n_val)
         tag += f"-val{n_val}"
+    # 4. every row in one transaction: an error on the way (e.g. a config name taken) rolls all back
+    with settings.transaction(clf.schema.connection):
+        model_key = _insert_similarity(modules, model, "vgg" in kinds, model_seed)
+        data_key = clf.ClassificationDataset.add(dataset, data=data)
+        keys = _insert_plans(modules, spec, data_key, base, overrides, tag, kinds, groups, tuned, populations,
+                             model_key, n_seeds)
+        for name in noise_sets:
+            modules["evaluation"].NoiseConfig.add(name)
+        if spec["attacks"]:
+            # a suite attacks every classifier of the schema (the same samples for each)
+            modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
+    _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups "
+         f"{', '.join(groups + list(tuned.values()))}; "
+         f"{n_seeds} seed(s); data set {data_key['dataset']})")
+    return keys
+
+
+def _insert_plans(modules, spec, data, base, overrides, tag, kinds, groups, tuned, populations, model,
+                  n_seeds) -> list[dict]:
+    """The classifier configs, regularizers and ClassifierPlan rows of a study (inside its transaction)."""
+    clf = modules["classifier"]
     config = clf.ClassifierConfig.add(base, name=base + tag, **overrides)
-    n_seeds = seeds if seeds is not None else spec["seeds"]
     none = clf.Regularizer.add("none")
     keys = clf.ClassifierPlan.add(data, config, none, list(range(n_seeds)))
     targeted = [clf.Regularizer.add(k, g, model=model if k in ("neural-model", "shuffle") else None)
@@ -167,16 +243,6 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
                                        targeted, list(range(n_seeds)))
     if "alphas" not in spec and "variants" not in spec:
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
-    # the noise levels: 'wide' for the offline digits (they barely change below sd 0.1), else 'default'
-    noise = spec.get("noise", "default") if (dataset or spec["dataset"]) == "offline" else "default"
-    for name in spec.get("noise_sets", (noise,)):          # a study may name its level sets for any data set
-        modules["evaluation"].NoiseConfig.add(name)
-    if spec["attacks"]:
-        # a suite attacks every classifier of the schema (the same samples for each)
-        modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
-    _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups "
-         f"{', '.join(groups + list(tuned.values()))}; "
-         f"{n_seeds} seed(s); data set {data['dataset']})")
     return keys
 
 

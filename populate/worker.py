@@ -320,7 +320,7 @@ def _loop(args, tables) -> int:
             release_own_jobs(tables)
             retry_lost_connection_errors(tables, lost_tries)
             continue
-        log.info("pass done: %s", json.dumps(made))
+        log.info("per table [keys computed, keys failed]; pass done: %s", json.dumps(made))
         requeued = retry_lost_connection_errors(tables, lost_tries)     # their jobs wrote nothing: compute again
         worked = sum(n + e for n, e in made.values())
         if budget is not None:

@@ -143,3 +143,45 @@ def test_drop_asks_and_drops_only_the_prefix(modules, fresh_prefix, how):
         assert again.returncode == 1 and "has no schemas" in _error_line(again)
     finally:
         connection.query(connection.adapter.drop_schema_sql(neighbour))
+
+
+INGEST_ONE = """
+import sys
+from neuralreg_schema import pipeline
+from tests.helpers import make_recording
+exp = pipeline.activate(sys.argv[1])["experiment"]
+images, scan = make_recording(animal_id=8, image_set="toy_unqueued")
+exp.ingest(images, [scan])
+"""
+
+
+def test_populate_on_a_prefix_with_nothing_ingested_or_planned_says_so(modules, fresh_prefix):
+    connection = modules["experiment"].schema.connection
+    run = cli(fresh_prefix, "populate", timeout=300)
+    message = _error_line(run)
+    assert run.returncode == 1 and "nothing to populate" in message and "nothing ingested or planned" in message
+    assert f"neuralreg --prefix {fresh_prefix} ingest simulated" in message and "plan demo" in message, message
+    assert _schemas(connection, fresh_prefix) == set()                     # no schema created
+    # schemas without a scan or a plan: it says so, exits 0 and computes (and declares) nothing
+    assert run_python(["-c", ACTIVATE, fresh_prefix], timeout=300).returncode == 0
+    tables = _tables(connection, fresh_prefix)
+    run = cli(fresh_prefix, "populate", timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "nothing to populate" in run.stdout and "no scan is ingested and no classifier is planned" in run.stdout
+    assert _tables(connection, fresh_prefix) == tables                     # not even a job queue
+
+
+def test_status_and_jobs_explain_their_columns_and_name_unqueued_work(modules, fresh_prefix):
+    assert run_python(["-c", INGEST_ONE, fresh_prefix], timeout=300).returncode == 0
+    hint = (f"experiment.Neuron: 1 key(s) can be computed but are not queued: `neuralreg --prefix {fresh_prefix} "
+            "populate`")
+    for args, legend in ((["status"], "jobs: pending = queued for a worker, reserved = being computed"),
+                         (["jobs"], "pending: queued for a worker; reserved: being computed")):
+        run = cli(fresh_prefix, *args, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert legend in run.stdout and hint in run.stdout, run.stdout
+    done = cli(fresh_prefix, "populate", "--tables", "Neuron", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for args in (["status"], ["jobs"]):
+        run = cli(fresh_prefix, *args, timeout=300)
+        assert run.returncode == 0 and "experiment.Neuron:" not in run.stdout, run.stdout

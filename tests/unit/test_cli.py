@@ -102,8 +102,81 @@ def test_populate_hands_the_parsed_options_to_the_worker(monkeypatch):
     monkeypatch.setattr(worker, "run", lambda args: seen.update(vars(args)) or 1)
     from neuralreg_schema import db
     monkeypatch.setattr(db, "answers", lambda target, timeout=1.0: True)
+    monkeypatch.setattr(cli, "_nothing_to_populate", lambda prefix: False)
     assert cli.main(["populate", "--prefix", "neuralreg_w", "--max-jobs", "2"]) == 1    # the worker's status
     assert seen["prefix"] == "neuralreg_w" and seen["max_jobs"] == 2 and seen["threads"] is None
+
+
+def test_populate_refuses_a_prefix_without_schemas_and_creates_nothing(monkeypatch, capsys):
+    from neuralreg_schema import db, pipeline
+    ran, activated = [], []
+    monkeypatch.setattr(worker, "run", lambda args: ran.append(args) or 0)
+    monkeypatch.setattr(db, "answers", lambda target, timeout=1.0: True)
+    monkeypatch.setattr(pipeline, "activate", lambda prefix, **kw: activated.append(prefix))
+    monkeypatch.setattr(cli.settings, "connection_summary", lambda: "u@h:1")
+    for existing in ({}, {"neuralreg_p": ["experiment"]}):              # none, or not all of its schemas
+        monkeypatch.setattr(pipeline, "existing_prefixes", lambda connection=None, e=existing: e)
+        assert cli.main(["populate", "--prefix", "neuralreg_p"]) == 1
+        err = capsys.readouterr().err
+        assert "nothing to populate" in err and "nothing ingested or planned" in err, err
+        assert "neuralreg --prefix neuralreg_p ingest simulated" in err and "plan demo" in err, err
+        assert not ran and not activated
+    assert cli.main(["populate", "--prefix", "neuralreg_p", "--forever"]) == 0 and len(ran) == 1   # waits for work
+
+
+@pytest.mark.parametrize("prefix", ["mylab_study1", "neuralregx", "neuralreg_", "neuralreg_Lab", "neural-reg",
+                                    "neuralreg_" + "x" * 40])
+def test_a_prefix_that_breaks_the_rule_is_refused_before_any_connection(monkeypatch, capsys, prefix):
+    from neuralreg_schema import db
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("connected")
+
+    monkeypatch.setattr(db, "answers", no_connection)
+    monkeypatch.setattr(db, "configured_target", no_connection)
+    for argv in (["--prefix", prefix, "status"], ["plan", "demo", "--prefix", prefix], ["populate", "--prefix", prefix],
+                 ["demo", "--prefix", prefix], ["report", "--prefix", prefix]):
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"neuralreg: error: schema prefix {prefix!r} breaks the rule: a prefix is 'neuralreg' "
+                              "or 'neuralreg_<name>'"), err
+    monkeypatch.setenv("NEURALREG_PREFIX", prefix)
+    assert cli.main(["jobs"]) == 1 and "breaks the rule" in capsys.readouterr().err
+
+
+def test_the_prefix_rule_suggests_a_prefix_that_keeps_it():
+    from neuralreg_schema import pipeline
+    for good in ("neuralreg", "neuralreg_demo", "neuralreg_mylab_study1", "neuralreg_t0123456789"):
+        assert pipeline.check_prefix(good) == good
+    with pytest.raises(ValueError, match=r"\(e\.g\. neuralreg_mylab_study1\)"):
+        pipeline.check_prefix("mylab_study1")
+
+
+def test_status_and_jobs_explain_their_columns_in_their_help(capsys):
+    for command in ("status", "jobs"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for meaning in ("done: rows computed", "remaining: keys whose inputs exist",
+                        "pending = queued, waiting for a worker", "reserved = a worker is computing it",
+                        "error = failed", "ignore = skipped", "not queued yet"):
+            assert meaning in text, (command, meaning)
+
+
+def test_work_that_no_job_will_do_is_named_with_the_command_that_queues_it():
+    rows = [{"table": "experiment.Neuron", "done": 1, "remaining": 3, "pending": 1, "reserved": 0, "error": 1,
+             "ignore": 0},
+            {"table": "predictive.PredictiveModel", "done": 0, "remaining": 2, "pending": 2, "reserved": 0,
+             "error": 0, "ignore": 0},
+            {"table": "classifier.ClassifierPlan", "rows": 10},
+            {"table": "classifier.RegularizedClassifier", "done": 4, "remaining": 0, "pending": 0, "reserved": 0,
+             "error": 0, "ignore": 0},
+            {"table": "evaluation.AttackResult", "done": None, "remaining": None}]      # not in the database
+    lines = cli._unqueued("neuralreg_x", rows)
+    assert len(lines) == 2, lines
+    assert "6 planned classifier(s) wait for their similarity targets" in lines[0]
+    assert lines[1].strip().startswith("experiment.Neuron: 1 key(s) can be computed but are not queued: "
+                                       "`neuralreg --prefix neuralreg_x populate`")
 
 
 def test_json_is_documented_for_each_command_that_takes_it():
