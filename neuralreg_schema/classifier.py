@@ -345,11 +345,13 @@ class RegularizedClassifier(dj.Computed):
         -> AveragedSimilarity
         """
 
-    def network(self, key=None, device="cpu"):
-        """The trained network of one row, in eval mode (inputs: (B, 1, H, W) in [0, 1])."""
+    def network(self, key=None, *, device="cpu"):
+        """The trained network of one row, in eval mode on `device` (inputs: (B, 1, H, W) in [0, 1]):
+        `(RegularizedClassifier & key).network()` (`key` restricts further). The same call as
+        PredictiveModel's (networks.load_one)."""
         from .compute.classifier import network
-        rel = self & key if key is not None else self
-        return network.load_classifier(rel.fetch1("weights"), device=device)
+        from .networks import load_one
+        return load_one(self, network.load_classifier, key, device=device)
 
 
 def load_target(key) -> "object":

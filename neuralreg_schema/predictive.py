@@ -185,11 +185,12 @@ class PredictiveModel(dj.Computed):
         # the row is in (its transaction commits next); a lost checkpoint now only costs a re-run
         StoreCheckpoint(self, key).remove()
 
-    def network(self, key=None):
-        """The trained network of one row (restricted to a single key), in eval mode on the CPU."""
+    def network(self, key=None, *, device="cpu"):
+        """The trained network of one row, in eval mode on `device`: `(PredictiveModel & key).network()`
+        (`key` restricts further). The same call as RegularizedClassifier's (networks.load_one)."""
         from .compute.predictive import train as train_predictive
-        rel = self & key if key is not None else self
-        return train_predictive.load_network(rel.fetch1("weights"))
+        from .networks import load_one
+        return load_one(self, train_predictive.load_network, key, device=device)
 
 
 def load_scan_data(key: dict):

@@ -63,7 +63,7 @@ def test_every_regularizer_trains(modules, trained_classifiers):
                 tuple((clf.Regularizer & reg).fetch1("scan_group", "sim_hash"))
         # the stored network reproduces the stored clean accuracy
         data = clf.ClassificationDataset.load(study["dataset"])
-        net = clf.RegularizedClassifier().network(key)
+        net = (clf.RegularizedClassifier & key).network()           # as PredictiveModel's (networks.load_one)
         x = torch.as_tensor(data.test_images)[:, None].float() / 255
         acc = clf_network.accuracy(net, x, torch.as_tensor(data.test_labels))
         assert acc == pytest.approx(row["test_accuracy"]) == pytest.approx(history[-1]["test_accuracy"])

@@ -73,7 +73,7 @@ def test_predictive_model_rows(modules, study):
         assert len(v) == scan.n_neurons and np.all(np.abs(v) <= 1)
         assert row["mean_test_corr"] == pytest.approx(np.mean(v), abs=1e-6)
         assert row["torch_version"] and row["code_version"].startswith(("0.", "0+")) and row["device"]
-        net = (pred.PredictiveModel() & key).network()
+        net = (pred.PredictiveModel & key).network()                  # as RegularizedClassifier's
         assert sum(p.numel() for p in net.parameters() if p.requires_grad) == row["n_parameters"]
     assert np.mean((pred.PredictiveModel & study["model"] & study["scans"]).to_arrays("mean_test_corr")) > 0
 
