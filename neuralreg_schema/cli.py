@@ -296,7 +296,7 @@ def cmd_jobs(args) -> int:
 def cmd_report(args) -> int:
     from . import report
     _open_existing(args)
-    written = report.write_report(_prefix(args), args.out)
+    written = report.write_report(_prefix(args), args.out, say=_say)
     if not written:
         _say("nothing to report yet: no classifiers or checks in these tables")
     for path in written:
@@ -362,7 +362,7 @@ def cmd_demo(args) -> int:
     print(report.format_demo_summary(summary))
     if summary["classifiers"]:
         print(report.format_classifiers(summary["classifiers"]))
-    figures = report.write_report(prefix, args.out)
+    figures = report.write_report(prefix, args.out, say=_say)
     _say(f"\nfigures and tables (PNG, CSV) from the tables, in {Path(args.out).resolve()}: "
          f"{', '.join(p.name for p in figures if p.suffix == '.png')}")
     if args.json:

@@ -55,6 +55,13 @@ PNG its picture). What is drawn when the tables hold it:
                                   per-sample minimal distances (robust: no attack found an adversarial
                                   at or below the budget; clean errors are not robust)
 
+    README.md                     what each file is, and every column of every CSV (report/columns.py: one
+                                  column vocabulary across the CSVs, floats rounded to 4 significant digits)
+
+The folder holds one report: `write_report` writes into a new folder beside it, then removes the files
+of the earlier report (its manifest, .neuralreg-report, lists them) and moves the new ones in. File
+names longer than 70 characters are cut and end in a hash (figures.file_name).
+
 The data set's display name goes into every figure title, so the offline stand-in is never
 mistaken for CIFAR.
 
@@ -68,8 +75,13 @@ The package: `tables` (the queries, as DataFrames), `figures` (the PNGs drawn fr
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
+from .columns import write_csv, write_readme
 from .figures import (figure1, figure4, figure5, figure6, figure7, figure_controls, figure_dose_response,
                       figure_neuron_controls)
 from .summaries import classifier_summary, demo_summary, format_classifiers, format_demo_summary
@@ -87,29 +99,72 @@ __all__ = [
     "population_targets",
     "format_demo_summary", "gamma_table", "noise_correct_table", "noise_summary", "noise_table", "over_seeds",
     "perturbation_summary", "perturbation_table", "reg_sort", "robust_accuracy_table", "write_report",
+    "earlier_report", "MANIFEST",
 ]
 
 
-def write_report(prefix: str, out_dir) -> list[Path]:
-    """Write every figure and table the database can support into `out_dir`; return the paths."""
+MANIFEST = ".neuralreg-report"        # in a report folder: the files the last report wrote, one a line
+# the names a report gives its files (also those of reports written before the manifest existed)
+REPORT_FILE = re.compile(r"^(classifiers|table1_gamma|fig[0-9]+_[a-z_]+|controls|population_targets|neuron_controls|"
+                         r"dose_response)([_.-].*)?\.(png|csv)$")
+
+
+def write_report(prefix: str, out_dir, say=None) -> list[Path]:
+    """Write every figure and table the database can support into `out_dir`, with README.md (what each
+    file is, and the data dictionary of every CSV column); return the paths. The report is written
+    into a new folder beside `out_dir` first; only then are the files of an earlier report in
+    `out_dir` (listed in its manifest, or named as a report names its files) removed and the new ones
+    moved in, so the folder never holds files of two reports. say(message): told what was replaced.
+    Other files in the folder are left alone."""
     from .. import pipeline
     modules = pipeline.activate(prefix)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.new-", dir=out.resolve().parent))
+    try:
+        written = _write_all(modules, staging)
+        if written:
+            written.append(write_readme(staging, written, prefix))
+            (staging / MANIFEST).write_text("".join(f"{p.name}\n" for p in written))
+        removed = earlier_report(out)
+        for path in removed:
+            path.unlink()
+        for path in written + ([staging / MANIFEST] if written else []):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shown = [p.name for p in removed if p.name != MANIFEST]
+    if shown and say is not None:
+        say(f"replaced the earlier report in {out}: removed its {len(shown)} files "
+            f"({', '.join(sorted(shown)[:6])}{', ...' if len(shown) > 6 else ''})")
+    return [out / p.name for p in written]
+
+
+def earlier_report(out: Path) -> list[Path]:
+    """The files of an earlier report in `out`: those its manifest lists (and the manifest), and files
+    named as a report names its files."""
+    found = set()
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        found.add(manifest)
+        for name in manifest.read_text().splitlines():
+            if name and Path(name).name == name and (out / name).is_file():
+                found.add(out / name)
+    found |= {p for p in out.iterdir() if p.is_file() and REPORT_FILE.match(p.name)}
+    return sorted(found)
+
+
+def _write_all(modules, out: Path) -> list[Path]:
     written = []
     table = classifier_table(modules)
     if not table.empty:
         robust = robust_accuracy_table(modules)
         if not robust.empty:
             table = table.merge(robust, on=CLASSIFIER_KEY, how="left")
-        path = out / "classifiers.csv"
-        table.to_csv(path, index=False)
-        written.append(path)
+        written.append(write_csv(table, out / "classifiers.csv"))
     gamma = gamma_table(modules)
     if not gamma.empty:
-        path = out / "table1_gamma.csv"
-        gamma.to_csv(path, index=False)
-        written.append(path)
+        written.append(write_csv(gamma, out / "table1_gamma.csv"))
     for make in (figure1, figure4, figure5, figure7, figure6, figure_controls, figure_neuron_controls,
                  figure_dose_response):
         written += make(modules, out)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..compute.evaluation.scores import NORMS      # numpy only
 from . import tables
+from .columns import write_csv
 from .tables import REG_ORDER, over_seeds, reg_sort
 
 
@@ -24,9 +25,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
 
 
+MAX_NAME = 70          # characters of a file name the report writes
+
+
+def file_name(stem: str, keys) -> str:
+    """<stem>_<slug of keys>.png (or <stem>.png), at most MAX_NAME characters: a longer slug is cut and
+    ends in 6 hex digits of its md5, so two long names stay apart."""
+    if not keys:
+        return f"{stem}.png"
+    slug = _slug("_".join(str(k) for k in keys))
+    name = f"{stem}_{slug}.png"
+    if len(name) <= MAX_NAME:
+        return name
+    import hashlib
+    digest = hashlib.md5(slug.encode()).hexdigest()[:6]
+    room = MAX_NAME - len(stem) - len("_-.png") - len(digest)
+    return f"{stem}_{slug[:room].rstrip('-')}-{digest}.png"
+
+
 def _save(fig, out: Path, stem: str, keys) -> Path:
-    """Save a figure as <stem>_<slug of keys>.png (or <stem>.png) in `out` and close it."""
-    path = out / (f"{stem}_{_slug('_'.join(str(k) for k in keys))}.png" if keys else f"{stem}.png")
+    """Save a figure as file_name(stem, keys) in `out` and close it."""
+    path = out / file_name(stem, keys)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)
@@ -103,7 +122,7 @@ def figure1(modules, out: Path) -> list[Path]:
         written.append(_save(fig, out, "fig1_similarity", keys))
     if rows:
         path = out / "fig1_checks.csv"
-        pd.DataFrame(rows).to_csv(path, index=False)
+        write_csv(pd.DataFrame(rows), path)
         written.append(path)
     return written
 
@@ -136,7 +155,7 @@ def figure4(modules, out: Path) -> list[Path]:
     if summary.empty:
         return []
     path = out / "fig4_noise.csv"
-    summary.to_csv(path, index=False)
+    write_csv(summary, path)
     return [path] + _line_panels(summary, ["display_name", "config_name", "noise_name"], "label", out, "fig4_noise",
                                  "Fig. 4: accuracy under Gaussian noise, mean +- SEM over seeds")
 
@@ -151,7 +170,7 @@ def figure6(modules, out: Path) -> list[Path]:
         return []
     summary = over_seeds(sweep, ["display_name", "arch", "noise_name", "sweep_alpha", "sigma"], "accuracy", "accuracy")
     path = out / "fig6_alpha.csv"
-    summary.to_csv(path, index=False)
+    write_csv(summary, path)
     return [path] + _line_panels(summary, ["display_name", "arch", "noise_name"], "sweep_alpha", out, "fig6_alpha",
                                  "Supplement Fig. 6: Neural (model) at each alpha (0 = None)",
                                  curve_name=lambda a: f"alpha = {a:g}")
@@ -168,7 +187,7 @@ def _per_suite(summary: pd.DataFrame, out: Path, stem: str, panel_width: float, 
         return []
     plt = _plt()
     path = out / f"{stem}.csv"
-    summary.to_csv(path, index=False)
+    write_csv(summary, path)
     written = [path]
     for keys, part in summary.groupby(["display_name", "config_name", "suite"]):
         norms = [n for n in NORMS if n in set(part["norm"])]
@@ -243,7 +262,7 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
         return []
     plt = _plt()
     path = out / "controls.csv"
-    summary.drop(columns=["clf_hash"]).to_csv(path, index=False)
+    write_csv(summary.drop(columns=["clf_hash"]), path)
     written = [path]
     for keys, part in summary.groupby(["display_name", "config_name", "noise_name"]):
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -283,14 +302,14 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
     targets = tables.population_targets(modules)
     if not targets.empty:
         path = out / "population_targets.csv"
-        targets.to_csv(path, index=False)
+        write_csv(targets, path)
         written.append(path)
     summary = tables.neuron_controls_summary(tables.controls_summary(modules, table))
     if summary.empty:
         return written
     plt = _plt()
     path = out / "neuron_controls.csv"
-    summary.drop(columns=["clf_hash"]).to_csv(path, index=False)
+    write_csv(summary.drop(columns=["clf_hash"]), path)
     written.append(path)
     for keys, part in summary.groupby(["display_name", "config_name", "noise_name"]):
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -335,7 +354,7 @@ def figure_dose_response(modules, out: Path) -> list[Path]:
         return []
     plt = _plt()
     path = out / "dose_response.csv"
-    summary.to_csv(path, index=False)
+    write_csv(summary.rename(columns={"dataset": "display_name", "config": "base_config"}), path)
     written = [path]
     for keys, part in summary.groupby(["dataset", "config", "noise_name"]):
         levels = sorted(part["noise_sd"].unique())

@@ -46,7 +46,7 @@ def test_controls_plan_populates_with_two_workers_and_reports(fresh_prefix, tmp_
         assert (none["diff_vs_none_mean"] == 0).all()
         low = controls[controls["regularizer"] == "Lowpass"]
         np.testing.assert_allclose(low["accuracy_mean"].to_numpy() - none["accuracy_mean"].to_numpy(),
-                                   low["diff_vs_none_mean"].to_numpy(), atol=1e-12)
+                                   low["diff_vs_none_mean"].to_numpy(), atol=2e-4)   # each rounded to 4 digits
         assert any(p.name.startswith("controls_") and p.suffix == ".png" for p in out.iterdir())
 
         # the tables: each classifier once, the pixel targets equal a direct computation on the stimuli

@@ -64,7 +64,7 @@ def test_neuron_controls_from_spikes_to_report(fresh_prefix, tmp_path):
         assert (holm[both] >= raw[both] - 1e-12).all()
         assert any(p.name.startswith("neuron_controls_") and p.suffix == ".png" for p in out.iterdir())
         classifiers = pd.read_csv(out / "classifiers.csv")
-        low = classifiers[classifiers["label"] == "Neural (model, low)"]
+        low = classifiers[classifiers["regularizer"] == "Neural (model, low)"]
         assert len(low) == SEEDS and set(low["scan_group"]) == {"sim-tiny-7-low"}
         assert np.isfinite(low["heldout_loss"]).all()
     finally:

@@ -31,7 +31,7 @@ def test_noise_summary_and_alpha_sweep(monkeypatch, tmp_path):
     assert "fig4_noise.csv" in names and "fig6_alpha.csv" in names
     assert sum(n.endswith(".png") for n in names) == 4        # 3 configs for Fig. 4, one sweep panel
     sweep = pd.read_csv(tmp_path / "fig6_alpha.csv")
-    assert sorted(sweep["sweep_alpha"].unique()) == [0.0, 2.0, 16.0]   # 'none' is alpha 0
+    assert sorted(sweep["alpha"].unique()) == [0.0, 2.0, 16.0]   # 'none' is alpha 0
 
 
 def test_no_alpha_sweep_without_two_alphas(monkeypatch, tmp_path):
