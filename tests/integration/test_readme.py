@@ -193,6 +193,9 @@ assert len(est) == len(true) > 0
 table = runs.proj("label", "cfg_alpha").to_pandas()
 assert set(table["label"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
 assert logits.shape == (1, 10)
+assert len(tidy) == len(clf.RegularizedClassifier()) > 0 and tidy["regularizer"].notna().all()
+assert not noise.duplicated(["dataset_name", "clf_hash", "reg_hash", "seed", "noise_name", "noise_sd"]).any()
+assert len(queries.similarity_checks(mods)) == len(mods["similarity"].SimilarityStability.Member())
 print("README python blocks: OK")
 """
 
