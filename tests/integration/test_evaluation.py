@@ -38,7 +38,7 @@ def test_noise_robustness_and_report(modules, prefix, trained_classifiers, tmp_p
     assert set(fig4["regularizer"]) == {"None", "Neural (model)", "Neural (data)", "Shuffle"}
     assert fig4["display_name"].str.contains("stand-in").all()
     gamma = pd.read_csv(tmp_path / "table1_gamma.csv")
-    assert np.allclose(gamma.filter(like="gamma_").sum(axis=1), 1.0)
+    assert np.allclose(gamma.filter(like="gamma_").sum(axis=1), 1.0, atol=5e-4)   # each gamma to 4 digits
     (ev.NoiseConfig & cfg_key).delete(prompt=False)
 
 
