@@ -72,6 +72,17 @@ def _python(args: list[str], timeout: float, env: dict) -> tuple[int | None, str
         raise
 
 
+def _finite(value):
+    """`value` with every non-finite float written as a string ('inf', 'nan'): strict JSON."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _tail(text: str, n: int = 1500) -> str:
     return text[-n:].strip()
 
@@ -319,5 +330,5 @@ def run(device: str | None = None, quick: bool = False, json_path: str | None = 
     say(f"\nselftest {'PASSED' if result['passed'] else 'FAILED'} on {env['device']} in {result['seconds']:.0f} s"
         + (f": {len(report.failed)} check(s) failed" if report.failed else ""))
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=1, default=str))
+        Path(json_path).write_text(json.dumps(_finite(result), indent=1, default=str))
     return 0 if result["passed"] else 1
