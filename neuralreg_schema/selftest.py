@@ -42,9 +42,14 @@ from pathlib import Path
 from . import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# seconds each part may take (full, quick)
+# seconds each part may take (full, quick); the full run on a CPU gets CPU_FULL times as long
 TIMEOUTS = {"kernels": (420, 300), "numeric": (420, 240), "ingest": (300, 300), "plan": (120, 120),
             "worker": (900, 600)}
+CPU_FULL = 3
+
+
+def _timeout(part: str, device: str, quick: bool) -> float:
+    return TIMEOUTS[part][quick] * (CPU_FULL if device == "cpu" and not quick else 1)
 
 
 def _python(args: list[str], timeout: float, env: dict) -> tuple[int | None, str]:
@@ -130,7 +135,7 @@ def _kernels(report: Report, device: str, quick: bool, env: dict, work: Path) ->
     out_json = work / "kernels.json"
     rc, out = _python(["-X", "faulthandler", "-m", "neuralreg_schema.compute.kernelcheck", "--device", device,
                        "--repeats", "1" if quick else "3", "--json", str(out_json)],
-                      TIMEOUTS["kernels"][quick], env)
+                      _timeout("kernels", device, quick), env)
     data = json.loads(out_json.read_text()) if out_json.exists() else {"rows": []}
     by_net: dict[str, list] = {}
     for row in data.get("rows", []):
@@ -144,7 +149,7 @@ def _kernels(report: Report, device: str, quick: bool, env: dict, work: Path) ->
         layouts = sorted({r["layout"] for r in rows})
         report.add("kernels", net, f"{len(rows)} distinct convs ({'/'.join(layouts)}), worst rel. error {worst}", "PASS")
     if rc is None:
-        report.add("kernels", "kernel check", f"hung: no result within {TIMEOUTS['kernels'][quick]} s: {_tail(out, 400)}",
+        report.add("kernels", "kernel check", f"hung: no result within {_timeout('kernels', device, quick):.0f} s: {_tail(out, 400)}",
                    "FAIL")
     elif rc != 0:
         report.add("kernels", "kernel check", f"failed (exit {rc}): {data.get('error') or _tail(out, 600)}", "FAIL")
@@ -158,7 +163,7 @@ def _numeric(report: Report, device: str, quick: bool, env: dict, work: Path) ->
     out_json = work / "numeric.json"
     profile = "quick" if quick else ("gpu" if device == "cuda" else "cpu")
     rc, out = _python(["-X", "faulthandler", "-m", "neuralreg_schema.compute.selfcheck", "--device", device,
-                       "--profile", profile, "--json", str(out_json)], TIMEOUTS["numeric"][quick], env)
+                       "--profile", profile, "--json", str(out_json)], _timeout("numeric", device, quick), env)
     data = json.loads(out_json.read_text()) if out_json.exists() else {}
     for r in data.get("precision", []):
         what = (f"loss {r['loss_rel']:.1e} (bound {r['bound_loss_rel_bound']:.1e}), grad features "
@@ -192,7 +197,7 @@ def _numeric(report: Report, device: str, quick: bool, env: dict, work: Path) ->
     for error in data.get("errors", []):
         report.add("numeric", "error", error[:300], "FAIL")
     if rc is None:
-        report.add("numeric", "precision and throughput", f"hung: not done within {TIMEOUTS['numeric'][quick]} s: "
+        report.add("numeric", "precision and throughput", f"hung: not done within {_timeout('numeric', device, quick):.0f} s: "
                    f"{_tail(out, 400)}", "FAIL")
     elif rc != 0 and not data.get("errors"):
         report.add("numeric", "precision and throughput", f"failed (exit {rc}): {_tail(out, 600)}", "FAIL")
@@ -271,10 +276,10 @@ def _study(report: Report, device: str, quick: bool, env: dict, threads: int) ->
     try:
         for name, args in steps:
             t0 = time.perf_counter()
-            rc, out = _python(args, TIMEOUTS[name][quick], env)
+            rc, out = _python(args, _timeout(name, device, quick), env)
             result["seconds"][name] = round(time.perf_counter() - t0, 1)
             if rc != 0:
-                why = f"hung: not done within {TIMEOUTS[name][quick]} s" if rc is None else f"exit {rc}"
+                why = f"hung: not done within {_timeout(name, device, quick):.0f} s" if rc is None else f"exit {rc}"
                 report.add("study", name, f"{why}: {_tail(out, 800)}", "FAIL")
                 return result
         report.add("study", "tiny study through a worker",
