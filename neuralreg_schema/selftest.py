@@ -152,7 +152,8 @@ def _kernels(report: Report, device: str, quick: bool, env: dict, work: Path) ->
         report.add("kernels", "kernel check", f"hung: no result within {_timeout('kernels', device, quick):.0f} s: {_tail(out, 400)}",
                    "FAIL")
     elif rc != 0:
-        report.add("kernels", "kernel check", f"failed (exit {rc}): {data.get('error') or _tail(out, 600)}", "FAIL")
+        for error in data.get("errors") or [f"exit {rc}: {_tail(out, 600)}"]:
+            report.add("kernels", "kernel check", f"failed: {error}", "FAIL")
     else:
         report.add("kernels", "kernel check", f"{len(data['rows'])} distinct convolutions within tolerance "
                    f"(float32 1e-3, bf16 2e-2 of the float64 reference)", "PASS")

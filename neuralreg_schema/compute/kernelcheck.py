@@ -266,19 +266,26 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN "
           f"{'available' if torch.backends.mkldnn.is_available() else 'absent'}, device {dev}", flush=True)
     rows: list[dict] = []
-    try:
-        for item in todo:
-            network, _, recipe = item.partition(":")
-            rows += check_network(network, recipe, repeats=args.repeats, say=lambda m: print(m, flush=True),
-                                  device=dev)
-    except AssertionError as exc:
+    errors: list[str] = []
+
+    def save():                         # after every network: a run cut short leaves what it checked
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"passed": False, "error": str(exc), "rows": rows}, f, indent=1)
-        raise
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"passed": True, "rows": rows}, f, indent=1)
+                json.dump({"passed": not errors, "errors": errors, "rows": rows}, f, indent=1)
+
+    for item in todo:
+        network, _, recipe = item.partition(":")
+        try:
+            rows += check_network(network, recipe, repeats=args.repeats, say=lambda m: print(m, flush=True),
+                                  device=dev)
+        except AssertionError as exc:   # a wrong kernel: named, and the other networks are still checked
+            errors.append(str(exc))
+            print(f"{item}: FAILED: {exc}", flush=True)
+        save()
+    save()
+    if errors:
+        print(f"kernel check FAILED: {len(errors)} network(s)")
+        return 1
     print("kernel check passed")
     return 0
 

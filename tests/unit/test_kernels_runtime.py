@@ -183,3 +183,20 @@ def test_environment_names_what_computes():
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert env["cpu_budget"] == runtime.cpu_budget() and env["torch_threads"] == torch.get_num_threads()
     assert {"cuda_build", "cudnn", "driver", "device_memory_gib", "gpus"} <= set(env)
+
+
+def test_kernelcheck_names_each_wrong_network_and_exits_1(monkeypatch, tmp_path, capsys):
+    """A wrong kernel fails every network that runs it, each named, the others still checked."""
+    import json
+    real = torch.nn.functional.conv2d
+
+    def off(*a, **k):
+        out = real(*a, **k)
+        return out + 1e-2 * out.abs().max() if a[0].dtype == torch.float32 else out
+    monkeypatch.setattr(torch.nn.functional, "conv2d", off)
+    out = tmp_path / "kernels.json"
+    assert kernelcheck.main(["predictive:tiny", "predictive:demo", "--repeats", "1", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert not data["passed"] and len(data["errors"]) == 2 and not data["rows"]
+    assert all("output differs from the reference" in e for e in data["errors"])
+    assert "kernel check FAILED: 2 network(s)" in capsys.readouterr().out
