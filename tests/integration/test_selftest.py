@@ -3,10 +3,13 @@ runs and passes, the tiny study goes through a real worker process in a throwawa
 dropped afterwards, one table and one JSON come out. And the study's verification can fail."""
 import json
 
+import pytest
+
 from neuralreg_schema import pipeline, selftest
 from tests.helpers import cli
 
 
+@pytest.mark.slow          # real subprocesses and a worker training the tiny study: about 1.5 minutes
 def test_quick_cpu_selftest_passes(modules, prefix, tmp_path):
     out = tmp_path / "selftest.json"
     run = cli(prefix, "--threads", "1", "selftest", "--device", "cpu", "--quick", "--json", str(out), timeout=600)

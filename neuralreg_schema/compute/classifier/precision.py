@@ -75,13 +75,13 @@ def predicted_error(features: Mapping[int, torch.Tensor], target: torch.Tensor, 
     if mode not in ("features", "loss"):
         raise ValueError(f"mode must be 'features' or 'loss', got {mode!r}")
     keys = sorted(features)
-    g = gamma.detach().double()
+    g = gamma.detach().double().cpu()                 # the bound is computed in float64 on the CPU
     var = 0.0
     s_cnn = 0.0
     offset = 0.0
     for m, k in enumerate(keys):
-        f = features[k].detach().reshape(features[k].shape[0], -1).double()
-        e, norm = _unit_rows(f, "batch" if isinstance(center, str) else center[k])
+        f = features[k].detach().reshape(features[k].shape[0], -1).double().cpu()
+        e, norm = _unit_rows(f, "batch" if isinstance(center, str) else center[k].detach().cpu())
         s = e @ e.T
         v = _rounding_variance(f, e, s, norm)
         if mode == "loss":          # f, f_bar and their difference rounded (3x), then e for the matmul
