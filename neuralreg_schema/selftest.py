@@ -41,7 +41,7 @@ from pathlib import Path
 
 from . import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent          # where neuralreg_schema and populate are importable
 # seconds each part may take (full, quick); the full run on a CPU gets CPU_FULL times as long
 TIMEOUTS = {"kernels": (420, 300), "numeric": (420, 240), "ingest": (300, 300), "plan": (120, 120),
             "worker": (900, 600)}
@@ -53,10 +53,12 @@ def _timeout(part: str, device: str, quick: bool) -> float:
 
 
 def _python(args: list[str], timeout: float, env: dict) -> tuple[int | None, str]:
-    """Run `python *args` at the repository root in a process group of its own; (exit status or None
-    on timeout, its output). On timeout the whole group is killed."""
+    """Run `python *args` in this working directory (so that it finds the same datajoint.json) in a
+    process group of its own, the package importable; (exit status or None on timeout, its output).
+    On timeout the whole group is killed."""
     import signal
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)

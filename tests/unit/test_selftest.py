@@ -60,3 +60,13 @@ def test_throughput_at_quick_sizes_is_measured():
     assert pred["trials_per_s"] > 0 and pred["batch"] == 8 and pred["recipe"] == "paper"
     assert ddn["samples_per_s"] > 0 and ddn["sample_grads_per_s"] >= ddn["samples_per_s"] and ddn["samples"] == 8
     assert all(r["peak_mib"] > 0 and r["device"] == "cpu" for r in (step, pred, ddn))
+
+
+def test_the_command_parses_its_options():
+    from neuralreg_schema import cli
+    args = cli.build_parser().parse_args(["selftest", "--device", "cpu", "--quick", "--json", "out.json"])
+    assert (args.func, args.device, args.quick, args.json) == (cli.cmd_selftest, "cpu", True, "out.json")
+    assert cli.build_parser().parse_args(["selftest"]).device is None        # cuda when available
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(["selftest", "--device", "tpu"])
+    assert exc.value.code == 2
