@@ -115,7 +115,8 @@ class Report:
         lines = [f"{'part':<{widths[0]}}  {'check':<{widths[1]}}  {'status':<{widths[2]}}  result"]
         lines.append("-" * (sum(widths) + 6 + 40))
         for r in self.rows:
-            lines.append(f"{r['part']:<{widths[0]}}  {r['check']:<{widths[1]}}  {r['status']:<{widths[2]}}  {r['result']}")
+            lines.append(f"{r['part']:<{widths[0]}}  {r['check']:<{widths[1]}}  {r['status']:<{widths[2]}}  "
+                         f"{r['result']}")
         return "\n".join(lines)
 
 
@@ -126,7 +127,8 @@ def _environment(report: Report, env: dict) -> None:
            f"bf16 {'yes' if env.get('bf16_supported') else 'no'}" if env["device_memory_gib"] else env["device"])
     report.add("environment", "torch", f"{env['torch']} (python {env['python']})")
     report.add("environment", "CUDA / cuDNN / driver",
-               f"CUDA build {env['cuda_build'] or 'none'}, available {env['cuda_available']}, cuDNN {env['cudnn'] or 'none'}, "
+               f"CUDA build {env['cuda_build'] or 'none'}, available {env['cuda_available']}, "
+               f"cuDNN {env['cudnn'] or 'none'}, "
                f"driver {env['driver'] or 'none'}, {env['gpus']} GPU(s)")
     report.add("environment", "device", gpu)
     report.add("environment", "CPU", f"budget {env['cpu_budget']} of {env['cpus_on_machine']} CPUs, torch threads "
@@ -149,10 +151,11 @@ def _kernels(report: Report, device: str, quick: bool, env: dict, work: Path) ->
             worst += (f"; bf16 output {max(r['bf16_output'] for r in bf16):.1e}, weight grad "
                       f"{max(r['bf16_weight_grad'] for r in bf16):.1e}")
         layouts = sorted({r["layout"] for r in rows})
-        report.add("kernels", net, f"{len(rows)} distinct convs ({'/'.join(layouts)}), worst rel. error {worst}", "PASS")
+        report.add("kernels", net, f"{len(rows)} distinct convs ({'/'.join(layouts)}), worst rel. error {worst}",
+                   "PASS")
     if rc is None:
-        report.add("kernels", "kernel check", f"hung: no result within {_timeout('kernels', device, quick):.0f} s: {_tail(out, 400)}",
-                   "FAIL")
+        report.add("kernels", "kernel check",
+                   f"hung: no result within {_timeout('kernels', device, quick):.0f} s: {_tail(out, 400)}", "FAIL")
     elif rc != 0:
         for error in data.get("errors") or [f"exit {rc}: {_tail(out, 600)}"]:
             report.add("kernels", "kernel check", f"failed: {error}", "FAIL")
@@ -175,7 +178,8 @@ def _numeric(report: Report, device: str, quick: bool, env: dict, work: Path) ->
         if r["mode"] == "features":
             ok = r["safe"] and r["bound_holds"]
             report.add("precision", f"bf16 features, fp32 loss ({r['recipe']}, B={r['stim_batch']})",
-                       ("safe: " if r["safe"] else "UNSAFE: ") + what + ("" if r["bound_holds"] else "; BOUND EXCEEDED"),
+                       ("safe: " if r["safe"] else "UNSAFE: ") + what
+                       + ("" if r["bound_holds"] else "; BOUND EXCEEDED"),
                        "PASS" if ok else "FAIL")
         else:
             report.add("precision", f"loss under bf16 autocast ({r['recipe']}, B={r['stim_batch']})",
@@ -185,7 +189,8 @@ def _numeric(report: Report, device: str, quick: bool, env: dict, work: Path) ->
     for r in tp.get("classifier", []):
         report.add("throughput", f"classifier step, {r['recipe']} recipe",
                    f"regularized/plain {r['ratio']:.2f} ({r['regularized_s'] * 1e3:.1f} / {r['plain_s'] * 1e3:.1f} ms; "
-                   f"width {r['width']}, batch {r['batch']}, {r['stim_batch']} stimuli; {r['images_per_s']:.0f} img/s plain)")
+                   f"width {r['width']}, batch {r['batch']}, {r['stim_batch']} stimuli; "
+                   f"{r['images_per_s']:.0f} img/s plain)")
     for r in tp.get("predictive", []):
         report.add("throughput", f"predictive model, {r['recipe']} recipe",
                    f"{r['trials_per_s']:.1f} training trials/s ({r['neurons']} neurons, batch {r['batch']}, "
@@ -200,7 +205,8 @@ def _numeric(report: Report, device: str, quick: bool, env: dict, work: Path) ->
     for error in data.get("errors", []):
         report.add("numeric", "error", error[:300], "FAIL")
     if rc is None:
-        report.add("numeric", "precision and throughput", f"hung: not done within {_timeout('numeric', device, quick):.0f} s: "
+        report.add("numeric", "precision and throughput",
+                   f"hung: not done within {_timeout('numeric', device, quick):.0f} s: "
                    f"{_tail(out, 400)}", "FAIL")
     elif rc != 0 and not data.get("errors"):
         report.add("numeric", "precision and throughput", f"failed (exit {rc}): {_tail(out, 600)}", "FAIL")
@@ -246,9 +252,9 @@ def _verify_study(report: Report, prefix: str, device: str) -> dict:
                 bad = wrong_devices(seen, device)
                 if bad:
                     wrong[full] = bad
-    computed_rows = sum(counts[f"{m}.{n}"] for m in pipeline.MODULES for n, _, c in _tables(modules[m]) if c)
+    computed = [f"{m}.{n}" for m in pipeline.MODULES for n, _, c in _tables(modules[m]) if c]
     report.add("study", "every computed table populated",
-               f"{computed_rows} computed rows in {sum(1 for m in pipeline.MODULES for *_, c in _tables(modules[m]) if c)} "
+               f"{sum(counts[t] for t in computed)} computed rows in {len(computed)} "
                f"tables, {sum(counts.values())} rows in {len(counts)} tables and parts"
                + (f"; EMPTY: {', '.join(empty_computed)}" if empty_computed else ""),
                "FAIL" if empty_computed else "PASS")
