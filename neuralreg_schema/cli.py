@@ -13,6 +13,7 @@
     neuralreg drop [--yes]                     drop every schema of the prefix (asks to type it back)
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
     neuralreg compose-gpus N [--remote]        docker-compose.gpus.yml: one compose worker per GPU
+    neuralreg selftest [--device cuda|cpu] [--quick] [--json FILE]   kernels, bf16, the tiny study, speed
 
 `--prefix P` (or $NEURALREG_PREFIX) selects the schemas `P_experiment`, ... (default 'neuralreg'; the
 demo's: 'neuralreg_demo'); like `--threads`, it goes before or after the subcommand. Read-only
@@ -377,6 +378,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ selftest
+
+def cmd_selftest(args) -> int:
+    from . import selftest
+    return selftest.run(args.device, args.quick, args.json, say=_say)
+
+
 # ------------------------------------------------------------------ parser
 
 class _Version(argparse.Action):
@@ -501,6 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "scikit-image, default), offline (stand-in: the bundled digits), cifar10 or cifar100")
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--out", default="demo_output", help="folder for the report's figures and CSV tables")
+
+    p = command("selftest", cmd_selftest, help="check this machine before starting workers: kernels against a "
+                "float64 reference, bf16, the tiny study through a worker, throughput (neuralreg_schema/selftest.py)")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda if available")
+    p.add_argument("--quick", action="store_true", help="small sizes (seconds on a CPU; the test suite's run)")
+    p.add_argument("--json", help="also write every check and figure to this JSON file")
     return parser
 
 
@@ -524,11 +538,11 @@ def main(argv=None) -> int:
         if args.command != "demo" and getattr(args, "json", False):
             _stdout_for_json()
         runtime.configure_threads(getattr(args, "threads", None))
-        if args.command not in ("db", "compose-gpus"):       # the prefix rule, before any connection
+        if args.command not in ("db", "compose-gpus", "selftest"):       # the prefix rule, before any connection
             from . import pipeline
             pipeline.check_prefix(getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX")
                                   or (plans.DEMO_PREFIX if args.command == "demo" else settings.DEFAULT_PREFIX))
-        if args.command not in ("db", "demo", "compose-gpus"):
+        if args.command not in ("db", "demo", "compose-gpus", "selftest"):     # selftest reports it itself
             target = db.configured_target()
             if not db.answers(target, timeout=3):
                 raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "

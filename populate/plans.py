@@ -222,12 +222,15 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
 def _insert_plans(modules, spec, data, base, overrides, tag, kinds, groups, tuned, populations, model,
                   n_seeds) -> list[dict]:
     """The classifier configs, regularizers and ClassifierPlan rows of a study (inside its transaction)."""
-    clf = modules["classifier"]
+    clf, sim = modules["classifier"], modules["similarity"]
     config = clf.ClassifierConfig.add(base, name=base + tag, **overrides)
     none = clf.Regularizer.add("none")
     keys = clf.ClassifierPlan.add(data, config, none, list(range(n_seeds)))
     targeted = [clf.Regularizer.add(k, g, model=model if k in ("neural-model", "shuffle") else None)
                 for g in groups for k in kinds if k != "none"]
+    if populations:      # the pixel targets on the oracle images too: S_oracle against them (population_targets)
+        for method in ("lowpass", "highpass"):
+            sim.SimilarityConfig.add(method, "oracle")
     for (g, t), name in tuned.items():                     # e.g. 'Neural (model, low)' towards sim-demo-0-low
         for k in populations[t]:
             label = clf.KINDS[k][1]
