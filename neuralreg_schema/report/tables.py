@@ -310,9 +310,9 @@ def dose_response(modules) -> pd.DataFrame:
     out = []
     for (dataset, base, noise), part in df.groupby(["display_name", "base_config", "noise_name"]):
         none = part[part["kind"] == "none"]
-        for kind in ("neural-model", "lowpass"):
-            reg = part[part["kind"] == kind]
-            if reg.empty or reg["cfg_alpha"].nunique() < 2 or none.empty:
+        for label in reg_sort(part[part["kind"].isin(["neural-model", "lowpass"])]["label"].unique()):
+            reg = part[part["label"] == label]          # one target: a population's label of its own
+            if reg["cfg_alpha"].nunique() < 2 or none.empty:
                 continue
             both = pd.concat([none.assign(sweep_alpha=0.0), reg.assign(sweep_alpha=reg["cfg_alpha"].astype(float))])
             for (alpha, sigma), cell in both.groupby(["sweep_alpha", "sigma"]):
