@@ -21,7 +21,8 @@ def _row_counts(connection, prefix) -> dict:
         tables = connection.query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                                   args=(schema,)).fetchall()
         for (table,) in tables:
-            counts[(schema, table)] = connection.query(f"SELECT COUNT(*) FROM `{schema}`.`{table}`").fetchone()[0]
+            q = connection.adapter.quote_identifier
+            counts[(schema, table)] = connection.query(f"SELECT COUNT(*) FROM {q(schema)}.{q(table)}").fetchone()[0]
     return counts
 
 
