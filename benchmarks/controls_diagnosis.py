@@ -27,6 +27,7 @@ stimuli (never trained on) and on classification TRAINING images:
 
 Usage (the study's prefix, after populate):
     python benchmarks/controls_diagnosis.py --prefix neuralreg_controls --out diagnosis.csv
+    python benchmarks/controls_diagnosis.py --prefix neuralreg_spikes --configs demo-val240 demo-val240-bneval
 Prints one line per data set, regularizer and layer (mean over seeds) and writes every value.
 """
 from __future__ import annotations
@@ -95,11 +96,13 @@ def centring_bias(net, stim: torch.Tensor, layers, mode: str, batch: int) -> dic
     return out
 
 
-def diagnose(prefix: str, noise_sd: float, n_train: int) -> pd.DataFrame:
+def diagnose(prefix: str, noise_sd: float, n_train: int, configs: list | None = None) -> pd.DataFrame:
     mods = pipeline.activate(prefix)
     clf, sim = mods["classifier"], mods["similarity"]
     runs = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
             * clf.ClassifierConfig.proj("config", "config_name")).to_dicts()
+    if configs:
+        runs = [r for r in runs if r["config_name"] in configs]
     targets = {}
     for reg in (clf.Regularizer & "kind in ('lowpass', 'highpass', 'neural-model')").to_dicts():
         t = clf.load_target(reg)
@@ -170,9 +173,10 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", type=float, default=0.2, help="noise s.d. on [0, 1] images (default 0.2)")
     parser.add_argument("--train-images", type=int, default=500, help="classification training images used")
     parser.add_argument("--out", help="CSV of every value")
+    parser.add_argument("--configs", nargs="+", help="only the classifiers of these recipe names (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    df = diagnose(args.prefix, args.noise, args.train_images)
+    df = diagnose(args.prefix, args.noise, args.train_images, args.configs)
     if args.out:
         df.to_csv(args.out, index=False)
     cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip", "bias_", "val_acc", "heldout"))]
