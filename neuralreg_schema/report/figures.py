@@ -312,7 +312,7 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
     write_csv(summary.drop(columns=["clf_hash"]), path)
     written.append(path)
     for keys, part in summary.groupby(["display_name", "config_name", "noise_name"]):
-        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
         for label in reg_sort(part["regularizer"].unique()):
             p = part[part["regularizer"] == label].sort_values("noise_sd")
             color = _reg_color(label)
@@ -330,15 +330,17 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
             right.scatter(p["noise_sd"][~sig], p["diff_vs_none_mean"][~sig], facecolor="white", edgecolor=color,
                           s=30, zorder=3)
             prim = p[p["primary"]]
-            right.scatter(prim["noise_sd"], prim["diff_vs_none_mean"], facecolor="none", edgecolor="black", s=140,
-                          lw=1.5, zorder=4, label="primary comparison (pre-declared)")
+            if len(prim):
+                right.scatter(prim["noise_sd"], prim["diff_vs_none_mean"], facecolor="none", edgecolor="black",
+                              s=140, lw=1.5, zorder=4, label="primary comparison (pre-declared)")
         left.set_ylim(0, 1)
         left.set_ylabel("test accuracy (mean +- SEM over seeds)")
         right.set_ylabel("accuracy - accuracy of None (paired by seed)")
         for ax in (left, right):
             ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+        left.legend(fontsize=7)
+        right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.suptitle(f"Known answers from spikes: {keys[0]}, recipe {keys[1]}, noise levels {keys[2]}\n"
                      "simulated populations (mouse, low, high) through Eq. 1, predictive models and S_model; "
                      "filled: Holm-adjusted paired t-test over seeds p < 0.05", fontsize=9)

@@ -101,7 +101,7 @@ def test_neuron_controls_figure_labels_colours_and_primary(tmp_path, monkeypatch
     assert len(set(colors.values())) == len(REGS)        # one colour per regularizer
     for ax in (left, right):
         assert ax.get_xlabel() and ax.get_ylabel()
-    assert any("primary" in t.get_text() for t in right.get_legend().get_texts())
+    assert sum("primary" in t.get_text() for t in right.get_legend().get_texts()) == 1     # one legend entry
     assert "Holm" in saved[0]._suptitle.get_text() and "h" not in saved[0]._suptitle.get_text().split()
 
 
