@@ -301,7 +301,7 @@ def neuron_controls_summary(controls: pd.DataFrame) -> pd.DataFrame:
 def dose_response(modules) -> pd.DataFrame:
     """dose_response.csv: for Neural (model) and Lowpass trained at several alphas (one recipe with
     alpha overridden; alpha 0 is None), per alpha and noise sd: accuracy, and the held-out Eq. 8
-    loss after training, mean and SEM over seeds."""
+    loss after training, mean and SEM over the seeds that every alpha of the curve has."""
     df = noise_table(modules)
     if df.empty:
         return pd.DataFrame()
@@ -315,6 +315,9 @@ def dose_response(modules) -> pd.DataFrame:
             if reg["cfg_alpha"].nunique() < 2 or none.empty:
                 continue
             both = pd.concat([none.assign(sweep_alpha=0.0), reg.assign(sweep_alpha=reg["cfg_alpha"].astype(float))])
+            # the seeds every alpha has (a recipe shared with another study may have more): one n per curve
+            common = set.intersection(*(set(g["seed"]) for _, g in both.groupby("sweep_alpha")))
+            both = both[both["seed"].isin(common)]
             for (alpha, sigma), cell in both.groupby(["sweep_alpha", "sigma"]):
                 acc = cell["accuracy"].to_numpy(float)
                 loss = cell["heldout_loss"].to_numpy(float)

@@ -128,6 +128,10 @@ def test_dose_response_against_a_direct_computation(tmp_path, monkeypatch):
     assert cell["accuracy_mean"] == pytest.approx(direct["accuracy"].mean())
     assert cell["accuracy_sem"] == pytest.approx(direct["accuracy"].std(ddof=1) / np.sqrt(3))
     assert cell["heldout_loss_mean"] == pytest.approx(direct["heldout_loss"].mean())
+    extra = df[(df["kind"] == "none") & (df["seed"] == 0)].assign(seed=7)      # a seed only None has
+    monkeypatch.setattr(tables, "noise_table", lambda modules: pd.concat([df, extra]))
+    out = tables.dose_response(None)
+    assert (out["seeds"] == 3).all()
     zero = out[(out["regularizer"] == "Lowpass") & (out["alpha"] == 0.0) & (out["noise_sd"] == 0.0)].iloc[0]
     assert np.isnan(zero["heldout_loss_mean"]) and zero["seeds"] == 3          # alpha 0 is None
     written = figures.figure_dose_response(None, tmp_path)
