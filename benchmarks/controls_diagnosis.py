@@ -27,7 +27,7 @@ stimuli (never trained on) and on classification TRAINING images:
 
 Usage (the study's prefix, after populate):
     python benchmarks/controls_diagnosis.py --prefix neuralreg_controls --out diagnosis.csv
-    python benchmarks/controls_diagnosis.py --prefix neuralreg_spikes --configs demo-val240 demo-val240-bneval
+    python benchmarks/controls_diagnosis.py --prefix neuralreg_spikes --configs demo-val300 demo-val300-bneval
 Prints one line per data set, regularizer and layer (mean over seeds) and writes every value.
 """
 from __future__ import annotations
@@ -177,6 +177,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     df = diagnose(args.prefix, args.noise, args.train_images, args.configs)
+    if df.empty:
+        print(f"no trained classifier{' of the recipes ' + ', '.join(args.configs) if args.configs else ''} "
+              f"in {args.prefix}")
+        return 1
     if args.out:
         df.to_csv(args.out, index=False)
     cols = [c for c in df.columns if c.startswith(("r_", "noise_", "gamma", "flip", "bias_", "val_acc", "heldout"))]
