@@ -174,12 +174,16 @@ def _show_status(prefix: str, modules: dict, as_json: bool = False) -> None:
 
 
 def _parse_key(items: list[str]) -> dict:
+    """NAME=VALUE texts to {NAME: 'VALUE'}: the values stay text, and populate.jobs parses each by its
+    attribute's type in the table it restricts (refusing what does not parse)."""
     key = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise ValueError(f"key part {item!r}: write NAME=VALUE")
-        key[name] = int(value) if value.lstrip("-").isdigit() else value
+        if name in key:
+            raise ValueError(f"key part {item!r}: {name} is given twice")
+        key[name] = value
     return key
 
 

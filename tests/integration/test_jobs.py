@@ -290,3 +290,33 @@ def test_a_job_computed_elsewhere_first_is_discarded_not_a_crash(modules, prefix
     finally:
         monkeypatch.undo()
         (exp.Neuron.jobs & key).delete_quick()
+
+
+def test_key_values_are_parsed_by_type_and_an_injection_is_refused(modules, prefix, capsys):
+    """`--key "animal_id=1 OR 1=1"` used to reach SQL as the string '1 OR 1=1', which MySQL reads as 1:
+    it cleared (or prioritized) the jobs of animal 1. Every value is parsed by its attribute's type; what
+    does not parse is refused naming the attribute, with no SQL in the message, and nothing changes."""
+    table = modules["experiment"].Neuron
+    table.jobs.progress()
+    for animal in (513, 514):
+        _insert_error_job(table, animal, "ValueError: x")
+    try:
+        for text in ("animal_id=513 OR 1=1", "animal_id=513.0", "animal_id=5.13e2", "animal_id=0x201",
+                     "session=1 OR 1=1", "animal_id=99999999999", "scan_idx=1--"):
+            name = text.split("=")[0]
+            rest = [f"{k}={v}" for k, v in (("animal_id", 513), ("session", 1), ("scan_idx", 1)) if k != name]
+            for action in (["retry"], ["retry", "--table", "Neuron"], ["prioritize", "--table", "Neuron",
+                                                                        "--priority", "1"],
+                           ["ignore", "--table", "Neuron", "--key", *rest]):
+                args = ["--prefix", prefix, "jobs", *action]
+                args = args + [text] if "--key" in action else args + ["--key", text]
+                assert cli.main(args) == 1, (text, action)
+                err = capsys.readouterr().err
+                assert text.split("=")[0] in err and "not " in err, err
+                assert not any(w in err.upper() for w in ("SELECT", "WHERE", "UPDATE ", "DELETE ")), err
+        assert len(table.jobs.errors & {"animal_id": 513}) == 1 and len(table.jobs.errors & {"animal_id": 514}) == 1
+        assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", "animal_id=+513"]) == 0
+        assert "cleared 1" in capsys.readouterr().out
+        assert len(table.jobs.errors & {"animal_id": 514}) == 1
+    finally:
+        (table.jobs & [{"animal_id": 513}, {"animal_id": 514}]).delete_quick()
