@@ -331,11 +331,14 @@ def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) ->
         n = 0
         for row in reserved.to_dicts():
             key = {k: row[k] for k in pk}
-            if row.get("host") == platform.node() and row.get("pid") and not pid_alive(int(row["pid"])):
+            here = row.get("host") == platform.node() and row.get("pid")
+            if here and not pid_alive(int(row["pid"])):
                 why = f"its process {row['pid']} on this host is gone"
             elif tuple(key.values()) in gone:
                 why = ("no heartbeat for longer than the lease" if row.get("completed_time") is not None
                        else f"reserved longer than {timeout} s")
+            elif here:
+                continue                # its process lives on this host: a lost connection is not a dead job
             elif row.get("completed_time") is None and row.get("connection_id"):
                 live = live_connections(table.connection) if live is None else live
                 if int(row["connection_id"]) in live:

@@ -291,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
     dog = watchdog.Watchdog(tables, connections(tables)[0], interval=args.heartbeat,
                             stall_timeout=args.stall_timeout, job_timeout=args.job_timeout).start()
     try:
-        return _loop(args, tables)
+        with watchdog.leases_on_reserve():  # a job this worker reserves has its heartbeat from the start
+            return _loop(args, tables)
     finally:
         dog.stop()
 

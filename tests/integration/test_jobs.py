@@ -320,3 +320,72 @@ def test_key_values_are_parsed_by_type_and_an_injection_is_refused(modules, pref
         assert len(table.jobs.errors & {"animal_id": 514}) == 1
     finally:
         (table.jobs & [{"animal_id": 513}, {"animal_id": 514}]).delete_quick()
+
+
+SLOW_WORKER = """
+import sys, time
+from neuralreg_schema import pipeline
+from populate import worker
+neuron = pipeline.activate(sys.argv[1])["experiment"].Neuron
+
+def slow(self, key):
+    print("working", flush=True)
+    time.sleep(float(sys.argv[2]))
+
+neuron.make = slow
+sys.exit(worker.main(["--prefix", sys.argv[1], "--tables", "Neuron", "--max-jobs", "1"]))
+"""
+
+
+def test_a_worker_job_has_its_lease_from_the_moment_it_is_reserved(modules, prefix, monkeypatch):
+    """A worker's connection killed before its first heartbeat (every 30 s): the job was reclaimed as
+    'no heartbeat and its connection is gone' although the worker lived, and two workers trained the
+    same key. The worker now stamps the lease in the UPDATE that reserves the job, and a reclaim (the
+    CLI on this host, or another host's worker) leaves it alone until the lease runs out."""
+    import platform
+    from tests.helpers import spawn, stop
+    exp = modules["experiment"]
+    key = _scan(exp, 515)
+    proc = spawn(["-c", SLOW_WORKER, prefix, "60"])
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while "working" not in line:
+            assert time.monotonic() < deadline and proc.poll() is None, "the worker did not start its job"
+            line = proc.stdout.readline()
+        row = (exp.Neuron.jobs & key).fetch1()
+        assert row["status"] == "reserved" and row["completed_time"] is not None     # the lease, before any beat
+        _kill(exp.Neuron.connection, row["connection_id"])
+        time.sleep(0.5)
+        out = run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, "jobs", "reclaim"], timeout=120)
+        assert out.returncode == 0 and "reclaimed: nothing" in out.stdout, (out.stdout, out.stderr[-2000:])
+        monkeypatch.setattr(jobs.platform, "node", lambda: "another-host")           # a worker elsewhere
+        tables = worker.computed_tables(modules)
+        assert jobs.reclaim(tables) == {}
+        assert (exp.Neuron.jobs & key).fetch1("status") == "reserved"
+        time.sleep(1.5)
+        assert jobs.reclaim(tables, lease=1) == {"experiment.Neuron": 1}            # a lease does run out
+        monkeypatch.setattr(jobs.platform, "node", platform.node)
+    finally:
+        stop(proc)
+        (exp.Neuron.jobs & key).delete_quick()
+
+
+def test_a_plain_populate_keeps_datajoints_reserve(modules):
+    """Only the worker stamps a lease: a job reserved by a plain `populate(reserve_jobs=True)` (no
+    watchdog beats for it) has none, and keeps the rules for jobs without a heartbeat."""
+    from populate import watchdog
+    exp = modules["experiment"]
+    key = _scan(exp, 516)
+    exp.Neuron.jobs.refresh(key)
+    try:
+        with watchdog.leases_on_reserve():                          # as inside the worker's loop
+            assert exp.Neuron.jobs.reserve(key)
+            assert not exp.Neuron.jobs.reserve(key)                 # still atomic: reserved once
+        assert (exp.Neuron.jobs & key).fetch1("completed_time") is not None
+        (exp.Neuron.jobs & key).delete_quick()
+        exp.Neuron.jobs.refresh(key)
+        assert exp.Neuron.jobs.reserve(key)                         # outside it: DataJoint's own reserve
+        assert (exp.Neuron.jobs & key).fetch1("completed_time") is None
+    finally:
+        (exp.Neuron.jobs & key).delete_quick()
