@@ -87,7 +87,7 @@ def cmd_db(args) -> int:
                 print(f"{key:>20}: {value}")
         return 0 if info["login"] else 1
     elif args.action == "worker-user":
-        db.worker_user(args.name, say=_say)
+        db.worker_user(args.name, say=_say, force=args.force, rotate=args.rotate)
     else:
         db.down(say=_say)
     return 0
@@ -357,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset-password", action="store_true",
                    help="with up: set the existing application account's password to a new one")
     p.add_argument("--json", action="store_true", help="status: print one JSON object")
+    p.add_argument("--force", action="store_true",
+                   help="worker-user: take over an existing account this project did not create (resets its password)")
+    p.add_argument("--rotate", action="store_true",
+                   help="worker-user: give the existing worker account a new password (default: keep it)")
 
     p = command("compose-gpus", cmd_compose_gpus, help="write docker-compose.gpus.yml: one compose worker per GPU")
     p.add_argument("gpus", type=int, help="GPUs (workers) on this host")
@@ -447,6 +451,8 @@ def main(argv=None) -> int:
         parser.error("--json goes with `jobs` (status) and `jobs errors`")
     if args.command == "db" and args.json and args.action != "status":
         parser.error("--json goes with `db status`")
+    if args.command == "db" and (args.force or args.rotate) and args.action != "worker-user":
+        parser.error("--force and --rotate go with `db worker-user`")
     from pymysql.err import OperationalError
     from . import db
     from .compute.common import runtime

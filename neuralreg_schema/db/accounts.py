@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .. import settings
 from .connection import (APP_USER, MYSQL_HOSTS, SCHEMA_PATTERN, SERVER_SETTINGS, WORKER_USER, DatabaseError, Target,
-                         app_credentials, backend_of, configured_target, connect, psycopg2_driver, query)
+                         app_credentials, backend_of, can_login, configured_target, connect, psycopg2_driver,
+                         query)
 from .servers import local_dir, update_env_file
 
 def candidate_sockets(backend: str = "mysql") -> list[str]:
@@ -40,6 +41,7 @@ def _env_admin_password(backend: str) -> str | None:
     path = settings.project_root() / ".env"
     if not path.is_file():
         return None
+    settings.tighten(path, 0o600)
     values = dict(line.split("=", 1) for line in path.read_text().splitlines()
                   if "=" in line and not line.lstrip().startswith("#"))
     name = "POSTGRES_PASSWORD" if backend == "postgresql" else "MYSQL_ROOT_PASSWORD"
@@ -96,8 +98,12 @@ class MySQLAccounts:
         # PyMySQL formats with %: the pattern's own % doubled
         query(self.admin, f"GRANT {privileges} ON `{SCHEMA_PATTERN.replace('%', '%%')}`.* TO %s@%s", (user, host))
 
-    def _ensure(self, user: str, password: str) -> None:
+    def _ensure(self, user: str, password: str | None) -> None:
+        """Create the account (every host of MYSQL_HOSTS) with `password`, or set it; None keeps the
+        existing one (a host that is missing is created only with a password)."""
         for host in MYSQL_HOSTS:
+            if password is None:
+                continue
             query(self.admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
             query(self.admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
 
@@ -117,6 +123,12 @@ class MySQLAccounts:
 
     def user_exists(self, user: str) -> bool:
         return bool(query(self.admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
+
+    def is_privileged(self, user: str) -> bool:
+        """Whether any host of the account holds a server-wide right (on *.*)."""
+        rows = query(self.admin, "SELECT GRANTEE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE LIKE %s "
+                                 "AND PRIVILEGE_TYPE <> 'USAGE'", (f"'{user}'@%",))
+        return any(grantee.split("@", 1)[0] == f"'{user}'" for (grantee,) in rows)
 
     def port(self) -> int:
         return int(query(self.admin, "SELECT @@port")[0][0])
@@ -176,7 +188,11 @@ class PostgresAccounts:
             self._in_db.close()
             self._in_db = None
 
-    def _ensure_role(self, user: str, password: str) -> None:
+    def _ensure_role(self, user: str, password: str | None) -> None:
+        """Create the login role with `password`, or set it; None keeps the existing role's password."""
+        if password is None and self.user_exists(user):
+            query(self.admin, f"ALTER ROLE {self.ident(user)} WITH LOGIN")
+            return
         verb = "ALTER" if self.user_exists(user) else "CREATE"
         query(self.admin, f"{verb} ROLE {self.ident(user)} WITH LOGIN PASSWORD %s", (password,))
 
@@ -220,6 +236,11 @@ class PostgresAccounts:
     def user_exists(self, user: str) -> bool:
         return bool(query(self.admin, "SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)))
 
+    def is_privileged(self, user: str) -> bool:
+        """Whether the role is a superuser or may create roles or databases, or bypass row security."""
+        return bool(query(self.admin, "SELECT 1 FROM pg_roles WHERE rolname = %s AND (rolsuper OR rolcreaterole "
+                                      "OR rolcreatedb OR rolbypassrls OR rolreplication)", (user,)))
+
     def port(self) -> int:
         return int(query(self.admin, "SHOW port")[0][0])
 
@@ -248,8 +269,8 @@ def ensure_app_user(admin, user: str, password: str) -> None:
         getattr(helper, "close", lambda: None)()
 
 
-def ensure_worker_user(admin, user: str, password: str, app_user: str | None = None) -> None:
-    """Create (or reset) a least-privilege worker account: it fills tables and job queues that exist,
+def ensure_worker_user(admin, user: str, password: str | None, app_user: str | None = None) -> None:
+    """Create (or reset; `password` None: keep its password) a least-privilege worker account: it fills tables and job queues that exist,
     but cannot drop or alter them. All workers of one study share one account (jobs.reclaim sees only
     the connections of its own account on MySQL)."""
     app_user = app_user or app_credentials()[0] or APP_USER
@@ -271,26 +292,71 @@ def drop_account(admin, user: str) -> None:
         getattr(helper, "close", lambda: None)()
 
 
-def worker_user(name: str = WORKER_USER, say=print) -> Path:
+# accounts `db worker-user` never touches, --force or not: the servers' own and administrative ones
+RESERVED_ACCOUNTS = {"root", "postgres", "mysql", "mariadb.sys", "mysql.sys", "mysql.session",
+                     "mysql.infoschema", "debian-sys-maint", "public", "admin"}
+_WORKER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def worker_user(name: str = WORKER_USER, say=print, *, force: bool = False, rotate: bool = False) -> Path:
     """Create the worker account `name` with a generated password, stored in .secrets/ (0600) and, for
     docker compose on this machine, in `.env` (NEURALREG_WORKER_USER / NEURALREG_WORKER_PASSWORD);
-    returns the password file. Needs the administrative access `up` uses."""
+    returns the password file. Needs the administrative access `up` uses.
+
+    Idempotent: when the account exists and the password in .secrets/ logs in (this project made it),
+    the grants are applied again and the password is kept, unless `rotate` (then the running workers
+    need the new one). An existing account whose password this project does not hold was not made here:
+    it is refused (its password would be reset under whoever uses it) unless `force`. Administrative
+    accounts (RESERVED_ACCOUNTS, the application account, any account with server-wide rights) are
+    refused always."""
+    if (name or "").lower() in RESERVED_ACCOUNTS or (name or "").lower().startswith(("pg_", "mysql.")):
+        raise ValueError(f"{name!r} is a server's own account: the worker account needs a name of its own "
+                         f"(default {WORKER_USER})")
+    if not _WORKER_NAME.fullmatch(name or ""):
+        raise ValueError(f"worker account name {name!r}: use letters, digits and '_' (at most 32, not starting "
+                         "with a digit)")
     target = configured_target()
     admin = admin_connection(target)
     if admin is None:
         raise DatabaseError(f"no administrative access to {target} to create {name!r} "
                             "(set DJ_ADMIN_USER / DJ_ADMIN_PASS)")
-    password = _secrets.token_urlsafe(24)
+    secret = f"worker.{name}.password"
     try:
-        ensure_worker_user(admin, name, password)
-        grants = accounts(admin).describe_worker_grants()
+        helper = accounts(admin)
+        exists = helper.user_exists(name)
+        stored = settings.read_secret(secret)
+        ours = exists and bool(stored) and can_login(target, name, stored)
+        if exists:
+            if helper.is_privileged(name):
+                raise DatabaseError(f"the account {name!r} on {target} has server-wide or administrative rights: "
+                                    "it cannot become a worker account (--force does not apply); choose another "
+                                    "--name")
+            if not ours and not force:
+                raise DatabaseError(
+                    f"the account {name!r} already exists on {target}, and this project holds no working password "
+                    f"for it ({settings.secrets_dir() / secret}): it was not created here, and making it the worker "
+                    "account would reset its password and change its rights. Choose another --name, or pass --force "
+                    "to take it over")
+        keep = ours and not rotate
+        password = stored if keep else _secrets.token_urlsafe(24)
+        ensure_worker_user(admin, name, None if keep else password)     # None: the account keeps its password
+        grants = helper.describe_worker_grants()
     finally:
+        getattr(locals().get("helper"), "close", lambda: None)()
         admin.close()
-    path = settings.write_secret(f"worker.{name}.password", password)
+    path = settings.write_secret(secret, password)
     env = settings.project_root() / ".env"
     if env.is_file():
         update_env_file(settings.project_root(), {"NEURALREG_WORKER_USER": name, "NEURALREG_WORKER_PASSWORD": password})
-    say(f"worker account {name!r} on {target} ({grants}); its password is in {path}"
+    if ours and not rotate:
+        what = "kept its password (--rotate makes a new one)"
+    elif ours:
+        what = "made a new password (workers using the old one fail to reconnect: restart them)"
+    elif exists:
+        what = "took over the existing account (--force): its password was reset"
+    else:
+        what = "created it"
+    say(f"worker account {name!r} on {target} ({grants}): {what}; its password is in {path}"
         + (" and in .env (docker compose workers)" if env.is_file() else "")
         + f". Workers use: DJ_USER={name} DJ_PASS=<that password>")
     return path
