@@ -1,6 +1,7 @@
 """The `neuralreg` command: argument parsing and dispatch.
 
-    neuralreg db up | status [--json] | down | worker-user   bring the database up (idempotent), report, stop ours
+    neuralreg db up | status [--json] | down | worker-user [--force] [--rotate]   bring the database up
+                                               (idempotent), report, stop ours, the worker account
     neuralreg ingest simulated [--profile demo] [--seed 0]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
@@ -11,6 +12,7 @@
     neuralreg jobs [errors|retry|ignore|prioritize|reclaim] [--json] [--table T] [--key NAME=VALUE ...]
     neuralreg report [--out DIR]               the paper's figures and tables from the database
     neuralreg drop [--yes]                     drop every schema of the prefix (asks to type it back)
+    neuralreg store gc [--delete] [--min-age S]   store files no row references (dry run unless --delete)
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
     neuralreg compose-gpus N [--remote]        docker-compose.gpus.yml: one compose worker per GPU
 
@@ -119,15 +121,30 @@ def cmd_ingest(args) -> int:
 
 def cmd_group(args) -> int:
     from . import pipeline
+    scans = [_scan_key(text) for text in args.scans] if args.scans else None     # before any schema is made
     modules = pipeline.activate(_prefix(args))
-    scans = None
-    if args.scans:
-        scans = [dict(zip(("animal_id", "session", "scan_idx"), map(int, s.split("-")))) for s in args.scans]
     key = modules["similarity"].ScanGroup.add(args.name, scans, image_set=args.image_set,
                                                description=args.description)
     n = len(modules["similarity"].ScanGroup.Member & key)
     _say(f"scan group {args.name!r}: {n} scans")
     return 0
+
+
+_SCAN_KEY_RANGES = {"animal_id": (-2 ** 31, 2 ** 31 - 1), "session": (-2 ** 15, 2 ** 15 - 1),
+                    "scan_idx": (-2 ** 15, 2 ** 15 - 1)}     # int32, int16, int16: experiment.Scan
+
+
+def _scan_key(text: str) -> dict:
+    """'ANIMAL-SESSION-SCAN' (e.g. 26872-17-20) to a Scan key: exactly three whole numbers, each in its
+    column's range; anything else is refused (an extra part was dropped silently before)."""
+    parts = text.split("-")
+    if len(parts) != 3 or not all(part.isdigit() and part.isascii() for part in parts):
+        raise ValueError(f"--scans {text!r}: write ANIMAL-SESSION-SCAN, three whole numbers (e.g. 26872-17-20)")
+    key = dict(zip(_SCAN_KEY_RANGES, map(int, parts)))
+    for name, (low, high) in _SCAN_KEY_RANGES.items():
+        if not low <= key[name] <= high:
+            raise ValueError(f"--scans {text!r}: {name} {key[name]} is outside {low}..{high}")
+    return key
 
 
 def cmd_plan_similarity(args) -> int:
@@ -262,6 +279,23 @@ def cmd_drop(args) -> int:
             raise ValueError(f"not confirmed (typed {answer.strip()!r}, not {prefix!r}): nothing dropped")
     pipeline.drop_all(prefix)
     _say(f"dropped {', '.join(names)}")
+    return 0
+
+
+def cmd_store(args) -> int:
+    from . import store_gc
+    result = store_gc.collect(_open_existing(args), delete=args.delete, min_age=args.min_age)
+    for o in result["orphans"]:
+        age = "age unknown" if o["age_s"] is None else f"{o['age_s']:.0f} s old"
+        print(f"  {o['path']}  {o['bytes']} bytes, {age}")
+    total = sum(o["bytes"] for o in result["orphans"])
+    _say(f"{len(result['orphans'])} file(s) of prefix {_prefix(args)!r} in the store that no row references "
+         f"({total / 2 ** 20:.1f} MiB; {result['stored']} stored, {result['referenced']} referenced)")
+    if result["dry_run"]:
+        _say("dry run: nothing removed (`neuralreg store gc --delete` removes those older than --min-age)")
+    else:
+        _say(f"removed {result['deleted']} ({result['bytes_freed'] / 2 ** 20:.1f} MiB); kept {result['kept_young']} "
+             f"younger than {args.min_age:g} s or of unknown age (an insert may be writing them)")
     return 0
 
 
@@ -417,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the predictive model behind the neural-model and shuffle targets (default 0)")
     p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
                                        "$NEURALREG_DATA, where workers on this machine look)")
-    p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
+    p.add_argument("--seeds", type=worker.count(1), help="number of seeds, 0..N-1 (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
 
@@ -426,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("drop", cmd_drop, help="drop every schema of the prefix, after you type the prefix back")
     p.add_argument("--yes", action="store_true", help="do not ask")
+
+    p = command("store", cmd_store, help="the object store: gc lists (--delete: removes) files no row references")
+    p.add_argument("action", choices=["gc"])
+    p.add_argument("--delete", action="store_true", help="remove the orphans (default: a dry run that lists them)")
+    p.add_argument("--min-age", type=float, default=3600.0,
+                   help="with --delete: remove only orphans older than this many seconds (default 3600: a worker "
+                        "writes its file just before its row)")
 
     p = command("demo", cmd_demo, help="database up, simulated experiment, populate, summary")
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])

@@ -123,6 +123,9 @@ class Watchdog(threading.Thread):
                  stall_timeout: float | None = None, job_timeout: float | None = None,
                  connect: Callable = side_connection, on_hung: Callable[[str], None] | None = None):
         super().__init__(name="neuralreg-watchdog", daemon=True)
+        for name, value in (("interval", interval), ("stall_timeout", stall_timeout), ("job_timeout", job_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"watchdog {name} must be > 0 seconds, got {value}")
         self.tables, self.main = list(tables), main_connection
         # job table names resolved here, in the worker's thread: `table.jobs` may query the database on
         # the main connection, which this thread must never touch
@@ -162,8 +165,10 @@ class Watchdog(threading.Thread):
         return self._conn
 
     def _limits(self, table) -> tuple[float, float]:
-        total = self.job_override or float(getattr(table, "reserve_timeout", DEFAULT_TIMEOUT))
-        stall = self.stall_override or float(getattr(table, "stall_timeout", DEFAULT_STALL))
+        total = self.job_override if self.job_override is not None else float(getattr(table, "reserve_timeout",
+                                                                                          DEFAULT_TIMEOUT))
+        stall = self.stall_override if self.stall_override is not None else float(getattr(table, "stall_timeout",
+                                                                                            DEFAULT_STALL))
         return total, stall
 
     def beat(self) -> None:
