@@ -147,6 +147,8 @@ def configure() -> "object":
         if os.environ.get("DJ_STORES"):          # load() merged the file's stores over DJ_STORES: env wins
             dj.config._apply_stores_env()
     _backend_defaults(dj)
+    for folder in (secrets_dir(), user_secrets_dir()):        # a `chmod 644` of them is undone on every use
+        tighten_secrets(folder)
     if dj.config["database.user"] is None:
         dj.config["database.user"] = read_secret("database.user")
     if dj.config["database.password"] is None:

@@ -33,10 +33,12 @@ def server(request, tmp_path, modules):
     admin = db.admin_connection(target)
     if admin is None:
         pytest.skip(f"no administrative access to {target}")
+    user, password = db.app_credentials()        # `db up` gave the application account one password on both
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "NEURALREG_"))}
     env.update(NEURALREG_HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), DJ_BACKEND=backend,
                DJ_HOST=target.host, DJ_PORT=str(target.port), DJ_USE_TLS="false", PYTHONPATH=str(ROOT),
-               NEURALREG_STORE=str(tmp_path / "store"))
+               NEURALREG_STORE=str(tmp_path / "store"), DJ_USER=user, DJ_PASS=password,
+               NEURALREG_PREFIX=helpers.new_prefix("a"))
     created = []
     try:
         yield admin, target, env, created
@@ -44,6 +46,9 @@ def server(request, tmp_path, modules):
         try:
             for name in created:
                 db.drop_account(admin, name)
+            helpers.run([sys.executable, "-c", "import sys; from neuralreg_schema import pipeline; "
+                                               "pipeline.drop_all(sys.argv[1])", env["NEURALREG_PREFIX"]],
+                        env=env, cwd=env["NEURALREG_HOME"], timeout=300)
         finally:
             admin.close()
 
