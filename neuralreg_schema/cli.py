@@ -89,7 +89,7 @@ def cmd_db(args) -> int:
                 print(f"{key:>20}: {value}")
         return 0 if info["login"] else 1
     elif args.action == "worker-user":
-        db.worker_user(args.name, say=_say, force=args.force, rotate=args.rotate)
+        db.worker_user(args.name, say=_say, force=args.force, rotate=args.rotate, prefix=_prefix(args))
     else:
         db.down(say=_say)
     return 0
