@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -481,8 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------ main
 
+_SQL = re.compile(r"\s*(SELECT|UPDATE|DELETE|INSERT|REPLACE|CREATE|DROP|ALTER|GRANT|REVOKE|WITH)\b", re.I)
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The error as one line, without the SQL a database error may carry (DataJoint's query errors hold
+    the statement as an argument; PostgreSQL's messages quote it after 'LINE n:')."""
+    parts = [str(a) for a in exc.args] if len(exc.args) > 1 else [str(exc)]
+    parts = [re.split(r"\n\s*LINE \d+:", part)[0] for part in parts if not _SQL.match(part)]
+    text = " ".join(" ".join(dict.fromkeys(p.strip() for p in parts if p.strip())).split())
+    return text or type(exc).__name__
 
 
 def main(argv=None) -> int:

@@ -48,3 +48,15 @@ def test_a_scan_key_must_be_exactly_three_whole_numbers_in_range(text):
 
 def test_a_scan_key_parses():
     assert cli._scan_key("26872-17-20") == {"animal_id": 26872, "session": 17, "scan_idx": 20}
+
+
+def test_database_errors_are_reported_without_their_sql():
+    """PostgreSQL quoted the statement ('LINE 1: SELECT ...'); DataJoint's query errors carry it as an
+    argument: the one-line message keeps the server's words and drops the SQL."""
+    from datajoint.errors import QuerySyntaxError
+    pg = Exception('invalid input syntax for type integer: "1 OR 1=1"\nLINE 1: ...WHERE ("animal_id"=\'1 OR 1=1\')\n ^')
+    assert cli._one_line(pg) == 'invalid input syntax for type integer: "1 OR 1=1"'
+    dj = QuerySyntaxError("syntax error at or near \")\"", "SELECT count(DISTINCT ) FROM \"x\".\"y\"")
+    assert "SELECT" not in cli._one_line(dj) and "syntax error" in cli._one_line(dj)
+    assert cli._one_line(ValueError("plain problem")) == "plain problem"
+    assert cli._one_line(KeyError()) == "KeyError"
