@@ -178,3 +178,23 @@ def test_uint64_and_whole_float_ids_within_range_are_read_exactly(scan):
     np.testing.assert_array_equal(got.unit_ids, expected.unit_ids)
     np.testing.assert_array_equal(got.trial_idx, expected.trial_idx)
     np.testing.assert_array_equal(got.image_ids, expected.image_ids)
+
+
+@pytest.mark.parametrize("name,bad", [("unit_ids", 1.5), ("trial_idx", 2.0 ** 60), ("image_ids", float("nan")),
+                                      ("animal_id", 3.5), ("unit_ids", np.uint64(2 ** 64 - 5))])
+def test_a_recording_made_in_python_refuses_ids_that_are_not_exact(name, bad):
+    """The same rule for a ScanRecording built in Python (tests.helpers.make_recording), whatever its
+    source: ids are exact integers or the recording is refused before any insert."""
+    from neuralreg_schema.compute.experiment.recording import RecordingError
+    from tests.helpers import make_recording
+    images, scan = make_recording()
+    scan.validate(images.image_ids)
+    values = np.asarray(getattr(scan, name))
+    if values.ndim == 0:
+        setattr(scan, name, bad)
+    else:
+        values = values.astype(np.asarray(bad).dtype if np.asarray(bad).dtype.kind != "u" else np.uint64)
+        values[-1] = bad
+        setattr(scan, name, values)
+    with pytest.raises(RecordingError, match=name):
+        scan.validate(images.image_ids)
