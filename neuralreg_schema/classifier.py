@@ -161,14 +161,19 @@ class Regularizer(dj.Lookup):
     @classmethod
     def add(cls, kind: str, group: str | dict | None = None, *, model: dict | str | None = None,
             model_seed: int | None = None, shuffle_seed: int = 0, vgg_layer: str = "conv3_1",
-            blur_sigma: float | None = None) -> dict:
+            blur_sigma: float | None = None, label: str | None = None) -> dict:
         """A regularizer of `kind` towards the averaged matrix of scan `group`; model, model_seed: the
         PredictiveModelConfig and its seed for 'neural-model' and 'shuffle' (SimilarityConfig.add);
         blur_sigma: the blur (stimulus pixels) of 'lowpass' / 'highpass' (default
-        compute.similarity.pixel_targets.DEFAULT_SIGMA). Creates the SimilarityConfig it needs."""
+        compute.similarity.pixel_targets.DEFAULT_SIGMA); label: what tables and figures call it
+        (default the kind's, e.g. 'Neural (model)'; not part of its hash: the first insert names it).
+        Creates the SimilarityConfig it needs."""
         if kind not in KINDS:
             raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {', '.join(KINDS)}")
-        method, label = KINDS[kind]
+        method, default_label = KINDS[kind]
+        label = label or default_label
+        if len(label) > 64:
+            raise ValueError(f"regularizer label {label!r} is longer than 64 characters")
         group = group["scan_group"] if isinstance(group, dict) else group
         if method is not None and method not in ("model", "shuffle") and (model is not None or model_seed is not None):
             raise ValueError(f"regularizer {kind!r} takes no predictive model")

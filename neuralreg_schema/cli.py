@@ -2,7 +2,7 @@
 
     neuralreg db up | status [--json] | down | worker-user [--force] [--rotate]   bring the database up
                                                (idempotent), report, stop ours, the worker account
-    neuralreg ingest simulated [--profile demo] [--seed 0]
+    neuralreg ingest simulated [--profile demo] [--seed 0] [--tuning mouse|low|high]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
     neuralreg plan-similarity [--model demo] [--model-seed 0] [--vgg]   a predictive model's similarity configs
@@ -15,6 +15,7 @@
     neuralreg store gc [--delete] [--min-age S]   store files no row references (dry run unless --delete)
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
     neuralreg compose-gpus N [--remote]        docker-compose.gpus.yml: one compose worker per GPU
+    neuralreg selftest [--device cuda|cpu] [--quick] [--json FILE]   kernels, bf16, the tiny study, speed
 
 `--prefix P` (or $NEURALREG_PREFIX) selects the schemas `P_experiment`, ... (default 'neuralreg'; the
 demo's: 'neuralreg_demo'); like `--threads`, it goes before or after the subcommand. Read-only
@@ -113,7 +114,7 @@ def cmd_compose_gpus(args) -> int:
 def cmd_ingest(args) -> int:
     from populate import ingest
     if args.source == "simulated":
-        keys = ingest.ingest_simulated(_prefix(args), args.profile, args.seed)
+        keys = ingest.ingest_simulated(_prefix(args), args.profile, args.seed, args.tuning)
     else:
         keys = ingest.ingest_sensorium(_prefix(args), args.paths)
     _say(f"ingested {len(keys)} new scan(s)")
@@ -156,7 +157,7 @@ def cmd_plan_similarity(args) -> int:
 def cmd_plan(args) -> int:
     plans.plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds,
                      vgg=args.vgg, classifier=args.classifier, model=args.model, data_root=args.data_root,
-                     model_seed=args.model_seed)
+                     model_seed=args.model_seed, attacks=args.attacks)
     return 0
 
 
@@ -348,6 +349,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ selftest
+
+def cmd_selftest(args) -> int:
+    from . import selftest
+    return selftest.run(args.device, args.quick, args.json, say=_say)
+
+
 # ------------------------------------------------------------------ parser
 
 class _Version(argparse.Action):
@@ -408,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = isub.add_parser("simulated", parents=[common], help="the embedded simulated experiment")
     q.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--tuning", default="mouse", choices=["mouse", "low", "high"],
+                   help="receptive fields of the simulated neurons: mouse (V1-like, default), low (coarse, "
+                        "luminance-sensitive: similarity close to the lowpass target) or high (fine: close to "
+                        "the highpass target); its scan group is <image set>-<tuning> (docs/controls.md)")
     q = isub.add_parser("sensorium", parents=[common], help="Sensorium 2022 static scans (folders or zips)")
     q.add_argument("paths", nargs="+")
 
@@ -453,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
                                        "$NEURALREG_DATA, where workers on this machine look)")
     p.add_argument("--seeds", type=worker.count(1), help="number of seeds, 0..N-1 (default: the study's)")
+    p.add_argument("--attacks", help="attack suite: tiny, demo, paper or none (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
 
@@ -477,6 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "scikit-image, default), offline (stand-in: the bundled digits), cifar10 or cifar100")
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--out", default="demo_output", help="folder for the report's figures and CSV tables")
+
+    p = command("selftest", cmd_selftest, help="check this machine before starting workers: kernels against a "
+                "float64 reference, bf16, the tiny study through a worker, throughput (neuralreg_schema/selftest.py)")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda if available")
+    p.add_argument("--quick", action="store_true", help="small sizes (seconds on a CPU; the test suite's run)")
+    p.add_argument("--json", help="also write every check and figure to this JSON file")
     return parser
 
 
@@ -510,7 +529,7 @@ def main(argv=None) -> int:
         if args.command != "demo" and getattr(args, "json", False):
             _stdout_for_json()
         runtime.configure_threads(getattr(args, "threads", None))
-        if args.command not in ("db", "demo", "compose-gpus"):
+        if args.command not in ("db", "demo", "compose-gpus", "selftest"):     # selftest reports it itself
             target = db.configured_target()
             if not db.answers(target, timeout=3):
                 raise db.DatabaseError(f"no database answers at {target.host}:{target.port}: run "

@@ -11,20 +11,31 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def ingest_simulated(prefix: str, profile: str, seed: int) -> list[dict]:
-    """Simulate and ingest an experiment; its scans also form a ScanGroup named after the image set."""
+def group_name(image_set: str, tuning: str = "mouse") -> str:
+    """The scan group of a simulated population: the image set's name ('sim-demo-0') for the mouse
+    tuning, '<image set>-<tuning>' ('sim-demo-0-low') for the others."""
+    return image_set if tuning == "mouse" else f"{image_set}-{tuning}"
+
+
+def ingest_simulated(prefix: str, profile: str, seed: int, tuning: str = "mouse") -> list[dict]:
+    """Simulate and ingest an experiment whose neurons are tuned as `tuning` (compute/experiment/
+    simulate.TUNINGS); its scans also form a ScanGroup (`group_name`). Every tuning of one profile and
+    seed shows the same image set."""
     from neuralreg_schema.compute.experiment import simulate
+    simulate.tuning_of(tuning)                      # an unknown tuning is refused before any schema is made
     modules = pipeline.activate(prefix)
     experiment, similarity = modules["experiment"], modules["similarity"]
     started = time.time()
-    _say(f"simulating the '{profile}' experiment (seed {seed})")
-    sim = simulate.simulate_experiment(profile, seed=seed, progress=lambda m: _say(f"  {m}"))
+    _say(f"simulating the '{profile}' experiment (seed {seed}, {tuning} tuning)")
+    sim = simulate.simulate_experiment(profile, seed=seed, progress=lambda m: _say(f"  {m}"), tuning=tuning)
     _say(f"  {len(sim.scans)} scans, {len(sim.image_set.image_ids)} images, "
          f"{sum(s.n_neurons for s in sim.scans)} neurons in {time.time() - started:.1f} s")
-    keys = experiment.ingest(sim.image_set, sim.scans, source_path=f"{profile}/seed={seed}", progress=_say)
-    name = sim.image_set.name
+    source = f"{profile}/seed={seed}" + (f"/tuning={tuning}" if tuning != "mouse" else "")
+    keys = experiment.ingest(sim.image_set, sim.scans, source_path=source, progress=_say)
+    name = group_name(sim.image_set.name, tuning)
     similarity.ScanGroup.add(name, [experiment.scan_key(s) for s in sim.scans],
-                             description=f"all scans of the simulated '{profile}' experiment, seed {seed}")
+                             description=f"all scans of the simulated '{profile}' experiment, seed {seed}"
+                                         + (f", {tuning}-tuned neurons" if tuning != "mouse" else ""))
     _say(f"  scan group {name!r}: {len(sim.scans)} scans")
     return keys
 

@@ -19,6 +19,7 @@ def _say(message: str) -> None:
 
 
 DEMO_PREFIX = "neuralreg_demo"
+TUNED_POPULATIONS = ("low", "high")      # compute/experiment/simulate.TUNINGS other than mouse
 # predictive-model recipe per simulation profile
 DEMO_MODEL = {"tiny": "tiny", "demo": "demo", "full": "paper"}
 # study planned by the demo per simulation profile (classifiers sized for two CPU cores)
@@ -58,6 +59,25 @@ STUDIES = {
     # Shuffle; both noise level sets for any data set; the report writes controls.csv
     "controls": {"model": "demo", "dataset": "offline", "classifier": "demo", "seeds": 5, "attacks": None,
                  "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "shuffle", "lowpass", "highpass")},
+    # known answers from spikes (docs/controls.md): the whole chain, spikes -> Eq. 1 -> predictive model ->
+    # S_model -> classifier, from simulated populations whose similarity is known before training (the
+    # `low` and `high` tunings of `neuralreg ingest simulated --tuning`, groups <group>-low / -high),
+    # next to the mouse population (Neural (model), Shuffle) and the pixel targets; the demo attack suite
+    "neuron-controls": {"model": "demo", "dataset": "offline-photos", "classifier": "demo", "seeds": 5,
+                        "attacks": "demo", "noise_sets": ("default", "wide"),
+                        "kinds": ("none", "neural-model", "shuffle", "lowpass", "highpass"),
+                        "populations": {"low": ("neural-model",), "high": ("neural-model",)}},
+    # supplement Fig. 6 at demo size: alpha 2 .. 40 (0 = None) for Neural (model) and Lowpass, 3 seeds; noise only
+    "dose-response": {"model": "demo", "dataset": "offline-photos", "classifier": "demo", "seeds": 3, "attacks": None,
+                      "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "lowpass"),
+                      "alphas": (2.0, 5.0, 10.0, 20.0, 40.0)},
+    # the stimulus pass's BatchNorm: the recipe's 'batch' (each stimulus batch's own statistics) against
+    # 'eval' (the running statistics: those of the network that is tested), 3 seeds; noise only. The last
+    # 20 % of the (shuffled) training images are held out of training (max_train) as a validation split,
+    # so that the choice between the modes never looks at the test images (benchmarks/controls_diagnosis.py)
+    "bn-modes": {"model": "demo", "dataset": "offline-photos", "classifier": "demo", "seeds": 3, "attacks": None,
+                 "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "lowpass"),
+                 "validation_fraction": 0.2, "variants": {"": {}, "-bneval": {"stimulus_bn": "eval"}}},
     "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
               "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
     # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds;
@@ -73,16 +93,23 @@ STUDIES = {
 
 def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
                seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
-               model: str | None = None, data_root: str | None = None, model_seed: int = 0) -> list[dict]:
+               model: str | None = None, data_root: str | None = None, model_seed: int = 0,
+               attacks: str | None = None) -> list[dict]:
     """Insert every row that defines `study` (idempotent): the predictive and similarity configs (the
     neural-model and shuffle targets from the predictive model of seed `model_seed`), the data set,
     the classifier recipe(s), the seeds, the regularizers towards each scan group's target and the
     planned combinations, the default noise levels and the study's attack suite. Returns the
-    ClassifierPlan keys."""
+    ClassifierPlan keys. attacks: the attack suite (a recipe of compute/evaluation/recipes.py) instead of
+    the study's, 'none' for no suite."""
+    from neuralreg_schema.compute.evaluation.recipes import RECIPES as ATTACK_RECIPES
     from neuralreg_schema.compute.similarity import vgg as vgg_models
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
-    spec = STUDIES[study]
+    spec = dict(STUDIES[study])
+    if attacks is not None:
+        if attacks != "none" and attacks not in ATTACK_RECIPES:
+            raise ValueError(f"unknown attack suite {attacks!r}; choose one of {', '.join(ATTACK_RECIPES)} or none")
+        spec["attacks"] = None if attacks == "none" else attacks
     modules = pipeline.activate(prefix)
     clf, sim = modules["classifier"], modules["similarity"]
     kinds = list(spec["kinds"])
@@ -92,10 +119,20 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         if not vgg:
             _say("  the VGG control is left out: its ImageNet weights are not on this machine")
         kinds = [k for k in kinds if k != "vgg"] + (["vgg"] if vgg else [])
-    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds, model_seed=model_seed)
-    groups = groups or list(sim.ScanGroup.to_arrays("scan_group", order_by="scan_group"))
+    populations = spec.get("populations", {})
+    all_groups = list(sim.ScanGroup.to_arrays("scan_group", order_by="scan_group"))
+    if not groups:       # by default the mouse groups; a tuned twin (<group>-low) only through `populations`
+        groups = [g for g in all_groups if not any(g.endswith(f"-{t}") and g[:-len(t) - 1] in all_groups
+                                                   for t in TUNED_POPULATIONS)]
     if not groups:
         raise ValueError("no scan group to regularize towards: ingest scans first (or `neuralreg group`)")
+    tuned = {(g, t): f"{g}-{t}" for g in groups for t in populations}
+    missing = [name for name in tuned.values() if name not in all_groups]
+    if missing:
+        raise ValueError(f"study {study!r} needs the scan groups {', '.join(missing)} of the tuned populations: "
+                         + "; ".join(f"`neuralreg ingest simulated --profile PROFILE --seed SEED --tuning {t}`"
+                                     for t in populations))
+    model = plan_similarity(prefix, model or spec["model"], vgg="vgg" in kinds, model_seed=model_seed)
     _say(f"  loading data set {dataset or spec['dataset']!r}")
     if data_root:
         place_dataset(dataset or spec["dataset"], data_root)
@@ -103,17 +140,35 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     base = classifier or spec["classifier"]
     overrides = dict(spec.get("config", {}))                # e.g. {"arch": "resnet34"} (Fig. 4B)
     tag = "".join(f"-{v}" for v in overrides.values())
+    if spec.get("validation_fraction"):                     # a validation split: the last training images
+        from neuralreg_schema.compute.classifier import recipes
+        n_train = int(clf.ClassificationDataset.load(data).train_images.shape[0])
+        n_val = int(round(spec["validation_fraction"] * n_train))
+        overrides["max_train"] = min(recipes.default_config(base)["max_train"] or n_train, n_train - n_val)
+        tag += f"-val{n_val}"
     config = clf.ClassifierConfig.add(base, name=base + tag, **overrides)
     n_seeds = seeds if seeds is not None else spec["seeds"]
     none = clf.Regularizer.add("none")
     keys = clf.ClassifierPlan.add(data, config, none, list(range(n_seeds)))
     targeted = [clf.Regularizer.add(k, g, model=model if k in ("neural-model", "shuffle") else None)
                 for g in groups for k in kinds if k != "none"]
+    if populations:      # the pixel targets on the oracle images too: S_oracle against them (population_targets)
+        for method in ("lowpass", "highpass"):
+            sim.SimilarityConfig.add(method, "oracle")
+    for (g, t), name in tuned.items():                     # e.g. 'Neural (model, low)' towards sim-demo-0-low
+        for k in populations[t]:
+            label = clf.KINDS[k][1]
+            targeted.append(clf.Regularizer.add(k, name, model=model if k in ("neural-model", "shuffle") else None,
+                                                label=f"{label[:-1]}, {t})" if label.endswith(")") else f"{label} ({t})"))
     for alpha in spec.get("alphas", ()):
         keys += clf.ClassifierPlan.add(data, clf.ClassifierConfig.add(base, name=f"{base}{tag}-alpha{alpha:g}",
                                                                            alpha=alpha, **overrides),
                                        targeted, list(range(n_seeds)))
-    if "alphas" not in spec:
+    for suffix, changes in spec.get("variants", {}).items():
+        keys += clf.ClassifierPlan.add(data, clf.ClassifierConfig.add(base, name=f"{base}{tag}{suffix}",
+                                                                           **{**overrides, **changes}),
+                                       targeted, list(range(n_seeds)))
+    if "alphas" not in spec and "variants" not in spec:
         keys += clf.ClassifierPlan.add(data, config, targeted, list(range(n_seeds)))
     # the noise levels: 'wide' for the offline digits (they barely change below sd 0.1), else 'default'
     noise = spec.get("noise", "default") if (dataset or spec["dataset"]) == "offline" else "default"
@@ -122,7 +177,8 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     if spec["attacks"]:
         # a suite attacks every classifier of the schema (the same samples for each)
         modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
-    _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups {', '.join(groups)}; "
+    _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups "
+         f"{', '.join(groups + list(tuned.values()))}; "
          f"{n_seeds} seed(s); data set {data['dataset']})")
     return keys
 

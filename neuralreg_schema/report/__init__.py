@@ -38,6 +38,17 @@ PNG its picture). What is drawn when the tables hold it:
                                   test image the seed-averaged difference of correctness, with a
                                   two-sided Wilcoxon signed-rank test over images (scipy.stats.wilcoxon,
                                   images whose difference is 0 left out)
+    population_targets.csv        per scan group (a simulated population: mouse, low, high) and neural
+                                  average (S_data, S_oracle, S_model): r with the lowpass and highpass
+                                  pixel targets of the same images (docs/controls.md)
+    neuron_controls_<dataset>_<config>_<noise>.png / neuron_controls.csv
+                                  the known answers from spikes (a study with the low / high populations):
+                                  controls.csv's numbers for it, with Holm's adjustment over the
+                                  regularizers at each noise level (p_holm) and the pre-declared primary
+                                  comparison marked (Neural (model, low) - None at sd 0.2, 'wide')
+    dose_response_<dataset>_<config>_<noise>.png / dose_response.csv
+                                  clean accuracy, accuracy under noise and the held-out Eq. 8 loss against
+                                  alpha for Neural (model) and Lowpass (alpha 0 = None)
     classifiers.csv               every classifier: clean accuracy, held-out loss, device, ...; per attack
                                   suite: the clean accuracy on the attacked samples and the robust
                                   accuracy at RobustBench's budgets (Linf 8/255, L2 0.5) from the stored
@@ -59,17 +70,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .figures import figure1, figure4, figure5, figure6, figure7, figure_controls
+from .figures import (figure1, figure4, figure5, figure6, figure7, figure_controls, figure_dose_response,
+                      figure_neuron_controls)
 from .summaries import classifier_summary, demo_summary, format_classifiers, format_demo_summary
 from .tables import (CLASSIFIER_KEY, CONTROL_GROUP, CONTROL_KINDS, PERTURBATION_GROUP, REG_ORDER, ROBUSTNESS_LABELS,
                      SCORES, budget_summary, budget_table, classifier_table, controls_summary, gamma_table,
-                     noise_correct_table, noise_summary, noise_table, over_seeds, perturbation_summary,
-                     perturbation_table, reg_sort, robust_accuracy_table)
+                     dose_response, holm, neuron_controls_summary, noise_correct_table, noise_summary, noise_table,
+                     over_seeds, perturbation_summary, perturbation_table, population_targets, reg_sort,
+                     robust_accuracy_table)
 
 __all__ = [
     "CLASSIFIER_KEY", "CONTROL_GROUP", "CONTROL_KINDS", "PERTURBATION_GROUP", "REG_ORDER", "ROBUSTNESS_LABELS", "SCORES",
     "budget_summary", "budget_table", "classifier_summary", "classifier_table", "controls_summary", "demo_summary",
-    "figure1", "figure4", "figure5", "figure6", "figure7", "figure_controls", "format_classifiers",
+    "dose_response", "figure1", "figure4", "figure5", "figure6", "figure7", "figure_controls",
+    "figure_dose_response", "figure_neuron_controls", "format_classifiers", "holm", "neuron_controls_summary",
+    "population_targets",
     "format_demo_summary", "gamma_table", "noise_correct_table", "noise_summary", "noise_table", "over_seeds",
     "perturbation_summary", "perturbation_table", "reg_sort", "robust_accuracy_table", "write_report",
 ]
@@ -95,6 +110,7 @@ def write_report(prefix: str, out_dir) -> list[Path]:
         path = out / "table1_gamma.csv"
         gamma.to_csv(path, index=False)
         written.append(path)
-    for make in (figure1, figure4, figure5, figure7, figure6, figure_controls):
+    for make in (figure1, figure4, figure5, figure7, figure6, figure_controls, figure_neuron_controls,
+                 figure_dose_response):
         written += make(modules, out)
     return written

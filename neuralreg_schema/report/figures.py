@@ -272,3 +272,95 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
                      "paired t-test over seeds p < 0.05", fontsize=9)
         written.append(_save(fig, out, "controls", keys))
     return written
+
+
+def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None) -> list[Path]:
+    """population_targets.csv, neuron_controls.csv and, per data set, recipe and noise config of a study
+    with known-answer populations, one figure: accuracy vs noise sd (mean +- SEM over seeds) and the
+    paired difference from None (filled: Holm-adjusted paired t-test over seeds p < 0.05; the
+    pre-declared primary comparison ringed)."""
+    written = []
+    targets = tables.population_targets(modules)
+    if not targets.empty:
+        path = out / "population_targets.csv"
+        targets.to_csv(path, index=False)
+        written.append(path)
+    summary = tables.neuron_controls_summary(tables.controls_summary(modules, table))
+    if summary.empty:
+        return written
+    plt = _plt()
+    path = out / "neuron_controls.csv"
+    summary.drop(columns=["clf_hash"]).to_csv(path, index=False)
+    written.append(path)
+    for keys, part in summary.groupby(["display_name", "config_name", "noise_name"]):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for label in reg_sort(part["regularizer"].unique()):
+            p = part[part["regularizer"] == label].sort_values("noise_sd")
+            color = _reg_color(label)
+            style = "--" if label in ("Lowpass", "Highpass", "Shuffle") else "-"
+            n = int(p["seeds"].max())
+            left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
+                          color=color, ls=style, label=f"{label} (n={n})")
+            if label == "None":
+                right.axhline(0, color=color, lw=1, label="None")
+                continue
+            right.errorbar(p["noise_sd"], p["diff_vs_none_mean"], yerr=p["diff_vs_none_sem"], color=color, ls=style,
+                           capsize=2, label=f"{label} (n={n} paired seeds)")
+            sig = (p["p_holm"] < 0.05).to_numpy()
+            right.scatter(p["noise_sd"][sig], p["diff_vs_none_mean"][sig], color=color, s=30, zorder=3)
+            right.scatter(p["noise_sd"][~sig], p["diff_vs_none_mean"][~sig], facecolor="white", edgecolor=color,
+                          s=30, zorder=3)
+            prim = p[p["primary"]]
+            right.scatter(prim["noise_sd"], prim["diff_vs_none_mean"], facecolor="none", edgecolor="black", s=140,
+                          lw=1.5, zorder=4, label="primary comparison (pre-declared)")
+        left.set_ylim(0, 1)
+        left.set_ylabel("test accuracy (mean +- SEM over seeds)")
+        right.set_ylabel("accuracy - accuracy of None (paired by seed)")
+        for ax in (left, right):
+            ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"Known answers from spikes: {keys[0]}, recipe {keys[1]}, noise levels {keys[2]}\n"
+                     "simulated populations (mouse, low, high) through Eq. 1, predictive models and S_model; "
+                     "filled: Holm-adjusted paired t-test over seeds p < 0.05", fontsize=9)
+        written.append(_save(fig, out, "neuron_controls", keys))
+    return written
+
+
+def figure_dose_response(modules, out: Path) -> list[Path]:
+    """dose_response.csv and, per data set, recipe and noise config, clean accuracy, accuracy under noise
+    and the held-out Eq. 8 loss against alpha (supplement Fig. 6 at demo size), per regularizer."""
+    summary = tables.dose_response(modules)
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "dose_response.csv"
+    summary.to_csv(path, index=False)
+    written = [path]
+    for keys, part in summary.groupby(["dataset", "config", "noise_name"]):
+        levels = sorted(part["noise_sd"].unique())
+        noisy = [x for x in levels if x > 0]
+        shown = [x for x in (0.1, 0.2, 0.3) if x in noisy] or noisy[-1:]
+        fig, axes = plt.subplots(1, 2 + len(shown), figsize=(4.2 * (2 + len(shown)), 4))
+        for label in reg_sort(part["regularizer"].unique()):
+            reg = part[part["regularizer"] == label]
+            color = _reg_color(label)
+            for ax, sd in zip(axes[:1 + len(shown)], [0.0] + shown):
+                p = reg[np.isclose(reg["noise_sd"], sd)].sort_values("alpha")
+                ax.errorbar(p["alpha"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
+                            color=color, label=f"{label} (n={int(p['seeds'].max())})")
+                ax.set_title("clean" if sd == 0 else f"Gaussian noise s.d. {sd:g}", fontsize=9)
+                ax.set_ylabel("test accuracy (mean +- SEM over seeds)")
+            p = reg[np.isclose(reg["noise_sd"], 0.0) & (reg["alpha"] > 0)].sort_values("alpha")
+            axes[-1].errorbar(p["alpha"], p["heldout_loss_mean"], yerr=p["heldout_loss_sem"], marker="o", ms=3,
+                              capsize=2, color=color, label=label)
+        axes[-1].set_title("held-out similarity loss after training", fontsize=9)
+        axes[-1].set_ylabel("Eq. 8 loss over held-out stimulus pairs")
+        for ax in axes:
+            ax.set_xlabel("alpha (Eq. 7; 0 = None)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"Dose-response (supplement Fig. 6 at demo size): {keys[0]}, recipe {keys[1]}, "
+                     f"noise levels {keys[2]}", fontsize=9)
+        written.append(_save(fig, out, "dose_response", keys))
+    return written

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 
 
-REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG", "Lowpass", "Highpass"]
+REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG", "Lowpass", "Highpass",
+             "Neural (model, low)", "Neural (model, high)"]
+TUNED = ("low", "high")                 # the known-answer populations (simulate.TUNINGS), groups <group>-<tuning>
 CONTROL_KINDS = ("lowpass", "highpass")       # the known-answer pixel controls (a controls study)
 
 
@@ -212,3 +214,114 @@ def controls_summary(modules=None, table: pd.DataFrame | None = None) -> pd.Data
                              "accuracy_mean": float(acc.mean()), "accuracy_sem": _sem(acc),
                              **_paired(part, none)})
     return pd.DataFrame(rows)
+
+
+def population(scan_group) -> str:
+    """The simulated population of a scan group by its name: '<group>-low' -> 'low', '<group>-high' ->
+    'high', else 'mouse' (the default tuning, and every real recording)."""
+    for t in TUNED:
+        if isinstance(scan_group, str) and scan_group.endswith(f"-{t}"):
+            return t
+    return "mouse"
+
+
+def population_targets(modules) -> pd.DataFrame:
+    """population_targets.csv: for every scan group and every neural average (S_data, S_oracle, S_model
+    of each image subset), the Pearson r of its off-diagonal entries with the lowpass and highpass
+    pixel targets of the same group and image subset, on the images both hold."""
+    from ..compute.similarity import rsa
+    sim = modules["similarity"]
+    rel = sim.AveragedSimilarity * sim.SimilarityConfig.proj("method", "image_subset", "label")
+    rows = pd.DataFrame(rel.proj("method", "image_subset", "label", "image_ids", "n_scans").to_dicts())
+    if rows.empty:
+        return rows
+    out = []
+    for (group, subset), part in rows.groupby(["scan_group", "image_subset"]):
+        pixel = {m: part[part["method"] == m] for m in ("lowpass", "highpass")}
+        if any(v.empty for v in pixel.values()):
+            continue
+        targets = {}
+        for m, row in pixel.items():
+            row = row.iloc[0]
+            targets[m] = ((sim.AveragedSimilarity & {k: row[k] for k in ("scan_group", "sim_hash")})
+                          .fetch1("matrix").load(), np.asarray(row["image_ids"]))
+        for _, row in part[part["method"].isin(["data", "oracle", "model"])].iterrows():
+            matrix = (sim.AveragedSimilarity & {k: row[k] for k in ("scan_group", "sim_hash")}).fetch1("matrix").load()
+            ids = np.asarray(row["image_ids"])
+            entry = {"scan_group": group, "population": population(group), "matrix": row["label"],
+                     "n_scans": int(row["n_scans"])}
+            for m, (target, target_ids) in targets.items():
+                common, a, b = np.intersect1d(ids, target_ids, return_indices=True)
+                entry["n_images"] = len(common)
+                entry[f"r_{m}"] = (round(rsa.matrix_correlation(matrix[np.ix_(a, a)], target[np.ix_(b, b)]), 3)
+                                   if len(common) > 2 else np.nan)
+            out.append(entry)
+    return pd.DataFrame(out).sort_values(["scan_group", "matrix"]).reset_index(drop=True) if out else pd.DataFrame()
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (nan stays nan, not counted)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok])]
+    m, running = len(order), 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        out[idx] = running
+    return out
+
+
+PRIMARY = {"regularizer": "Neural (model, low)", "noise_sd": 0.2, "noise_name": "wide"}   # docs/controls.md
+
+
+def neuron_controls_summary(controls: pd.DataFrame) -> pd.DataFrame:
+    """neuron_controls.csv: the rows of `controls_summary` of the studies with known-answer populations,
+    with Holm's adjustment of the paired seed test over the regularizers at each noise level
+    (`p_holm`) and the pre-declared primary comparison marked (`primary`: Neural (model, low) - None
+    at sd 0.2 of the 'wide' levels)."""
+    if controls.empty or not controls["regularizer"].isin(["Neural (model, low)", "Neural (model, high)"]).any():
+        return pd.DataFrame()
+    keep = []
+    for _, part in controls.groupby(CONTROL_GROUP):
+        if not part["regularizer"].isin(["Neural (model, low)", "Neural (model, high)"]).any():
+            continue
+        part = part.copy()
+        part["p_holm"] = np.nan
+        for _, level in part.groupby("noise_sd"):
+            family = level[level["kind"] != "none"]
+            part.loc[family.index, "p_holm"] = holm(family["p_seeds_paired_t"])
+        part["primary"] = ((part["regularizer"] == PRIMARY["regularizer"])
+                           & np.isclose(part["noise_sd"], PRIMARY["noise_sd"])
+                           & (part["noise_name"] == PRIMARY["noise_name"]))
+        keep.append(part)
+    return pd.concat(keep, ignore_index=True) if keep else pd.DataFrame()
+
+
+def dose_response(modules) -> pd.DataFrame:
+    """dose_response.csv: for Neural (model) and Lowpass trained at several alphas (one recipe with
+    alpha overridden; alpha 0 is None), per alpha and noise sd: accuracy, and the held-out Eq. 8
+    loss after training, mean and SEM over seeds."""
+    df = noise_table(modules)
+    if df.empty:
+        return pd.DataFrame()
+    df = df.copy()
+    df["base_config"] = df["config_name"].str.replace(r"-alpha[0-9.]+$", "", regex=True)
+    out = []
+    for (dataset, base, noise), part in df.groupby(["display_name", "base_config", "noise_name"]):
+        none = part[part["kind"] == "none"]
+        for label in reg_sort(part[part["kind"].isin(["neural-model", "lowpass"])]["label"].unique()):
+            reg = part[part["label"] == label]          # one target: a population's label of its own
+            if reg["cfg_alpha"].nunique() < 2 or none.empty:
+                continue
+            both = pd.concat([none.assign(sweep_alpha=0.0), reg.assign(sweep_alpha=reg["cfg_alpha"].astype(float))])
+            for (alpha, sigma), cell in both.groupby(["sweep_alpha", "sigma"]):
+                acc = cell["accuracy"].to_numpy(float)
+                loss = cell["heldout_loss"].to_numpy(float)
+                out.append({"dataset": dataset, "config": base, "noise_name": noise,
+                            "regularizer": reg["label"].iloc[0], "alpha": alpha, "noise_sd": float(sigma),
+                            "seeds": int(cell["seed"].nunique()), "accuracy_mean": float(acc.mean()),
+                            "accuracy_sem": _sem(acc),
+                            "heldout_loss_mean": float(np.nanmean(loss)) if np.isfinite(loss).any() else np.nan,
+                            "heldout_loss_sem": _sem(loss) if np.isfinite(loss).all() else np.nan})
+    return pd.DataFrame(out)

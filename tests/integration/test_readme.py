@@ -45,6 +45,7 @@ PARSE_ONLY = {
     ("plan-similarity",): "plans predictive models for the study's scans",
     ("worker",): "a worker runs until its work is done or forever; tests/integration/test_worker.py runs it",
     ("docker",): "no Docker engine here: the services and files it names are checked in docker-compose.yml",
+    ("selftest",): "minutes, and --device cuda needs a GPU; tests/integration/test_selftest.py runs the CPU quick path",
 }
 
 

@@ -151,3 +151,52 @@ def test_openmp_waits_passively_unless_the_user_chose():
     assert out.returncode == 0 and out.stdout.strip() == "PASSIVE", out.stderr[-2000:]
     out = run_python(["-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ACTIVE", out.stderr[-2000:]
+
+
+def test_the_bf16_comparison_runs_under_autocast_and_can_fail():
+    """A convolution the training step runs under bf16 autocast (on a GPU) is also compared in bf16:
+    here on the CPU's autocast. Its error is bf16's (well above float32's, within BF16_RTOL), and a
+    tolerance below it fails."""
+    import dataclasses
+    spec = dataclasses.replace(kernelcheck.record_conv_inputs("predictive", "tiny")[0], autocast=True)
+    worst = kernelcheck.check_conv(spec, repeats=1)
+    assert set(worst) == {"output", "weight_grad", "bf16_output", "bf16_weight_grad"}
+    assert worst["bf16_output"] <= kernelcheck.BF16_RTOL and worst["bf16_weight_grad"] <= kernelcheck.BF16_RTOL
+    assert worst["bf16_output"] > 10 * worst["output"]
+    with pytest.raises(AssertionError, match="cpu bf16"):
+        kernelcheck.check_conv(spec, repeats=1, bf16_rtol=1e-6)
+
+
+def test_kernelcheck_writes_its_rows_as_json(tmp_path):
+    import json
+    out = tmp_path / "kernels.json"
+    text = _run_kernelcheck({}, 120, "predictive:tiny", "--repeats", "1", "--device", "cpu", "--json", str(out))
+    assert "kernel check passed" in text and "device cpu" in text
+    data = json.loads(out.read_text())
+    assert data["passed"] and len(data["rows"]) == 3
+    assert all(r["network"] == "predictive:tiny" and r["device"] == "cpu" and r["layout"] == "NCHW"
+               and r["output"] <= kernelcheck.FP32_RTOL for r in data["rows"])
+
+
+def test_environment_names_what_computes():
+    env = runtime.environment("cpu")
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert env["cpu_budget"] == runtime.cpu_budget() and env["torch_threads"] == torch.get_num_threads()
+    assert {"cuda_build", "cudnn", "driver", "device_memory_gib", "gpus"} <= set(env)
+
+
+def test_kernelcheck_names_each_wrong_network_and_exits_1(monkeypatch, tmp_path, capsys):
+    """A wrong kernel fails every network that runs it, each named, the others still checked."""
+    import json
+    real = torch.nn.functional.conv2d
+
+    def off(*a, **k):
+        out = real(*a, **k)
+        return out + 1e-2 * out.abs().max() if a[0].dtype == torch.float32 else out
+    monkeypatch.setattr(torch.nn.functional, "conv2d", off)
+    out = tmp_path / "kernels.json"
+    assert kernelcheck.main(["predictive:tiny", "predictive:demo", "--repeats", "1", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert not data["passed"] and len(data["errors"]) == 2 and not data["rows"]
+    assert all("output differs from the reference" in e for e in data["errors"])
+    assert "kernel check FAILED: 2 network(s)" in capsys.readouterr().out

@@ -324,3 +324,55 @@ def test_scan_keys_differ_between_profiles_and_seeds():
     assert all(91_000_000 < s.animal_id < 92_000_000 for s in exp_a.scans)
     with pytest.raises(ValueError, match="seeds 0..9999"):
         sim.simulate_experiment("tiny", seed=10_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# known-answer populations (tunings)
+
+def test_mouse_tuning_is_the_default_and_tunings_share_the_images(tiny):
+    mouse = sim.simulate_experiment("tiny", 0, tuning="mouse")
+    for a, b in zip(tiny.scans, mouse.scans):          # the default is the mouse tuning, bit for bit
+        assert np.array_equal(a.responses, b.responses)
+    ids = {s.animal_id for s in tiny.scans}
+    for k, name in enumerate(("low", "high"), start=1):
+        other = sim.simulate_experiment("tiny", 0, tuning=name)
+        assert other.tuning == name
+        assert np.array_equal(other.image_set.images, tiny.image_set.images)   # the same stimuli ...
+        for scan, base in zip(other.scans, tiny.scans):
+            assert scan.animal_id == base.animal_id + 10 * k     # 9PSSSSTA: T the tuning
+            assert not np.array_equal(scan.responses, base.responses)
+            assert set(scan.image_ids) == set(base.image_ids)
+        assert not ids & {s.animal_id for s in other.scans}
+        again = sim.simulate_experiment("tiny", 0, tuning=name)
+        assert np.array_equal(again.scans[0].responses, other.scans[0].responses)
+    with pytest.raises(ValueError, match="unknown tuning 'medium'; valid tunings: mouse, low, high"):
+        sim.simulate_experiment("tiny", 0, tuning="medium")
+
+
+def test_gabor_bank_keeps_the_luminance_response_only_when_asked():
+    args = [np.array([30.0]), np.array([18.0]), np.array([0.3]), np.array([50.0]), np.array([5.0]),
+            np.array([0.8]), np.array([0.0])]
+    zero, dc = sim.gabor_bank(*args), sim.gabor_bank(*args, zero_mean=False)
+    assert abs(zero.sum()) < 1e-9 and dc.sum() > 0.5 * np.abs(dc).sum()
+    assert np.allclose(np.linalg.norm(dc, axis=0), 1)
+
+
+def test_tuned_populations_resemble_their_pixel_targets():
+    """The known answers before training: the noise-free similarity (z-scored per neuron, Eq. 2) of
+    the 'low' population correlates with the lowpass target, the 'high' population's with the
+    highpass target more than with the lowpass one; the mouse population with neither as much."""
+    from neuralreg_schema.compute.similarity import pixel_targets, rsa
+    profile = sim.SimProfile("popcheck", n_scans=1, n_neurons=400, n_images=240, n_oracle=10, n_repeats=2,
+                             n_virtual_repeats=4)
+    r = {}
+    for name in sim.TUNINGS:
+        exp = sim.simulate_experiment(profile, 0, tuning=name)
+        images = exp.image_set.images / 255.0
+        free = exp.scans[0].ground_truth["noise_free"].astype(np.float64)
+        s = rsa.similarity((free - free.mean(0)) / free.std(0), dtype=np.float64)
+        r[name] = {m: rsa.matrix_correlation(s, pixel_targets.pixel_similarity(images, m))
+                   for m in pixel_targets.METHODS}
+    assert r["low"]["lowpass"] > 0.6 and r["low"]["lowpass"] > r["mouse"]["lowpass"] + 0.4, r
+    assert r["high"]["highpass"] > r["high"]["lowpass"] + 0.2, r
+    assert r["high"]["highpass"] > r["mouse"]["highpass"], r
+    assert r["mouse"]["lowpass"] < 0.3, r

@@ -191,3 +191,44 @@ def prepare_input(x, device=None):
     if device.type == "cuda":
         return x.contiguous(memory_format=torch.channels_last)
     return as_nchw(x)
+
+
+# ------------------------------------------------------------------ environment
+
+
+def _driver_version() -> str | None:
+    """The NVIDIA driver's version from nvidia-smi (None without one; 5 s at most)."""
+    import shutil
+    import subprocess
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def environment(device=None) -> dict:
+    """What computes here: torch, CUDA, cuDNN, the NVIDIA driver, the device's name and memory, the CPU
+    budget and torch's threads (a JSON-ready dict; None where a part is absent)."""
+    import platform
+
+    import torch
+    dev = resolve_device(device)
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda_build": torch.version.cuda,
+           "cuda_available": torch.cuda.is_available(),
+           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+           "driver": _driver_version(), "device": describe_device(dev), "device_memory_gib": None,
+           "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+           "cpu_budget": cpu_budget(), "cpus_on_machine": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "onednn": torch.backends.mkldnn.is_available(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "machine": platform.machine(), "processor": platform.processor() or None}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        env["device_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
+        env["compute_capability"] = f"{props.major}.{props.minor}"
+        env["bf16_supported"] = torch.cuda.is_bf16_supported()
+    return env

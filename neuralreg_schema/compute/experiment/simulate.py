@@ -119,6 +119,59 @@ PROFILES: dict[str, SimProfile] = {
 }
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """The receptive-field statistics of a simulated population (`sample_population`).
+
+    'mouse' is the default population, modelled on mouse V1 (see `sample_population`); 'low' and
+    'high' are known-answer populations whose similarity structure is close to a pixel target
+    (compute/similarity/pixel_targets.py), so that what the whole chain (spikes -> Eq. 1 ->
+    predictive model -> S_model -> classifier) transfers can be predicted before any training:
+
+    low   coarse, luminance-sensitive linear units: Gabor wavelengths log-normal around 40 px
+          (24-80 px) under a Gaussian envelope of 0.12-0.25 wavelengths (3-10 px), the envelope's
+          mean NOT removed (`zero_mean=False`: ON and OFF subfields that respond to the local mean
+          luminance, like blurred pixels), all simple cells, no contrast normalisation, output
+          thresholds -1.5..0.5 drive sd (mostly in the near-linear part of the softplus). Their
+          noise-free similarity correlates with the lowpass target (sigma 2 px) at r ~0.9.
+    high  fine linear units: wavelengths log-normal around 3.5 px (2.5-6 px: near the pixel limit),
+          envelopes 0.3-0.55 wavelengths (1-3 px), zero-mean, 90 % simple cells, contrast
+          normalisation as mouse (it helps: it equalises textured and smooth images), thresholds
+          -1.5..0.5. r ~0.5 with the highpass target (whose off-diagonal spread is small).
+
+    Everything else (gains, noise, behaviour, additive shared activity) is the mouse population's.
+    The numbers are measured on the stimuli of the demo profile: docs/controls.md and
+    benchmarks/populations.py."""
+    name: str
+    wavelength_median: float = 14.0        # px
+    wavelength_log_sd: float = 0.35
+    wavelength_range: tuple = (8.0, 30.0)  # px, clipped
+    envelope: tuple = (0.3, 0.55)          # Gaussian envelope sd, in wavelengths (uniform)
+    size_range: tuple = (2.5, 10.0)        # px, envelope sd clipped
+    complex_fraction: float = 0.55
+    zero_mean: bool = True                 # remove the envelope's mean (no response to uniform luminance)
+    normalization: bool = True             # divide by c50 + local RMS contrast
+    threshold: tuple = (-0.5, 2.0)         # output threshold, drive sd (uniform)
+
+
+TUNINGS: dict[str, Tuning] = {
+    "mouse": Tuning("mouse"),
+    "low": Tuning("low", wavelength_median=40.0, wavelength_log_sd=0.3, wavelength_range=(24.0, 80.0),
+                  envelope=(0.12, 0.25), size_range=(3.0, 10.0), complex_fraction=0.0, zero_mean=False,
+                  normalization=False, threshold=(-1.5, 0.5)),
+    "high": Tuning("high", wavelength_median=3.5, wavelength_log_sd=0.25, wavelength_range=(2.5, 6.0),
+                   envelope=(0.3, 0.55), size_range=(1.0, 3.0), complex_fraction=0.1, threshold=(-1.5, 0.5)),
+}
+
+
+def tuning_of(name: Union[str, Tuning]) -> Tuning:
+    if isinstance(name, Tuning):
+        return name
+    if name not in TUNINGS:
+        raise ValueError(f"unknown tuning {name!r}; valid tunings: {', '.join(TUNINGS)}")
+    return TUNINGS[name]
+
+
 @dataclass
 class SimulatedExperiment:
     """All scans of one simulated experiment; every scan shows the images of `image_set`."""
@@ -127,6 +180,7 @@ class SimulatedExperiment:
     scans: list[ScanRecording]
     profile: str
     seed: int
+    tuning: str = "mouse"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +478,7 @@ class Population:
     drive_offset: np.ndarray   # (n_neurons,) subtracted from the raw drive ...
     drive_scale: np.ndarray    # (n_neurons,) ... then divided: D has mean 0, sd 1 on natural images
     params: dict               # per-neuron parameters (see the module docstring), float64 arrays
+    normalization: bool = True  # divide by c50 + local contrast (Tuning.normalization)
 
     @property
     def n_neurons(self) -> int:
@@ -437,6 +492,8 @@ class Population:
         n = self.n_neurons
         d = u[:, :n].copy()
         d[:, self.complex_idx] = np.sqrt(d[:, self.complex_idx] ** 2 + u[:, n:] ** 2)
+        if not self.normalization:
+            return d
         row = np.rint(self.params["rf_y"]).astype(np.int64)
         col = np.rint(self.params["rf_x"]).astype(np.int64)
         return d / (self.params["c50"] + local_contrast(x)[:, row, col])
@@ -493,22 +550,25 @@ class Population:
         return latent @ loading.T - 0.5 * (loading ** 2).sum(axis=1)
 
 
-def gabor_bank(rf_x, rf_y, orientation, wavelength, size, aspect, phase) -> np.ndarray:
-    """Zero-mean, unit-norm Gabor filters (float64, (36*64, n)) on the 36x64 pixel grid: envelope
+def gabor_bank(rf_x, rf_y, orientation, wavelength, size, aspect, phase, zero_mean: bool = True) -> np.ndarray:
+    """Unit-norm Gabor filters (float64, (36*64, n)) on the 36x64 pixel grid: envelope
     exp(-(x'^2 + aspect^2 y'^2) / (2 size^2)), carrier cos(2 pi x' / wavelength + phase), x' along
-    the direction of `orientation` (rad); centers rf_x (column), rf_y (row) in px."""
+    the direction of `orientation` (rad); centers rf_x (column), rf_y (row) in px. zero_mean: the
+    envelope times the filter's mean is subtracted (no response to uniform luminance)."""
     yy, xx = np.mgrid[0:H, 0:W].reshape(2, -1, 1).astype(np.float64)
     dx, dy = xx - rf_x, yy - rf_y
     c, s = np.cos(orientation), np.sin(orientation)
     xr, yr = dx * c + dy * s, -dx * s + dy * c
     env = np.exp(-(xr ** 2 + (aspect * yr) ** 2) / (2 * size ** 2))
     g = env * np.cos(2 * np.pi * xr / wavelength + phase)
-    g -= env * (g.sum(axis=0) / env.sum(axis=0))
+    if zero_mean:
+        g -= env * (g.sum(axis=0) / env.sum(axis=0))
     return g / np.linalg.norm(g, axis=0)
 
 
 def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
-                      calibration_images: np.ndarray) -> tuple[Population, np.ndarray]:
+                      calibration_images: np.ndarray, tuning: Union[str, Tuning] = "mouse"
+                      ) -> tuple[Population, np.ndarray]:
     """n neurons of one scan and their cortical positions (float32 (n, 3), um).
 
     retinotopy: 'center' (2,) the RF position (px) of the field's center, 'matrix' (2, 2) px per um,
@@ -523,7 +583,10 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
     the module docstring): spont_rate = 0.6 x log-normal(0, 0.7) x the sd of the evoked rate on
     `calibration_images`; spont_behavior N(0.1, 0.1) (pupil) and N(0.25, 0.2) (running);
     spont_loading N(0, (0.4 / k)^2) on dimension k, + 0.9 on dimension 1, all x log-normal(0, 0.3)
-    per neuron."""
+    per neuron. These are the 'mouse' tuning's; `tuning` (a Tuning or a name of TUNINGS) sets the
+    wavelength, envelope, complex fraction, zero mean, normalisation and thresholds; the random draws
+    are the same in number and order for every tuning."""
+    tuning = tuning_of(tuning)
     pos = np.column_stack([rng.uniform(0, FOV_UM, n), rng.uniform(0, FOV_UM, n),
                            rng.uniform(*DEPTH_UM, n)])
     rf = retinotopy["center"] + (pos[:, :2] - FOV_UM / 2) @ retinotopy["matrix"].T
@@ -531,15 +594,16 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
     rf_x = np.clip(rf[:, 0], 4, W - 5)
     rf_y = np.clip(rf[:, 1], 4, H - 5)
     orientation = rng.uniform(0, np.pi, n)
-    wavelength = np.clip(np.exp(rng.normal(np.log(14), 0.35, n)), 8, 30)
-    size = np.clip(wavelength * rng.uniform(0.3, 0.55, n), 2.5, 10)
+    wavelength = np.clip(np.exp(rng.normal(np.log(tuning.wavelength_median), tuning.wavelength_log_sd, n)),
+                         *tuning.wavelength_range)
+    size = np.clip(wavelength * rng.uniform(*tuning.envelope, n), *tuning.size_range)
     aspect = rng.uniform(0.5, 1.0, n)
     phase = rng.uniform(0, 2 * np.pi, n)
-    is_complex = rng.random(n) < 0.55
+    is_complex = rng.random(n) < tuning.complex_fraction
     cidx = np.flatnonzero(is_complex)
-    main = gabor_bank(rf_x, rf_y, orientation, wavelength, size, aspect, phase)
+    main = gabor_bank(rf_x, rf_y, orientation, wavelength, size, aspect, phase, tuning.zero_mean)
     quad = gabor_bank(rf_x[cidx], rf_y[cidx], orientation[cidx], wavelength[cidx], size[cidx],
-                      aspect[cidx], phase[cidx] + np.pi / 2)
+                      aspect[cidx], phase[cidx] + np.pi / 2, tuning.zero_mean)
     amplitude = np.exp(rng.normal(np.log(3.0), 0.8, n))
     amplitude[rng.random(n) < 0.10] *= rng.uniform(0.01, 0.05)
     strong = np.where(rng.random((2, n)) < 0.15, 3.0, 1.0)
@@ -547,7 +611,7 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
         rf_x=rf_x, rf_y=rf_y, orientation=orientation, spatial_frequency=1 / wavelength,
         size=size, aspect=aspect, phase=phase, cell_type=is_complex.astype(np.int64),
         c50=np.exp(rng.uniform(np.log(0.03), np.log(0.3), n)),
-        threshold=rng.uniform(-0.5, 2.0, n), sharpness=rng.uniform(2.0, 4.0, n),
+        threshold=rng.uniform(*tuning.threshold, n), sharpness=rng.uniform(2.0, 4.0, n),
         baseline=np.exp(rng.normal(np.log(0.3), 0.6, n)), amplitude=amplitude,
         overdispersion=np.clip(np.exp(rng.normal(np.log(20.0), 1.2, n)), 0.5, 200),
         pupil_gain=rng.normal(0.05, 0.08, n) * strong[0],
@@ -568,7 +632,7 @@ def sample_population(n: int, rng: np.random.Generator, retinotopy: dict,
     )
     pop = Population(filters=np.concatenate([main, quad], axis=1).astype(np.float32),
                      complex_idx=cidx, drive_offset=np.zeros(n), drive_scale=np.ones(n),
-                     params=params)
+                     params=params, normalization=tuning.normalization)
     pop.calibrate(calibration_images)
     # the additive activity's scale follows the sd of the neuron's evoked response (gain 1)
     params["spont_rate"] = spont_ratio * pop.rates(calibration_images, np.zeros(n)).std(axis=0)
@@ -619,14 +683,18 @@ def true_reliability(pop: Population, oracle_images: np.ndarray, log_gain: np.nd
 # experiment
 
 
-def animal_id_base(profile: SimProfile, seed: int) -> int:
-    """Simulated animal ids are 9PSSSSAA: P the profile (1 tiny, 2 demo, 3 full, 9 custom), SSSS the
-    seed, AA the animal; so experiments of different profiles or seeds never share a scan key and
-    never collide with real (Sensorium) animal ids, which have 5 digits."""
+def animal_id_base(profile: SimProfile, seed: int, tuning: Union[str, Tuning] = "mouse") -> int:
+    """Simulated animal ids are 9PSSSSTA: P the profile (1 tiny, 2 demo, 3 full, 9 custom), SSSS the
+    seed, T the tuning (0 mouse, 1 low, 2 high: the index in TUNINGS), A the animal (1..9); so
+    experiments of different profiles, seeds or tunings never share a scan key and never collide
+    with real (Sensorium) animal ids, which have 5 digits."""
     if not 0 <= int(seed) < 10_000:
         raise ValueError(f"seed {seed}: simulated experiments take seeds 0..9999")
+    animals = -(-profile.n_scans // profile.sessions_per_animal)
+    if animals > 9:
+        raise ValueError(f"profile {profile.name!r} has {animals} animals; simulated ids hold at most 9")
     digit = {"tiny": 1, "demo": 2, "full": 3}.get(profile.name, 9)
-    return 90_000_000 + digit * 1_000_000 + int(seed) * 100
+    return 90_000_000 + digit * 1_000_000 + int(seed) * 100 + 10 * list(TUNINGS).index(tuning_of(tuning).name)
 
 
 def _scan_layout(profile: SimProfile, rng: np.random.Generator, animal_base: int) -> list[dict]:
@@ -655,7 +723,7 @@ def _scan_layout(profile: SimProfile, rng: np.random.Generator, animal_base: int
 
 def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarray,
                    tiers_of_image: np.ndarray, layout: dict,
-                   ss: np.random.SeedSequence) -> ScanRecording:
+                   ss: np.random.SeedSequence, tuning: Tuning) -> ScanRecording:
     """One scan: neurons, trial order, behavior, responses and ground truth."""
     rng_pop, rng_order, rng_beh, rng_noise, rng_spont = (np.random.default_rng(s)
                                                          for s in ss.spawn(5))
@@ -663,7 +731,7 @@ def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarr
     x_all = _normalize(image_set.images)
     calib = np.linspace(0, n_set - 1, min(_N_CALIBRATION, n_set)).round().astype(int)
     pop, positions = sample_population(profile.n_neurons, rng_pop, layout["retinotopy"],
-                                       x_all[calib].reshape(len(calib), -1))
+                                       x_all[calib].reshape(len(calib), -1), tuning)
 
     oracle_idx = np.flatnonzero(is_oracle)
     trial_img = np.concatenate([np.flatnonzero(~is_oracle), np.repeat(oracle_idx, profile.n_repeats)])
@@ -716,20 +784,29 @@ def _simulate_scan(profile: SimProfile, image_set: ImageSet, is_oracle: np.ndarr
 
 
 def simulate_experiment(profile: Union[str, SimProfile] = "demo", seed: int = 0,
-                        progress: Optional[Callable[[str], None]] = None) -> SimulatedExperiment:
-    """Simulate every scan of `profile` (a key of PROFILES, or a SimProfile) with `seed`.
+                        progress: Optional[Callable[[str], None]] = None,
+                        tuning: Union[str, Tuning] = "mouse") -> SimulatedExperiment:
+    """Simulate every scan of `profile` (a key of PROFILES, or a SimProfile) with `seed`, its neurons
+    tuned as `tuning` (a name of TUNINGS, or a Tuning).
 
-    The same (profile, seed) gives bit-identical arrays on a given machine and library stack.
-    `progress`, if given, is called with a short message before each long step."""
+    The same (profile, seed, tuning) gives bit-identical arrays on a given machine and library stack.
+    Every tuning of one (profile, seed) shows the same images in the same roles (train, validation,
+    oracle), so their similarity matrices compare image by image; the neurons, trial orders and
+    behaviour of another tuning are drawn from streams of their own ('mouse' keeps the streams it
+    always had). `progress`, if given, is called with a short message before each long step."""
+    tuning = tuning_of(tuning)
     if isinstance(profile, str):
         if profile not in PROFILES:
             raise ValueError(f"unknown simulation profile {profile!r}; valid profiles: "
                              f"{', '.join(PROFILES)}")
         profile = PROFILES[profile]
-    animal_id_base(profile, seed)           # refuses an out-of-range seed before any work
+    animal_id_base(profile, seed, tuning)   # refuses an out-of-range seed before any work
     say = progress or (lambda message: None)
     root = np.random.SeedSequence([int(seed), zlib.crc32(profile.name.encode())])
     ss_images, ss_layout, *ss_scans = root.spawn(2 + profile.n_scans)
+    if tuning.name != "mouse":
+        ss_scans = np.random.SeedSequence([int(seed), zlib.crc32(profile.name.encode()),
+                                           zlib.crc32(tuning.name.encode())]).spawn(profile.n_scans)
     rng_images = np.random.default_rng(ss_images)
 
     n_set = profile.n_images + profile.n_oracle
@@ -744,10 +821,11 @@ def simulate_experiment(profile: Union[str, SimProfile] = "demo", seed: int = 0,
     n_val = int(round(profile.validation_fraction * profile.n_images))
     tiers_of_image[roles[profile.n_oracle:profile.n_oracle + n_val]] = "validation"
 
-    layouts = _scan_layout(profile, np.random.default_rng(ss_layout), animal_id_base(profile, seed))
+    layouts = _scan_layout(profile, np.random.default_rng(ss_layout), animal_id_base(profile, seed, tuning))
     scans = []
     for k, (layout, ss) in enumerate(zip(layouts, ss_scans)):
-        say(f"simulating scan {k + 1}/{profile.n_scans}: {profile.n_neurons} neurons, "
+        say(f"simulating scan {k + 1}/{profile.n_scans}: {profile.n_neurons} {tuning.name}-tuned neurons, "
             f"{profile.n_trials} trials")
-        scans.append(_simulate_scan(profile, image_set, is_oracle, tiers_of_image, layout, ss))
-    return SimulatedExperiment(image_set=image_set, scans=scans, profile=profile.name, seed=int(seed))
+        scans.append(_simulate_scan(profile, image_set, is_oracle, tiers_of_image, layout, ss, tuning))
+    return SimulatedExperiment(image_set=image_set, scans=scans, profile=profile.name, seed=int(seed),
+                               tuning=tuning.name)
