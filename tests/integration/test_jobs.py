@@ -346,7 +346,7 @@ def test_a_worker_job_has_its_lease_from_the_moment_it_is_reserved(modules, pref
     from tests.helpers import spawn, stop
     exp = modules["experiment"]
     key = _scan(exp, 515)
-    proc = spawn(["-c", SLOW_WORKER, prefix, "60"])
+    proc = spawn(["-c", SLOW_WORKER, prefix, "900"])          # holds its job until stopped below
     try:
         deadline = time.monotonic() + 120
         line = ""
@@ -357,14 +357,15 @@ def test_a_worker_job_has_its_lease_from_the_moment_it_is_reserved(modules, pref
         assert row["status"] == "reserved" and row["completed_time"] is not None     # the lease, before any beat
         _kill(exp.Neuron.connection, row["connection_id"])
         time.sleep(0.5)
-        out = run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, "jobs", "reclaim"], timeout=120)
+        out = run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, "jobs", "reclaim"], timeout=600)
         assert out.returncode == 0 and "reclaimed: nothing" in out.stdout, (out.stdout, out.stderr[-2000:])
         monkeypatch.setattr(jobs.platform, "node", lambda: "another-host")           # a worker elsewhere
         tables = worker.computed_tables(modules)
         assert jobs.reclaim(tables) == {}
         assert (exp.Neuron.jobs & key).fetch1("status") == "reserved"
+        stop(proc)                                                                   # the worker dies: no beats
         time.sleep(1.5)
-        assert jobs.reclaim(tables, lease=1) == {"experiment.Neuron": 1}            # a lease does run out
+        assert jobs.reclaim(tables, lease=1) == {"experiment.Neuron": 1}            # its lease runs out
         monkeypatch.setattr(jobs.platform, "node", platform.node)
     finally:
         stop(proc)
