@@ -176,12 +176,12 @@ def test_the_watchdog_records_a_hung_job(modules):
     exp.Neuron.jobs.refresh(key)
     assert exp.Neuron.jobs.reserve(key)
     hung = []
-    dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600, job_timeout=0.5,
+    dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600, job_timeout=5,
                             on_hung=hung.append)
     try:
         dog.beat()
         assert not hung                                                     # still within its limit
-        time.sleep(1.0)
+        time.sleep(5.5)
         dog.beat()
         assert hung and "past the table's limit" in hung[0]
         row = (exp.Neuron.jobs & key).fetch1()
