@@ -1,6 +1,7 @@
 """The `neuralreg` command: argument parsing and dispatch.
 
-    neuralreg db up | status [--json] | down | worker-user   bring the database up (idempotent), report, stop ours
+    neuralreg db up | status [--json] | down | worker-user [--force] [--rotate]   bring the database up
+                                               (idempotent), report, stop ours, the worker account
     neuralreg ingest simulated [--profile demo] [--seed 0] [--tuning mouse|low|high]
     neuralreg ingest sensorium PATH [PATH ...]   folders or zips of Sensorium 2022 static scans
     neuralreg group NAME --image-set SET | --scans A-S-I ...   scans whose similarity matrices are averaged
@@ -11,6 +12,7 @@
     neuralreg jobs [errors|retry|ignore|prioritize|reclaim] [--json] [--table T] [--key NAME=VALUE ...]
     neuralreg report [--out DIR]               the paper's figures and tables from the database
     neuralreg drop [--yes]                     drop every schema of the prefix (asks to type it back)
+    neuralreg store gc [--delete] [--min-age S]   store files no row references (dry run unless --delete)
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
     neuralreg compose-gpus N [--remote]        docker-compose.gpus.yml: one compose worker per GPU
     neuralreg selftest [--device cuda|cpu] [--quick] [--json FILE]   kernels, bf16, the tiny study, speed
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -88,7 +91,7 @@ def cmd_db(args) -> int:
                 print(f"{key:>20}: {value}")
         return 0 if info["login"] else 1
     elif args.action == "worker-user":
-        db.worker_user(args.name, say=_say)
+        db.worker_user(args.name, say=_say, force=args.force, rotate=args.rotate, prefix=_prefix(args))
     else:
         db.down(say=_say)
     return 0
@@ -120,15 +123,30 @@ def cmd_ingest(args) -> int:
 
 def cmd_group(args) -> int:
     from . import pipeline
+    scans = [_scan_key(text) for text in args.scans] if args.scans else None     # before any schema is made
     modules = pipeline.activate(_prefix(args))
-    scans = None
-    if args.scans:
-        scans = [dict(zip(("animal_id", "session", "scan_idx"), map(int, s.split("-")))) for s in args.scans]
     key = modules["similarity"].ScanGroup.add(args.name, scans, image_set=args.image_set,
                                                description=args.description)
     n = len(modules["similarity"].ScanGroup.Member & key)
     _say(f"scan group {args.name!r}: {n} scans")
     return 0
+
+
+_SCAN_KEY_RANGES = {"animal_id": (-2 ** 31, 2 ** 31 - 1), "session": (-2 ** 15, 2 ** 15 - 1),
+                    "scan_idx": (-2 ** 15, 2 ** 15 - 1)}     # int32, int16, int16: experiment.Scan
+
+
+def _scan_key(text: str) -> dict:
+    """'ANIMAL-SESSION-SCAN' (e.g. 26872-17-20) to a Scan key: exactly three whole numbers, each in its
+    column's range; anything else is refused (an extra part was dropped silently before)."""
+    parts = text.split("-")
+    if len(parts) != 3 or not all(part.isdigit() and part.isascii() for part in parts):
+        raise ValueError(f"--scans {text!r}: write ANIMAL-SESSION-SCAN, three whole numbers (e.g. 26872-17-20)")
+    key = dict(zip(_SCAN_KEY_RANGES, map(int, parts)))
+    for name, (low, high) in _SCAN_KEY_RANGES.items():
+        if not low <= key[name] <= high:
+            raise ValueError(f"--scans {text!r}: {name} {key[name]} is outside {low}..{high}")
+    return key
 
 
 def cmd_plan_similarity(args) -> int:
@@ -240,12 +258,16 @@ def _unqueued(prefix: str, rows: list[dict]) -> list[str]:
 
 
 def _parse_key(items: list[str]) -> dict:
+    """NAME=VALUE texts to {NAME: 'VALUE'}: the values stay text, and populate.jobs parses each by its
+    attribute's type in the table it restricts (refusing what does not parse)."""
     key = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise ValueError(f"key part {item!r}: write NAME=VALUE")
-        key[name] = int(value) if value.lstrip("-").isdigit() else value
+        if name in key:
+            raise ValueError(f"key part {item!r}: {name} is given twice")
+        key[name] = value
     return key
 
 
@@ -327,6 +349,23 @@ def cmd_drop(args) -> int:
             raise ValueError(f"not confirmed (typed {answer.strip()!r}, not {prefix!r}): nothing dropped")
     pipeline.drop_all(prefix)
     _say(f"dropped {', '.join(names)}")
+    return 0
+
+
+def cmd_store(args) -> int:
+    from . import store_gc
+    result = store_gc.collect(_open_existing(args), delete=args.delete, min_age=args.min_age)
+    for o in result["orphans"]:
+        age = "age unknown" if o["age_s"] is None else f"{o['age_s']:.0f} s old"
+        print(f"  {o['path']}  {o['bytes']} bytes, {age}")
+    total = sum(o["bytes"] for o in result["orphans"])
+    _say(f"{len(result['orphans'])} file(s) of prefix {_prefix(args)!r} in the store that no row references "
+         f"({total / 2 ** 20:.1f} MiB; {result['stored']} stored, {result['referenced']} referenced)")
+    if result["dry_run"]:
+        _say("dry run: nothing removed (`neuralreg store gc --delete` removes those older than --min-age)")
+    else:
+        _say(f"removed {result['deleted']} ({result['bytes_freed'] / 2 ** 20:.1f} MiB); kept {result['kept_young']} "
+             f"younger than {args.min_age:g} s or of unknown age (an insert may be writing them)")
     return 0
 
 
@@ -429,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset-password", action="store_true",
                    help="with up: set the existing application account's password to a new one")
     p.add_argument("--json", action="store_true", help="status: print one JSON object")
+    p.add_argument("--force", action="store_true",
+                   help="worker-user: take over an existing account this project did not create (resets its password)")
+    p.add_argument("--rotate", action="store_true",
+                   help="worker-user: give the existing worker account a new password (default: keep it)")
 
     p = command("compose-gpus", cmd_compose_gpus, help="write docker-compose.gpus.yml: one compose worker per GPU")
     p.add_argument("gpus", type=int, help="GPUs (workers) on this host")
@@ -490,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the predictive model behind the neural-model and shuffle targets (default 0)")
     p.add_argument("--data-root", help="a folder holding the CIFAR .tar.gz (md5-checked and extracted into "
                                        "$NEURALREG_DATA, where workers on this machine look)")
-    p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the study's)")
+    p.add_argument("--seeds", type=worker.count(1), help="number of seeds, 0..N-1 (default: the study's)")
     p.add_argument("--attacks", help="attack suite: tiny, demo, paper or none (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
@@ -500,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("drop", cmd_drop, help="drop every schema of the prefix, after you type the prefix back")
     p.add_argument("--yes", action="store_true", help="do not ask")
+
+    p = command("store", cmd_store, help="the object store: gc lists (--delete: removes) files no row references")
+    p.add_argument("action", choices=["gc"])
+    p.add_argument("--delete", action="store_true", help="remove the orphans (default: a dry run that lists them)")
+    p.add_argument("--min-age", type=float, default=3600.0,
+                   help="with --delete: remove only orphans older than this many seconds (default 3600: a worker "
+                        "writes its file just before its row)")
 
     p = command("demo", cmd_demo, help="database up, simulated experiment, populate, summary")
     p.add_argument("--profile", default="demo", choices=["tiny", "demo", "full"])
@@ -520,8 +570,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------ main
 
+_SQL = re.compile(r"\s*(SELECT|UPDATE|DELETE|INSERT|REPLACE|CREATE|DROP|ALTER|GRANT|REVOKE|WITH)\b", re.I)
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The error as one line, without the SQL a database error may carry (DataJoint's query errors hold
+    the statement as an argument; PostgreSQL's messages quote it after 'LINE n:')."""
+    parts = [str(a) for a in exc.args] if len(exc.args) > 1 else [str(exc)]
+    parts = [re.split(r"\n\s*LINE \d+:", part)[0] for part in parts if not _SQL.match(part)]
+    text = " ".join(" ".join(dict.fromkeys(p.strip() for p in parts if p.strip())).split())
+    return text or type(exc).__name__
 
 
 def main(argv=None) -> int:
@@ -531,6 +589,8 @@ def main(argv=None) -> int:
         parser.error("--json goes with `jobs` (status) and `jobs errors`")
     if args.command == "db" and args.json and args.action != "status":
         parser.error("--json goes with `db status`")
+    if args.command == "db" and (args.force or args.rotate) and args.action != "worker-user":
+        parser.error("--force and --rotate go with `db worker-user`")
     from pymysql.err import OperationalError
     from . import db
     from .compute.common import runtime

@@ -367,6 +367,14 @@ class MinimalPerturbation(dj.Computed):
         distances : <blob>               # float64 (n_samples,): min over attacks within the budget; inf = none
         """
 
+    class Member(dj.Part):
+        definition = """
+        # the attack results combined: deleting or recomputing one deletes this
+        # (delete(part_integrity="cascade")), so no minimum outlives the attacks it was taken over
+        -> master
+        -> AttackResult
+        """
+
     reserve_timeout = 600    # s: reads a few stored arrays
 
     @property
@@ -415,6 +423,7 @@ class MinimalPerturbation(dj.Computed):
                                     "success_rate": st["success_rate"], "distances": db[:, i].copy()})
         self.Norm.insert(norm_rows)
         self.Budget.insert(budget_rows)
+        self.Member.insert((AttackResult & key).keys())
 
 
 STATISTICS = ("median", "mean", "sem", "median_correct", "mean_correct", "sem_correct")

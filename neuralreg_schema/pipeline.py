@@ -59,7 +59,9 @@ def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = Tru
     connection = dj.conn()
     modules = _modules()
     for module, db in names.items():
-        if connection.adapter.backend == "mysql":
+        if connection.adapter.backend == "mysql" and not connection.query(
+                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", args=(db,)).fetchall():
+            # only when missing: CREATE DATABASE IF NOT EXISTS needs the CREATE right, which a worker lacks
             connection.query(
                 f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         modules[module].schema.activate(db, connection=connection, create_tables=create_tables)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -80,22 +81,53 @@ def user_secrets_dir() -> Path:
     return Path(base) / "neuralreg" / "secrets"
 
 
+def tighten(path: Path, mode: int) -> None:
+    """chmod `path` to `mode` when it has other bits (a secret folder 0700, a secret file 0600): a user's
+    `chmod 644` is undone whenever the project writes or reads its secrets. A path owned by another user
+    is left alone (chmod would fail)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        return
+    if stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
+        os.chmod(path, mode)
+
+
+def tighten_secrets(folder: Path) -> None:
+    """A secrets folder 0700 and every file in it 0600."""
+    if not folder.is_dir():
+        return
+    tighten(folder, 0o700)
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            tighten(path, 0o600)
+
+
 def read_secret(name: str) -> str | None:
-    """A secret from the project's .secrets/, else from the per-user folder."""
+    """A secret from the project's .secrets/, else from the per-user folder (both folders' modes are
+    tightened back to 0700/0600 on every read)."""
+    found = None
     for folder in (secrets_dir(), user_secrets_dir()):
+        tighten_secrets(folder)
         path = folder / name
-        if path.is_file():
-            return path.read_text().strip()
-    return None
+        if found is None and path.is_file():
+            found = path.read_text().strip()
+    return found
 
 
 def write_secret(name: str, value: str) -> Path:
-    """Write one secret file (mode 600) under .secrets/ (folder mode 700), and the per-user copy."""
+    """Write one secret file (mode 600) under .secrets/ (folder mode 700), and the per-user copy. The
+    modes are set on existing folders and files too (O_CREAT's mode applies to new files only), and
+    before the value is written."""
     for folder in (user_secrets_dir(), secrets_dir()):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tighten_secrets(folder)
         path = folder / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
             f.write(value + "\n")
     return path
 
@@ -116,6 +148,8 @@ def configure() -> "object":
         if os.environ.get("DJ_STORES"):          # load() merged the file's stores over DJ_STORES: env wins
             dj.config._apply_stores_env()
     _backend_defaults(dj)
+    for folder in (secrets_dir(), user_secrets_dir()):        # a `chmod 644` of them is undone on every use
+        tighten_secrets(folder)
     if dj.config["database.user"] is None:
         dj.config["database.user"] = read_secret("database.user")
     if dj.config["database.password"] is None:

@@ -43,6 +43,7 @@ POPULATE_ORDER = ("SimilarityMatrix", "AveragedSimilarity", "SimilarityStability
 
 METHODS = ("data", "oracle", "model", "shuffle", "vgg", "lowpass", "highpass")
 PIXEL_METHODS = ("lowpass", "highpass")      # computed from the stimulus pixels alone (controls)
+WEIGHTED_METHODS = ("data", "oracle", "model", "shuffle")   # computed with the Eq. 1 weights (Neuron)
 SUBSETS = ("stimulus", "oracle")
 _VALID = {("data", "stimulus"), ("oracle", "oracle"), ("model", "stimulus"), ("model", "oracle"),
           ("shuffle", "stimulus"), ("shuffle", "oracle"), ("vgg", "stimulus"), ("vgg", "oracle"),
@@ -199,6 +200,15 @@ class SimilarityMatrix(dj.Computed):
         -> PredictiveModel
         """
 
+    class Weights(dj.Part):
+        definition = """
+        # the Eq. 1 weights w_a (Neuron) a data, oracle, model or shuffle matrix was computed with:
+        # deleting or recomputing them deletes the matrix (delete(part_integrity="cascade")), so no
+        # matrix outlives its weights
+        -> master
+        -> Neuron
+        """
+
     reserve_timeout = 3600   # s a job may stay reserved before populate.jobs reclaims it (VGG features of 5000 images take minutes on a CPU)
 
     @property
@@ -225,7 +235,9 @@ class SimilarityMatrix(dj.Computed):
                       "matrix": np.ascontiguousarray(matrix, dtype=np.float32), "n_dims": int(n_dims),
                       "mean_offdiag": float(off.mean()), "std_offdiag": float(off.std()),
                       "details": details[:255]})
-        model_hash, model_seed = (SimilarityConfig & key).fetch1("model_hash", "model_seed")
+        method, model_hash, model_seed = (SimilarityConfig & key).fetch1("method", "model_hash", "model_seed")
+        if method in WEIGHTED_METHODS:
+            self.Weights.insert1(key)
         if model_hash:
             self.Source.insert1({**key, "model_hash": model_hash, "model_seed": model_seed})
 
@@ -306,11 +318,12 @@ class SimilarityStability(dj.Computed):
 
     class Member(dj.Part):
         definition = """
-        # the Fig. 1D correlations of one scan (its predictive model a dependency: recomputing the model
-        # deletes this, delete(part_integrity="cascade"))
+        # the Fig. 1D correlations of one scan (its predictive model and its Eq. 1 weights dependencies:
+        # recomputing either deletes this, delete(part_integrity="cascade"))
         -> master
         -> ScanGroup.Member
         -> PredictiveModel
+        -> Neuron
         ---
         r_model_oracle : float64         # Pearson r of S_model vs S_oracle over image pairs i<j
         r_data_oracle : float64          # Pearson r of single-trial S_data(i_t, j_t') vs S_oracle_ij

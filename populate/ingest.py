@@ -41,24 +41,47 @@ def ingest_simulated(prefix: str, profile: str, seed: int, tuning: str = "mouse"
 
 
 def ingest_sensorium(prefix: str, paths: list[str]) -> list[dict]:
-    """Read and ingest Sensorium 2022 static scans (folders or zips); a format error names the file."""
+    """Read and ingest Sensorium 2022 static scans (folders or zips); a format error names the file.
+
+    Every path must exist before anything is created, and no schema is created before the first scan
+    has been read and validated. Each scan is committed on its own: when a later path fails, the scans
+    committed before it are reported (they stay; rerunning skips them) and the error is raised."""
     from tqdm import tqdm
     from neuralreg_schema.compute.experiment import sensorium
-    experiment = pipeline.activate(prefix)["experiment"]
-    keys = []
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise sensorium.SensoriumFormatError(missing[0], "no such folder or file"
+                                             + (f" (nor {len(missing) - 1} more of the paths)" if len(missing) > 1
+                                                else "") + ": nothing ingested")
+    experiment = None
+    keys, done = [], []
     for path in paths:
-        with tqdm(desc=Path(path).name[:40], unit="trial", leave=False) as bar:
-            def progress(done, total):
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-            try:
-                image_set, scan = sensorium.read_sensorium(path, progress=progress)
-            except sensorium.SensoriumFormatError as exc:
-                if str(Path(path)) in str(exc):
-                    raise
-                raise sensorium.SensoriumFormatError(path, str(exc)) from None
-        for note in scan.notes:
-            _say(f"  note: {note}")
-        keys += experiment.ingest(image_set, [scan], source_path=Path(path).name, progress=_say)
+        try:
+            with tqdm(desc=Path(path).name[:40], unit="trial", leave=False) as bar:
+                def progress(n, total):
+                    bar.total = total
+                    bar.n = n
+                    bar.refresh()
+                try:
+                    image_set, scan = sensorium.read_sensorium(path, progress=progress)
+                except sensorium.SensoriumFormatError as exc:
+                    if str(Path(path)) in str(exc):
+                        raise
+                    raise sensorium.SensoriumFormatError(path, str(exc)) from None
+            for note in scan.notes:
+                _say(f"  note: {note}")
+            if experiment is None:
+                experiment = pipeline.activate(prefix)["experiment"]
+            new = experiment.ingest(image_set, [scan], source_path=Path(path).name, progress=_say)
+        except BaseException:
+            if done:
+                _say(f"committed before the error: {len(done)} scan(s) from {', '.join(done)} "
+                     f"({len(keys)} new: {', '.join(_scan_label(k) for k in keys) or 'none'}); they stay")
+            raise
+        keys += new
+        done.append(path)
     return keys
+
+
+def _scan_label(key: dict) -> str:
+    return f"{key['animal_id']}-{key['session']}-{key['scan_idx']}"

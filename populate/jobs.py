@@ -11,8 +11,10 @@ A worker killed with SIGKILL (or a machine that dies) leaves its job `reserved` 
 stamp a heartbeat on the jobs they hold (populate/watchdog.py), and a reserved job is reclaimed
 (its row deleted, so the next refresh queues it again as pending) when
   - its worker ran on this machine (same host name) and its process is gone, or
-  - its heartbeat is older than the lease (common.LEASE, 5 min), or
-  - it has no heartbeat (reserved outside the worker) and the database connection that reserved it
+  - its heartbeat is older than the lease (common.LEASE, 5 min; the worker stamps it in the very
+    UPDATE that reserves the job, so a worker's job has one from the start), or
+  - it has no heartbeat (reserved outside the worker), its process is not known to live on this
+    machine, and the database connection that reserved it
     no longer exists (checked against the server's process list: workers must use the same database
     account, which sees its own connections), or it has been reserved longer than the table's
     `reserve_timeout` (seconds; a class attribute of the table, default DEFAULT_TIMEOUT).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 
 log = logging.getLogger("neuralreg.jobs")
 
@@ -92,6 +95,87 @@ def _select(tables, name: str | None):
     return chosen
 
 
+_INT_TYPE = re.compile(r"(?P<size>tiny|small|medium|big)?int(eger)?(\s*\(\d+\))?(?P<unsigned>\s+unsigned)?$", re.I)
+_INT_BITS = {"tiny": 8, "small": 16, "medium": 24, None: 32, "big": 64}
+_FLOAT_TYPE = re.compile(r"(float|double|real|double precision|decimal|numeric)(\s*\(.*\))?(\s+unsigned)?$", re.I)
+_STRING_TYPE = re.compile(r"(var)?char(acter)?( varying)?\s*\((?P<n>\d+)\)$|text$", re.I)
+_ENUM_TYPE = re.compile(r"enum\s*\((?P<values>.*)\)$", re.I)
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def parse_value(attribute, text) -> object:
+    """The value of a key attribute from its command-line text, parsed by the attribute's type (a
+    DataJoint heading Attribute: its `type` is the column's SQL type on either backend). ValueError,
+    naming the attribute and the type, when the text is not exactly one value of that type: a key
+    value must not reach SQL as a string the server reads loosely (MySQL reads '1 OR 1=1' as 1)."""
+    import datetime
+    import uuid
+    name, sql_type = attribute.name, str(attribute.type).strip()
+    original = str(getattr(attribute, "original_type", "") or "")
+    if not isinstance(text, str):
+        text = str(text)
+
+    def refuse(what: str) -> ValueError:
+        return ValueError(f"--key {name}={text!r}: not {what} ({name} is {original or sql_type})")
+
+    if getattr(attribute, "uuid", False) or original == "uuid" or sql_type.lower() == "uuid":
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            raise refuse("a UUID") from None
+    if sql_type.lower() in ("tinyint(1)", "boolean", "bool"):
+        if text.lower() in ("0", "false"):
+            return False
+        if text.lower() in ("1", "true"):
+            return True
+        raise refuse("a boolean (true, false, 1 or 0)")
+    match = _INT_TYPE.fullmatch(sql_type)
+    if match:
+        if not _WHOLE.fullmatch(text):
+            raise refuse("a whole number")
+        value, bits = int(text), _INT_BITS[(match["size"] or "").lower() or None]
+        low, high = (0, 2 ** bits - 1) if match["unsigned"] else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+        if not low <= value <= high:
+            raise refuse(f"in {low}..{high}")
+        return value
+    if _FLOAT_TYPE.fullmatch(sql_type):
+        if not _DECIMAL.fullmatch(text):
+            raise refuse("a number")
+        return float(text)
+    match = _ENUM_TYPE.fullmatch(sql_type)
+    if match:
+        allowed = re.findall(r"'((?:[^']|'')*)'", match["values"])
+        if text not in allowed:
+            raise refuse(f"one of {', '.join(allowed)}")
+        return text
+    match = _STRING_TYPE.fullmatch(sql_type)
+    if match:
+        if match["n"] is not None and len(text) > int(match["n"]):
+            raise refuse(f"a string of at most {match['n']} characters")
+        if any(ord(c) < 32 for c in text):
+            raise refuse("a printable string")
+        return text
+    if sql_type.lower() == "date":
+        try:
+            return datetime.date.fromisoformat(text)
+        except ValueError:
+            raise refuse("a date (YYYY-MM-DD)") from None
+    if sql_type.lower().startswith(("datetime", "timestamp")):
+        try:
+            return datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise refuse("a date and time (YYYY-MM-DD HH:MM:SS)") from None
+    raise ValueError(f"--key {name}: its type {original or sql_type} cannot be given on the command line")
+
+
+def parse_key(table, key: dict) -> dict:
+    """`key` (names to command-line texts) with each value parsed by its attribute's type in the
+    table's job key (parse_value); the names must already be attributes of that key."""
+    heading = table.jobs.heading
+    return {k: parse_value(heading.attributes[k], v) for k, v in key.items()}
+
+
 def _keyed(tables, name: str | None, key: dict | None) -> list:
     """The selected tables, each with `key` checked: every name must be an attribute of the table's
     job key (a restriction by an unknown name would match every job, and names reach SQL). Without a
@@ -107,6 +191,13 @@ def _keyed(tables, name: str | None, key: dict | None) -> list:
         raise ValueError(f"--key names {sorted(names - set(known)) or sorted(names)} are not attributes of the job "
                          f"key of {where}; known: {', '.join(known)}")
     return fitting
+
+
+def _typed(tables, name: str | None, key: dict | None) -> list[tuple]:
+    """(table, key parsed by the table's attribute types) for each table _keyed selects; every value is
+    parsed (ValueError naming the attribute) before any table is touched."""
+    chosen = _keyed(tables, name, key)
+    return [(table, parse_key(table, key) if key else None) for table in chosen]
 
 
 def errors(tables, name: str | None = None) -> list[dict]:
@@ -128,8 +219,8 @@ def errors(tables, name: str | None = None) -> list[dict]:
 def retry(tables, name: str | None = None, key: dict | None = None) -> int:
     """Clear errors (all, of one table, or of one key); returns how many."""
     cleared = 0
-    for table in _keyed(tables, name, key):
-        rel = table.jobs.errors & key if key else table.jobs.errors
+    for table, typed in _typed(tables, name, key):
+        rel = table.jobs.errors & typed if typed else table.jobs.errors
         n = len(rel)
         if n:
             rel.delete()
@@ -146,10 +237,10 @@ def prioritize(tables, name: str, priority: int, key: dict | None = None) -> int
     if not -128 <= int(priority) <= 127:
         raise ValueError(f"priority must be in -128..127 (lower runs first), got {priority}")
     changed = 0
-    for table in _keyed(tables, name, key):
+    for table, typed in _typed(tables, name, key):
         table.jobs.refresh()
         rel = table.jobs & "status = 'pending'"
-        for job in (rel & key if key else rel).keys():
+        for job in (rel & typed if typed else rel).keys():
             table.jobs.update1({**job, "priority": int(priority)})
             changed += 1
     return changed
@@ -157,11 +248,11 @@ def prioritize(tables, name: str, priority: int, key: dict | None = None) -> int
 
 def ignore(tables, name: str, key: dict) -> None:
     """Mark one key of a table so that no worker computes it."""
-    (table,) = _keyed(tables, name, key)
-    missing = set(table.jobs.primary_key) - set(key)
+    ((table, typed),) = _typed(tables, name, key)
+    missing = set(table.jobs.primary_key) - set(typed)
     if missing:
         raise ValueError(f"{table_name(table)}: the key needs {sorted(missing)}")
-    table.jobs.ignore({k: key[k] for k in table.jobs.primary_key})
+    table.jobs.ignore({k: typed[k] for k in table.jobs.primary_key})
 
 
 def declare(tables, attempts: int = 5) -> None:
@@ -240,11 +331,14 @@ def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) ->
         n = 0
         for row in reserved.to_dicts():
             key = {k: row[k] for k in pk}
-            if row.get("host") == platform.node() and row.get("pid") and not pid_alive(int(row["pid"])):
+            here = row.get("host") == platform.node() and row.get("pid")
+            if here and not pid_alive(int(row["pid"])):
                 why = f"its process {row['pid']} on this host is gone"
             elif tuple(key.values()) in gone:
                 why = ("no heartbeat for longer than the lease" if row.get("completed_time") is not None
                        else f"reserved longer than {timeout} s")
+            elif here:
+                continue                # its process lives on this host: a lost connection is not a dead job
             elif row.get("completed_time") is None and row.get("connection_id"):
                 live = live_connections(table.connection) if live is None else live
                 if int(row["connection_id"]) in live:

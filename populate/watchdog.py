@@ -11,7 +11,9 @@ between threads), stamps the jobs this process holds:
     UPDATE <job table> SET completed_time = CURRENT_TIMESTAMP(3), connection_id = <main connection id>
     WHERE status = 'reserved' AND host = <this host> AND pid = <this pid>
 
-While a job is reserved its `completed_time` column (unused until the job ends, when DataJoint
+The worker reserves its jobs with this stamp already set (`leases_on_reserve`: the reserving
+UPDATE also writes `completed_time`), so a job has its lease from the moment it is reserved, before
+the first beat. While a job is reserved its `completed_time` column (unused until the job ends, when DataJoint
 writes the real completion time) is thus the worker's last sign of life, in server time, and its
 `connection_id` follows the worker's reconnects. `populate.jobs.reclaim` gives a job back when its
 heartbeat is older than `common.LEASE` seconds; a job that never had a heartbeat (reserved by a plain
@@ -29,6 +31,7 @@ supervisor (docker compose `restart:`, systemd, a shell loop) starts the next wo
 """
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -71,6 +74,44 @@ def side_connection():
                          use_tls=c.get("database.use_tls"))
 
 
+def reserve_with_lease(jobs, key: dict) -> bool:
+    """DataJoint's `Job.reserve` (2.3: one atomic UPDATE ... WHERE status = 'pending'), with the job's
+    first heartbeat stamped in the same statement: a reserved job is never without its lease, so
+    `jobs.reclaim` cannot mistake a job whose worker lost its connection before the first beat for a
+    job reserved outside a worker (those are reclaimed when their connection is gone)."""
+    import platform as _platform
+    from datajoint.condition import make_condition
+    from datajoint.jobs import _get_job_version
+    pk = jobs._get_pk(key)
+    where = make_condition(jobs, pk, set())
+    qi = jobs.adapter.quote_identifier
+    assignments = ", ".join(f"{qi(k)}=%s" for k in ("status", "host", "pid", "connection_id", "user", "version"))
+    query = (f"UPDATE {jobs.full_table_name} SET {assignments}, {qi('reserved_time')}=CURRENT_TIMESTAMP(3), "
+             f"{qi('completed_time')}=CURRENT_TIMESTAMP(3) "
+             f"WHERE {where} AND {qi('status')}='pending' AND {qi('scheduled_time')} <= CURRENT_TIMESTAMP(3)")
+    args = ["reserved", _platform.node(), os.getpid(), jobs.connection.connection_id, jobs.connection.get_user(),
+            _get_job_version(jobs.connection._config)]
+    return jobs.connection.query(query, args=args).rowcount == 1
+
+
+@contextlib.contextmanager
+def leases_on_reserve():
+    """While it is open, every job this process reserves carries its lease from the start
+    (reserve_with_lease). The worker holds it around its loop: a job reserved by a plain
+    `populate(reserve_jobs=True)` (no watchdog beats for it) keeps DataJoint's reserve, and the rules
+    for jobs without a heartbeat."""
+    from datajoint.jobs import Job
+    if Job.reserve is reserve_with_lease:            # nested: the outer one restores
+        yield
+        return
+    original = Job.reserve
+    Job.reserve = reserve_with_lease
+    try:
+        yield
+    finally:
+        Job.reserve = original
+
+
 class Watchdog(threading.Thread):
     """Heartbeat + hang detection for the jobs this process holds (see the module docstring).
 
@@ -82,6 +123,9 @@ class Watchdog(threading.Thread):
                  stall_timeout: float | None = None, job_timeout: float | None = None,
                  connect: Callable = side_connection, on_hung: Callable[[str], None] | None = None):
         super().__init__(name="neuralreg-watchdog", daemon=True)
+        for name, value in (("interval", interval), ("stall_timeout", stall_timeout), ("job_timeout", job_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"watchdog {name} must be > 0 seconds, got {value}")
         self.tables, self.main = list(tables), main_connection
         # job table names resolved here, in the worker's thread: `table.jobs` may query the database on
         # the main connection, which this thread must never touch
@@ -121,8 +165,10 @@ class Watchdog(threading.Thread):
         return self._conn
 
     def _limits(self, table) -> tuple[float, float]:
-        total = self.job_override or float(getattr(table, "reserve_timeout", DEFAULT_TIMEOUT))
-        stall = self.stall_override or float(getattr(table, "stall_timeout", DEFAULT_STALL))
+        total = self.job_override if self.job_override is not None else float(getattr(table, "reserve_timeout",
+                                                                                          DEFAULT_TIMEOUT))
+        stall = self.stall_override if self.stall_override is not None else float(getattr(table, "stall_timeout",
+                                                                                            DEFAULT_STALL))
         return total, stall
 
     def beat(self) -> None:

@@ -36,6 +36,7 @@ it reserves name a live connection and `jobs.reclaim` in other workers leaves th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ import time
 from neuralreg_schema import pipeline, settings
 from neuralreg_schema.compute.common import runtime
 from populate import jobs, watchdog
-from populate.common import table_name
+from populate.common import LEASE, table_name
 
 log = logging.getLogger("neuralreg.worker")
 
@@ -240,6 +241,40 @@ def pending(tables: list) -> int:
     return sum(table.progress(display=False)[0] for table in tables)
 
 
+@functools.lru_cache(maxsize=None)      # one parser per range: `neuralreg populate` shares the worker's options
+def seconds(low: float, *, above: bool = True, high: float | None = None):
+    """An argparse type: a number of seconds > low (>= low with above=False), at most `high`; refused
+    with a usage error otherwise (0 would mean 'as fast as possible' or silently 'the default')."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if value != value or value in (float("inf"), float("-inf")) or (value <= low if above else value < low) \
+                or (high is not None and value > high):
+            bound = f"> {low:g}" if above else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"{text} s: must be {bound}" + (f" and <= {high:g}" if high else ""))
+        return value
+    return parse
+
+
+@functools.lru_cache(maxsize=None)
+def count(low: int):
+    """An argparse type: a whole number >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: must be >= {low}")
+        return value
+    return parse
+
+
+MIN_HEARTBEAT = 0.1          # s: a faster heartbeat only floods the database with UPDATEs
+
+
 def add_options(parser: argparse.ArgumentParser, *, common: bool = True) -> argparse.ArgumentParser:
     """The worker's options, on `parser`. `neuralreg populate` adds them to its subcommand with
     common=False: --prefix and --threads are then the neuralreg command's own (accepted before or after
@@ -247,25 +282,28 @@ def add_options(parser: argparse.ArgumentParser, *, common: bool = True) -> argp
     if common:
         parser.add_argument("--prefix", default=os.environ.get("NEURALREG_PREFIX", settings.DEFAULT_PREFIX),
                             help="schema prefix (default: $NEURALREG_PREFIX or 'neuralreg')")
-        parser.add_argument("--threads", type=int,
+        parser.add_argument("--threads", type=count(1),
                             help="torch CPU threads (default: the CPUs this process may use / --workers-per-machine)")
     parser.add_argument("--forever", action="store_true", help="keep polling for new work")
-    parser.add_argument("--poll", type=float, default=30.0, help="seconds between passes with --forever")
+    parser.add_argument("--poll", type=seconds(0), default=30.0, help="seconds between passes with --forever")
     parser.add_argument("--tables", nargs="+", help="only these tables (e.g. PredictiveModel similarity.SimilarityMatrix)")
-    parser.add_argument("--max-jobs", type=int, help="stop after this many keys (computed or failed)")
-    parser.add_argument("--idle-exit", type=float, help="with --forever: exit after this many seconds without work")
+    parser.add_argument("--max-jobs", type=count(1), help="stop after this many keys (computed or failed)")
+    parser.add_argument("--idle-exit", type=seconds(0, above=False), help="with --forever: exit after this many seconds without work")
     parser.add_argument("--priority", type=int,
                         help="only jobs with this priority or more urgent (lower runs first; `neuralreg jobs prioritize`)")
-    parser.add_argument("--reconnect-timeout", type=float, default=900.0,
+    parser.add_argument("--reconnect-timeout", type=seconds(0, above=False), default=900.0,
                         help="seconds to wait for a lost database to come back before exiting (default 900)")
-    parser.add_argument("--workers-per-machine", type=int,
+    parser.add_argument("--workers-per-machine", type=count(1),
                         help="workers sharing this machine's CPUs (default: $NEURALREG_WORKERS or 1)")
-    parser.add_argument("--heartbeat", type=float, default=watchdog.INTERVAL,
-                        help=f"seconds between heartbeats on the jobs this worker holds (default {watchdog.INTERVAL:.0f})")
-    parser.add_argument("--stall-timeout", type=float,
+    parser.add_argument("--heartbeat", type=seconds(MIN_HEARTBEAT, above=False, high=LEASE / 2),
+                        default=watchdog.INTERVAL,
+                        help=f"seconds between heartbeats on the jobs this worker holds (default {watchdog.INTERVAL:.0f}; "
+                             f"{MIN_HEARTBEAT:g}..{LEASE / 2:g}: a job whose heartbeat is older than {LEASE:g} s is "
+                             "reclaimed)")
+    parser.add_argument("--stall-timeout", type=seconds(0),
                         help="seconds a job may go without progress before the watchdog ends the worker "
                              "(default: the table's stall_timeout, else 4 h)")
-    parser.add_argument("--job-timeout", type=float,
+    parser.add_argument("--job-timeout", type=seconds(0),
                         help="seconds a job may run before the watchdog ends the worker (default: the table's "
                              "reserve_timeout)")
     return parser
@@ -291,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
     dog = watchdog.Watchdog(tables, connections(tables)[0], interval=args.heartbeat,
                             stall_timeout=args.stall_timeout, job_timeout=args.job_timeout).start()
     try:
-        return _loop(args, tables)
+        with watchdog.leases_on_reserve():  # a job this worker reserves has its heartbeat from the start
+            return _loop(args, tables)
     finally:
         dog.stop()
 

@@ -6,7 +6,8 @@
 # neuralreg_<...> (<prefix>_<module>), so the application account gets ALL on `neuralreg\_%` (`\_` a
 # literal underscore: the same pattern as neuralreg_schema/db/connection.py SCHEMA_PATTERN), and the
 # least-privilege worker account NEURALREG_WORKER_USER (password NEURALREG_WORKER_PASSWORD, both from
-# .env) gets the rows and its job tables there, nothing more (db/accounts.py WORKER_PRIVILEGES). User names and
+# .env) gets the rows and its job tables there (no schema exists yet to scope it to: `neuralreg --prefix P
+# db worker-user` later narrows it to one study, db/accounts.py ensure_worker_user). User names and
 # passwords are passed as SQL string literals, quotes and backslashes escaped.
 
 _neuralreg_sql_string() {

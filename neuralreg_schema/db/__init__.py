@@ -24,9 +24,9 @@ import secrets as _secrets
 import subprocess
 
 from .. import settings
-from .accounts import (PG_WORKER_TABLE_PRIVILEGES, WORKER_PRIVILEGES, MySQLAccounts, PostgresAccounts, accounts,
-                       admin_connection, apply_server_settings, candidate_sockets, drop_account, ensure_app_user,
-                       ensure_worker_user, user_exists, worker_user)
+from .accounts import (WORKER_QUEUE_PRIVILEGES, WORKER_RESULT_PRIVILEGES, WORKER_SCHEMA_PRIVILEGES, MySQLAccounts,
+                       PostgresAccounts, accounts, admin_connection, apply_server_settings, candidate_sockets,
+                       declare_study, drop_account, ensure_app_user, ensure_worker_user, user_exists, worker_user)
 from .connection import (APP_USER, MYSQL_HOSTS, SCHEMA_PATTERN, SERVER_SETTINGS, WORKER_USER, DatabaseError, Target,
                          answers, app_credentials, backend_of, can_login, configured_target, connect, driver_errors,
                          query, schemas, server_report)
@@ -34,11 +34,11 @@ from .servers import (ENV_PASSWORDS, docker_engine_answers, docker_up, ensure_en
                       install_mariadb, local_dir, process_gone, start_local_server, stop_local_server,
                       update_env_file, wait_for_login)
 __all__ = [
-    'APP_USER', 'DatabaseError', 'ENV_PASSWORDS', 'MYSQL_HOSTS', 'MySQLAccounts', 'PG_WORKER_TABLE_PRIVILEGES',
-    'PostgresAccounts', 'SCHEMA_PATTERN', 'SERVER_SETTINGS', 'Target', 'WORKER_PRIVILEGES', 'WORKER_USER',
+    'APP_USER', 'DatabaseError', 'ENV_PASSWORDS', 'MYSQL_HOSTS', 'MySQLAccounts', 'WORKER_QUEUE_PRIVILEGES',
+    'WORKER_RESULT_PRIVILEGES', 'WORKER_SCHEMA_PRIVILEGES', 'PostgresAccounts', 'SCHEMA_PATTERN', 'SERVER_SETTINGS', 'Target', 'WORKER_USER',
     'accounts', 'admin_connection', 'answers', 'app_credentials', 'apply_server_settings', 'backend_of',
     'can_login', 'candidate_sockets', 'configured_target', 'connect', 'docker_engine_answers', 'docker_up',
-    'driver_errors', 'drop_account', 'ensure_app_user', 'ensure_env_file', 'ensure_worker_user',
+    'declare_study', 'driver_errors', 'drop_account', 'ensure_app_user', 'ensure_env_file', 'ensure_worker_user',
     'find_server_binary', 'install_mariadb', 'local_dir', 'process_gone', 'query', 'schemas', 'server_report',
     'start_local_server', 'stop_local_server', 'update_env_file', 'user_exists', 'wait_for_login',
     'worker_user', 'up', 'status', 'down',

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .. import settings
 from .connection import (APP_USER, MYSQL_HOSTS, SCHEMA_PATTERN, SERVER_SETTINGS, WORKER_USER, DatabaseError, Target,
-                         app_credentials, backend_of, configured_target, connect, psycopg2_driver, query)
+                         app_credentials, backend_of, can_login, configured_target, connect, psycopg2_driver,
+                         query)
 from .servers import local_dir, update_env_file
 
 def candidate_sockets(backend: str = "mysql") -> list[str]:
@@ -40,6 +41,7 @@ def _env_admin_password(backend: str) -> str | None:
     path = settings.project_root() / ".env"
     if not path.is_file():
         return None
+    settings.tighten(path, 0o600)
     values = dict(line.split("=", 1) for line in path.read_text().splitlines()
                   if "=" in line and not line.lstrip().startswith("#"))
     name = "POSTGRES_PASSWORD" if backend == "postgresql" else "MYSQL_ROOT_PASSWORD"
@@ -74,12 +76,39 @@ def admin_connection(target: Target):
 
 
 
-# what a worker needs on the pipeline's schemas: read and write rows, create its job tables (CREATE,
-# INDEX, REFERENCES); no DROP, ALTER, GRANT or access to other databases
-WORKER_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "INDEX", "REFERENCES", "LOCK TABLES",
-                     "CREATE TEMPORARY TABLES")
-# PostgreSQL: the same on the app account's schemas (USAGE + CREATE: job tables) and tables (rows)
-PG_WORKER_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "REFERENCES")
+# What a worker account may do, on the schemas of one study (one prefix: <prefix>_experiment, ...)
+# and nothing else; the same on both backends (docs/workers.md has the table):
+#   every table of the study's schemas       SELECT
+#   computed tables and their parts          INSERT (the results it computes)
+#   job queues (~~table)                     SELECT, INSERT, UPDATE, DELETE (reserve, complete, reclaim)
+# No CREATE (no new database, schema or table), no DROP or ALTER, no UPDATE or DELETE of any
+# manual, lookup or computed row, nothing on another prefix's schemas. `worker_user` declares every
+# job queue first (as the application account), since the worker cannot.
+WORKER_SCHEMA_PRIVILEGES = ("SELECT",)
+WORKER_RESULT_PRIVILEGES = ("INSERT",)
+WORKER_QUEUE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+PG_KEY_VISIBILITY = ("REFERENCES",)      # PostgreSQL only: see PostgresAccounts.ensure_worker_user
+
+
+def _table_role(name: str) -> str:
+    """'queue' (a job table, ~~name), 'result' (a computed or imported table or one of its parts:
+    DataJoint names them __name, _name, __name__part), or 'input' (manual, lookup, their parts, and
+    DataJoint's hidden ~lineage)."""
+    if name.startswith("~~"):
+        return "queue"
+    if name.startswith("_"):
+        return "result"
+    return "input"
+
+
+def _mysql_db_pattern(schema: str) -> str:
+    """A schema name as a database-level GRANT pattern: `_` and `%` escaped (literal)."""
+    return schema.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
+def _quote_mysql(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
 
 _PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -96,8 +125,12 @@ class MySQLAccounts:
         # PyMySQL formats with %: the pattern's own % doubled
         query(self.admin, f"GRANT {privileges} ON `{SCHEMA_PATTERN.replace('%', '%%')}`.* TO %s@%s", (user, host))
 
-    def _ensure(self, user: str, password: str) -> None:
+    def _ensure(self, user: str, password: str | None) -> None:
+        """Create the account (every host of MYSQL_HOSTS) with `password`, or set it; None keeps the
+        existing one (a host that is missing is created only with a password)."""
         for host in MYSQL_HOSTS:
+            if password is None:
+                continue
             query(self.admin, "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
             query(self.admin, "ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
 
@@ -106,10 +139,47 @@ class MySQLAccounts:
         for host in MYSQL_HOSTS:
             self._grant("ALL PRIVILEGES", user, host)
 
-    def ensure_worker_user(self, user: str, password: str, app_user: str | None = None) -> None:
+    def study_tables(self, schemas: list[str]) -> dict[str, list[str]]:
+        """{schema: its table names} for the schemas that exist."""
+        found: dict[str, list[str]] = {}
+        for schema, table in query(self.admin, "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+                                               f"WHERE TABLE_SCHEMA IN ({', '.join(['%s'] * len(schemas))})",
+                                   tuple(schemas)):
+            found.setdefault(schema, []).append(table)
+        return found
+
+    def _foreign_grants(self, user: str, host: str, schemas: list[str]) -> bool:
+        """Whether the account holds any right beyond the study's schemas (an earlier version's grant on
+        `neuralreg\\_%`, another study's, a server-wide one)."""
+        try:
+            lines = [row[0] for row in query(self.admin, "SHOW GRANTS FOR %s@%s", (user, host))]
+        except Exception:          # noqa: BLE001 - no such user@host
+            return False
+        allowed = set(schemas)
+        for line in lines:
+            if re.match(r"GRANT USAGE ON \*\.\* TO", line):
+                continue
+            match = re.search(r" ON `((?:[^`]|``)*)`\.", line)
+            if not match or match.group(1).replace("``", "`").replace("\\_", "_").replace("\\%", "%") not in allowed:
+                return True
+        return False
+
+    def ensure_worker_user(self, user: str, password: str | None, app_user: str | None = None, *,
+                           schemas: list[str], tables: dict[str, list[str]]) -> None:
         self._ensure(user, password)
         for host in MYSQL_HOSTS:
-            self._grant(", ".join(WORKER_PRIVILEGES), user, host)
+            if self._foreign_grants(user, host, schemas):
+                query(self.admin, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host))
+            for schema in schemas:
+                query(self.admin, f"GRANT {', '.join(WORKER_SCHEMA_PRIVILEGES)} ON "
+                                  f"{_quote_mysql(_mysql_db_pattern(schema)).replace('%', '%%')}.* TO %s@%s",
+                      (user, host))
+            for schema, names in tables.items():
+                for name in names:
+                    rights = {"queue": WORKER_QUEUE_PRIVILEGES, "result": WORKER_RESULT_PRIVILEGES}.get(_table_role(name))
+                    if rights:           # table-level grants take names literally; ours hold no '%'
+                        query(self.admin, f"GRANT {', '.join(rights)} ON {_quote_mysql(schema)}.{_quote_mysql(name)} "
+                                          "TO %s@%s", (user, host))
 
     def drop_user(self, user: str) -> None:
         for host in MYSQL_HOSTS:
@@ -117,6 +187,12 @@ class MySQLAccounts:
 
     def user_exists(self, user: str) -> bool:
         return bool(query(self.admin, "SELECT 1 FROM mysql.user WHERE User = %s", (user,)))
+
+    def is_privileged(self, user: str) -> bool:
+        """Whether any host of the account holds a server-wide right (on *.*)."""
+        rows = query(self.admin, "SELECT GRANTEE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE LIKE %s "
+                                 "AND PRIVILEGE_TYPE <> 'USAGE'", (f"'{user}'@%",))
+        return any(grantee.split("@", 1)[0] == f"'{user}'" for (grantee,) in rows)
 
     def port(self) -> int:
         return int(query(self.admin, "SELECT @@port")[0][0])
@@ -134,8 +210,9 @@ class MySQLAccounts:
         return failed
 
     @staticmethod
-    def describe_worker_grants() -> str:
-        return f"{', '.join(WORKER_PRIVILEGES)} on `{SCHEMA_PATTERN}` schemas"
+    def describe_worker_grants(prefix: str) -> str:
+        return (f"SELECT on the schemas {prefix}_*, INSERT on their computed tables, SELECT, INSERT, UPDATE, "
+                "DELETE on their job queues; nothing else")
 
 
 class PostgresAccounts:
@@ -176,7 +253,11 @@ class PostgresAccounts:
             self._in_db.close()
             self._in_db = None
 
-    def _ensure_role(self, user: str, password: str) -> None:
+    def _ensure_role(self, user: str, password: str | None) -> None:
+        """Create the login role with `password`, or set it; None keeps the existing role's password."""
+        if password is None and self.user_exists(user):
+            query(self.admin, f"ALTER ROLE {self.ident(user)} WITH LOGIN")
+            return
         verb = "ALTER" if self.user_exists(user) else "CREATE"
         query(self.admin, f"{verb} ROLE {self.ident(user)} WITH LOGIN PASSWORD %s", (password,))
 
@@ -190,25 +271,56 @@ class PostgresAccounts:
         query(self.admin, f"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {self.ident(self.database)} "
                            f"TO {self.ident(user)}")
 
-    def ensure_worker_user(self, user: str, password: str, app_user: str | None = None) -> None:
+    def study_tables(self, schemas: list[str]) -> dict[str, list[str]]:
+        """{schema: its table names} for the schemas that exist (in the pipeline's database)."""
+        found: dict[str, list[str]] = {}
+        for schema, table in query(self._db(), "SELECT schemaname, tablename FROM pg_tables "
+                                               "WHERE schemaname = ANY(%s)", (list(schemas),)):
+            found.setdefault(schema, []).append(table)
+        return found
+
+    @staticmethod
+    def _quoted(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def ensure_worker_user(self, user: str, password: str | None, app_user: str | None = None, *,
+                           schemas: list[str], tables: dict[str, list[str]]) -> None:
         app_user = app_user or APP_USER
-        worker, app, tables = self.ident(user), self.ident(app_user), ", ".join(PG_WORKER_TABLE_PRIVILEGES)
+        worker, app = self.ident(user), self.ident(app_user)
         self._ensure_role(user, password)
         self.ensure_database()
-        query(self.admin, f"GRANT CONNECT, TEMPORARY ON DATABASE {self.ident(self.database)} TO {worker}")
+        query(self.admin, f"REVOKE ALL ON DATABASE {self.ident(self.database)} FROM {worker}")
+        query(self.admin, f"GRANT CONNECT ON DATABASE {self.ident(self.database)} TO {worker}")
         db = self._db()
-        for sql in (f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT USAGE, CREATE ON SCHEMAS TO {worker}",
-                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT {tables} ON TABLES TO {worker}",
-                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT USAGE, SELECT ON SEQUENCES TO {worker}",
-                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {worker} GRANT {tables} ON TABLES TO {app}"):
+        # what earlier versions granted: every schema of the app role, and its future ones
+        for sql in (f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} REVOKE ALL ON SCHEMAS FROM {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} REVOKE ALL ON TABLES FROM {worker}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {app} REVOKE ALL ON SEQUENCES FROM {worker}"):
             query(db, sql)
-        owned = query(db, "SELECT nspname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
-                           "WHERE r.rolname = %s", (app_user,))
-        for (schema,) in owned:
-            quoted = '"' + schema.replace('"', '""') + '"'
-            query(db, f"GRANT USAGE, CREATE ON SCHEMA {quoted} TO {worker}")
-            query(db, f"GRANT {tables} ON ALL TABLES IN SCHEMA {quoted} TO {worker}")
-            query(db, f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quoted} TO {worker}")
+        granted = query(db, "SELECT DISTINCT table_schema FROM information_schema.role_table_grants "
+                            "WHERE grantee = %s", (user,))
+        usage = query(db, "SELECT nspname FROM pg_namespace WHERE has_schema_privilege(%s, oid, 'USAGE') "
+                          "AND nspname NOT IN ('pg_catalog', 'information_schema', 'public') "
+                          "AND nspname NOT LIKE 'pg\\_%%'", (user,))
+        for (schema,) in {*granted, *usage} - {(s,) for s in schemas}:
+            quoted = self._quoted(schema)
+            query(db, f"REVOKE ALL ON ALL TABLES IN SCHEMA {quoted} FROM {worker}")
+            query(db, f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {quoted} FROM {worker}")
+            query(db, f"REVOKE ALL ON SCHEMA {quoted} FROM {worker}")
+        for schema in schemas:
+            quoted = self._quoted(schema)
+            query(db, f"REVOKE ALL ON ALL TABLES IN SCHEMA {quoted} FROM {worker}")
+            query(db, f"REVOKE CREATE ON SCHEMA {quoted} FROM {worker}")
+            query(db, f"GRANT USAGE ON SCHEMA {quoted} TO {worker}")
+            # REFERENCES as well: PostgreSQL's information_schema shows a table's constraints (DataJoint reads
+            # its primary key there) only to a role with a right other than SELECT on it; without CREATE
+            # on any schema the role cannot make a table that would reference anything
+            query(db, f"GRANT {', '.join(WORKER_SCHEMA_PRIVILEGES + PG_KEY_VISIBILITY)} ON ALL TABLES IN SCHEMA "
+                      f"{quoted} TO {worker}")
+            for name in tables.get(schema, []):
+                rights = {"queue": WORKER_QUEUE_PRIVILEGES, "result": WORKER_RESULT_PRIVILEGES}.get(_table_role(name))
+                if rights:
+                    query(db, f"GRANT {', '.join(rights)} ON TABLE {quoted}.{self._quoted(name)} TO {worker}")
 
     def drop_user(self, user: str) -> None:
         if not self.user_exists(user):
@@ -220,15 +332,20 @@ class PostgresAccounts:
     def user_exists(self, user: str) -> bool:
         return bool(query(self.admin, "SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)))
 
+    def is_privileged(self, user: str) -> bool:
+        """Whether the role is a superuser or may create roles or databases, or bypass row security."""
+        return bool(query(self.admin, "SELECT 1 FROM pg_roles WHERE rolname = %s AND (rolsuper OR rolcreaterole "
+                                      "OR rolcreatedb OR rolbypassrls OR rolreplication)", (user,)))
+
     def port(self) -> int:
         return int(query(self.admin, "SHOW port")[0][0])
 
     def apply_server_settings(self) -> list[str]:
         return []           # no packet limit; idle sessions are kept (idle_session_timeout 0 by default)
 
-    def describe_worker_grants(self) -> str:
-        return (f"USAGE, CREATE on the app account's schemas and {', '.join(PG_WORKER_TABLE_PRIVILEGES)} on their "
-                f"tables, in database {self.database!r}")
+    def describe_worker_grants(self, prefix: str) -> str:
+        return (f"in database {self.database!r}: USAGE, SELECT and REFERENCES on the schemas {prefix}_*, INSERT on their computed "
+                "tables, SELECT, INSERT, UPDATE, DELETE on their job queues; nothing else")
 
 
 def accounts(admin, database: str | None = None):
@@ -248,18 +365,43 @@ def ensure_app_user(admin, user: str, password: str) -> None:
         getattr(helper, "close", lambda: None)()
 
 
-def ensure_worker_user(admin, user: str, password: str, app_user: str | None = None) -> None:
-    """Create (or reset) a least-privilege worker account: it fills tables and job queues that exist,
-    but cannot drop or alter them. All workers of one study share one account (jobs.reclaim sees only
-    the connections of its own account on MySQL)."""
+def ensure_worker_user(admin, user: str, password: str | None, app_user: str | None = None, *,
+                       prefix: str = settings.DEFAULT_PREFIX) -> None:
+    """Create (or reset; `password` None: keep its password) a least-privilege worker account for the
+    study `prefix` (WORKER_*_PRIVILEGES): it reads the study's tables, inserts results and works its
+    job queues, and can do nothing else; rights it holds elsewhere (an earlier version's grants on
+    every neuralreg schema, another study's) are revoked. The study's schemas and job queues must
+    exist (`worker_user` makes them). All workers of one study share one account (jobs.reclaim sees
+    only the connections of its own account on MySQL)."""
+    from ..pipeline import schema_names
     app_user = app_user or app_credentials()[0] or APP_USER
     if not user or user == app_user:
         raise ValueError(f"the worker account needs its own name, not {user!r}")
+    schemas = list(schema_names(prefix).values())
     helper = accounts(admin)
     try:
-        helper.ensure_worker_user(user, password, app_user)
+        tables = helper.study_tables(schemas)
+        missing = [name for name in schemas if name not in tables]
+        queues = [t for names in tables.values() for t in names if _table_role(t) == "queue"]
+        if missing or not queues:
+            raise DatabaseError(f"the study {prefix!r} has no schemas {', '.join(missing)} or no job queues yet: "
+                                f"`neuralreg --prefix {prefix} db worker-user` creates them first")
+        helper.ensure_worker_user(user, password, app_user, schemas=schemas, tables=tables)
     finally:
         getattr(helper, "close", lambda: None)()
+
+
+def declare_study(prefix: str) -> None:
+    """As the application account: the study's schemas and tables (pipeline.activate) and the job
+    queue of every computed table (a worker account may not create them)."""
+    from datajoint.jobs import Job
+    from .. import pipeline
+    modules = pipeline.activate(prefix)
+    for module in modules.values():
+        for attr in getattr(module, "POPULATE_ORDER", ()):
+            queue = Job(getattr(module, attr)())
+            if not queue.is_declared:
+                queue.declare()
 
 
 def drop_account(admin, user: str) -> None:
@@ -271,26 +413,74 @@ def drop_account(admin, user: str) -> None:
         getattr(helper, "close", lambda: None)()
 
 
-def worker_user(name: str = WORKER_USER, say=print) -> Path:
-    """Create the worker account `name` with a generated password, stored in .secrets/ (0600) and, for
+# accounts `db worker-user` never touches, --force or not: the servers' own and administrative ones
+RESERVED_ACCOUNTS = {"root", "postgres", "mysql", "mariadb.sys", "mysql.sys", "mysql.session",
+                     "mysql.infoschema", "debian-sys-maint", "public", "admin"}
+_WORKER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def worker_user(name: str = WORKER_USER, say=print, *, force: bool = False, rotate: bool = False,
+                prefix: str = settings.DEFAULT_PREFIX) -> Path:
+    """Create the worker account `name` of the study `prefix` (ensure_worker_user: its schemas only, no
+    DELETE or UPDATE of their rows but the job queues') with a generated password, stored in .secrets/ (0600) and, for
     docker compose on this machine, in `.env` (NEURALREG_WORKER_USER / NEURALREG_WORKER_PASSWORD);
-    returns the password file. Needs the administrative access `up` uses."""
+    returns the password file. Needs the administrative access `up` uses.
+
+    Idempotent: when the account exists and the password in .secrets/ logs in (this project made it),
+    the grants are applied again and the password is kept, unless `rotate` (then the running workers
+    need the new one). An existing account whose password this project does not hold was not made here:
+    it is refused (its password would be reset under whoever uses it) unless `force`. Administrative
+    accounts (RESERVED_ACCOUNTS, the application account, any account with server-wide rights) are
+    refused always."""
+    if (name or "").lower() in RESERVED_ACCOUNTS or (name or "").lower().startswith(("pg_", "mysql.")):
+        raise ValueError(f"{name!r} is a server's own account: the worker account needs a name of its own "
+                         f"(default {WORKER_USER})")
+    if not _WORKER_NAME.fullmatch(name or ""):
+        raise ValueError(f"worker account name {name!r}: use letters, digits and '_' (at most 32, not starting "
+                         "with a digit)")
     target = configured_target()
     admin = admin_connection(target)
     if admin is None:
         raise DatabaseError(f"no administrative access to {target} to create {name!r} "
                             "(set DJ_ADMIN_USER / DJ_ADMIN_PASS)")
-    password = _secrets.token_urlsafe(24)
+    secret = f"worker.{name}.password"
     try:
-        ensure_worker_user(admin, name, password)
-        grants = accounts(admin).describe_worker_grants()
+        helper = accounts(admin)
+        exists = helper.user_exists(name)
+        stored = settings.read_secret(secret)
+        ours = exists and bool(stored) and can_login(target, name, stored)
+        if exists:
+            if helper.is_privileged(name):
+                raise DatabaseError(f"the account {name!r} on {target} has server-wide or administrative rights: "
+                                    "it cannot become a worker account (--force does not apply); choose another "
+                                    "--name")
+            if not ours and not force:
+                raise DatabaseError(
+                    f"the account {name!r} already exists on {target}, and this project holds no working password "
+                    f"for it ({settings.secrets_dir() / secret}): it was not created here, and making it the worker "
+                    "account would reset its password and change its rights. Choose another --name, or pass --force "
+                    "to take it over")
+        keep = ours and not rotate
+        password = stored if keep else _secrets.token_urlsafe(24)
+        declare_study(prefix)
+        ensure_worker_user(admin, name, None if keep else password, prefix=prefix)   # None: keeps its password
+        grants = helper.describe_worker_grants(prefix)
     finally:
+        getattr(locals().get("helper"), "close", lambda: None)()
         admin.close()
-    path = settings.write_secret(f"worker.{name}.password", password)
+    path = settings.write_secret(secret, password)
     env = settings.project_root() / ".env"
     if env.is_file():
         update_env_file(settings.project_root(), {"NEURALREG_WORKER_USER": name, "NEURALREG_WORKER_PASSWORD": password})
-    say(f"worker account {name!r} on {target} ({grants}); its password is in {path}"
+    if ours and not rotate:
+        what = "kept its password (--rotate makes a new one)"
+    elif ours:
+        what = "made a new password (workers using the old one fail to reconnect: restart them)"
+    elif exists:
+        what = "took over the existing account (--force): its password was reset"
+    else:
+        what = "created it"
+    say(f"worker account {name!r} on {target} ({grants}): {what}; its password is in {path}"
         + (" and in .env (docker compose workers)" if env.is_file() else "")
         + f". Workers use: DJ_USER={name} DJ_PASS=<that password>")
     return path

@@ -42,6 +42,10 @@ def test_sigkill_mid_ingest_leaves_nothing_and_rerun_completes(modules, prefix):
         time.sleep(0.5)
     assert not exp.Scan & key and not exp.Trial & key and not exp.Scan.Unit & key
     assert not exp.ImageSet & {"image_set": "toy_crash"}
+    # the killed insert had written its responses file: `neuralreg store gc` finds it (dry run)
+    from neuralreg_schema import store_gc
+    orphans = [o["path"] for o in store_gc.collect(modules)["orphans"]]
+    assert any("animal_id=301" in path for path in orphans), orphans
     images, scan = make_recording(animal_id=301, image_set="toy_crash")
     assert exp.ingest(images, [scan]) == [{"animal_id": 301, "session": 1, "scan_idx": 1}]
     assert len(exp.Trial & key) == scan.n_trials

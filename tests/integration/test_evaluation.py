@@ -117,4 +117,10 @@ def test_attacks_and_minimal_perturbation(modules, prefix, trained_classifiers, 
             assert float(row[column]) == pytest.approx(np.mean(d > eps), abs=1e-4)   # 4 significant digits
         correct = np.asarray((ev.MinimalPerturbation & key & suite).fetch1("clean_correct"), bool)
         assert float(row["attacked_clean_accuracy_tiny"]) == pytest.approx(correct.mean(), abs=1e-4)
+    # a minimum depends on every attack result it was taken over: deleting one takes the minimum with it
+    assert len(ev.MinimalPerturbation.Member & keys[0] & suite) == n_attacks
+    one = (ev.AttackResult & keys[0] & suite).keys(order_by="attack_hash")[0]
+    (ev.AttackResult & one).delete(prompt=False, part_integrity="cascade")
+    assert not (ev.MinimalPerturbation & keys[0] & suite)
+    assert len(ev.MinimalPerturbation & keys[1] & suite) == 1                  # the other classifier's stays
     (ev.AttackSuite & suite).delete(prompt=False)

@@ -176,12 +176,12 @@ def test_the_watchdog_records_a_hung_job(modules):
     exp.Neuron.jobs.refresh(key)
     assert exp.Neuron.jobs.reserve(key)
     hung = []
-    dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600, job_timeout=0.5,
+    dog = watchdog.Watchdog([exp.Neuron], exp.Neuron.connection, interval=3600, job_timeout=5,
                             on_hung=hung.append)
     try:
         dog.beat()
         assert not hung                                                     # still within its limit
-        time.sleep(1.0)
+        time.sleep(5.5)
         dog.beat()
         assert hung and "past the table's limit" in hung[0]
         row = (exp.Neuron.jobs & key).fetch1()
@@ -289,4 +289,104 @@ def test_a_job_computed_elsewhere_first_is_discarded_not_a_crash(modules, prefix
         assert len(exp.Neuron & key) == 1 and not (exp.Neuron.jobs & key & "status = 'reserved'")
     finally:
         monkeypatch.undo()
+        (exp.Neuron.jobs & key).delete_quick()
+
+
+def test_key_values_are_parsed_by_type_and_an_injection_is_refused(modules, prefix, capsys):
+    """`--key "animal_id=1 OR 1=1"` used to reach SQL as the string '1 OR 1=1', which MySQL reads as 1:
+    it cleared (or prioritized) the jobs of animal 1. Every value is parsed by its attribute's type; what
+    does not parse is refused naming the attribute, with no SQL in the message, and nothing changes."""
+    table = modules["experiment"].Neuron
+    table.jobs.progress()
+    for animal in (513, 514):
+        _insert_error_job(table, animal, "ValueError: x")
+    try:
+        for text in ("animal_id=513 OR 1=1", "animal_id=513.0", "animal_id=5.13e2", "animal_id=0x201",
+                     "session=1 OR 1=1", "animal_id=99999999999", "scan_idx=1--"):
+            name = text.split("=")[0]
+            rest = [f"{k}={v}" for k, v in (("animal_id", 513), ("session", 1), ("scan_idx", 1)) if k != name]
+            for action in (["retry"], ["retry", "--table", "Neuron"], ["prioritize", "--table", "Neuron",
+                                                                        "--priority", "1"],
+                           ["ignore", "--table", "Neuron", "--key", *rest]):
+                args = ["--prefix", prefix, "jobs", *action]
+                args = args + [text] if "--key" in action else args + ["--key", text]
+                assert cli.main(args) == 1, (text, action)
+                err = capsys.readouterr().err
+                assert text.split("=")[0] in err and "not " in err, err
+                assert not any(w in err.upper() for w in ("SELECT", "WHERE", "UPDATE ", "DELETE ")), err
+        assert len(table.jobs.errors & {"animal_id": 513}) == 1 and len(table.jobs.errors & {"animal_id": 514}) == 1
+        assert cli.main(["--prefix", prefix, "jobs", "retry", "--key", "animal_id=+513"]) == 0
+        assert "cleared 1" in capsys.readouterr().out
+        assert len(table.jobs.errors & {"animal_id": 514}) == 1
+    finally:
+        (table.jobs & [{"animal_id": 513}, {"animal_id": 514}]).delete_quick()
+
+
+SLOW_WORKER = """
+import sys, time
+from neuralreg_schema import pipeline
+from populate import worker
+neuron = pipeline.activate(sys.argv[1])["experiment"].Neuron
+
+def slow(self, key):
+    print("working", flush=True)
+    time.sleep(float(sys.argv[2]))
+
+neuron.make = slow
+sys.exit(worker.main(["--prefix", sys.argv[1], "--tables", "Neuron", "--max-jobs", "1"]))
+"""
+
+
+def test_a_worker_job_has_its_lease_from_the_moment_it_is_reserved(modules, prefix, monkeypatch):
+    """A worker's connection killed before its first heartbeat (every 30 s): the job was reclaimed as
+    'no heartbeat and its connection is gone' although the worker lived, and two workers trained the
+    same key. The worker now stamps the lease in the UPDATE that reserves the job, and a reclaim (the
+    CLI on this host, or another host's worker) leaves it alone until the lease runs out."""
+    import platform
+    from tests.helpers import spawn, stop
+    exp = modules["experiment"]
+    key = _scan(exp, 515)
+    proc = spawn(["-c", SLOW_WORKER, prefix, "900"])          # holds its job until stopped below
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while "working" not in line:
+            assert time.monotonic() < deadline and proc.poll() is None, "the worker did not start its job"
+            line = proc.stdout.readline()
+        row = (exp.Neuron.jobs & key).fetch1()
+        assert row["status"] == "reserved" and row["completed_time"] is not None     # the lease, before any beat
+        _kill(exp.Neuron.connection, row["connection_id"])
+        time.sleep(0.5)
+        out = run_python(["-m", "neuralreg_schema.cli", "--prefix", prefix, "jobs", "reclaim"], timeout=600)
+        assert out.returncode == 0 and "reclaimed: nothing" in out.stdout, (out.stdout, out.stderr[-2000:])
+        monkeypatch.setattr(jobs.platform, "node", lambda: "another-host")           # a worker elsewhere
+        tables = worker.computed_tables(modules)
+        assert jobs.reclaim(tables) == {}
+        assert (exp.Neuron.jobs & key).fetch1("status") == "reserved"
+        stop(proc)                                                                   # the worker dies: no beats
+        time.sleep(1.5)
+        assert jobs.reclaim(tables, lease=1) == {"experiment.Neuron": 1}            # its lease runs out
+        monkeypatch.setattr(jobs.platform, "node", platform.node)
+    finally:
+        stop(proc)
+        (exp.Neuron.jobs & key).delete_quick()
+
+
+def test_a_plain_populate_keeps_datajoints_reserve(modules):
+    """Only the worker stamps a lease: a job reserved by a plain `populate(reserve_jobs=True)` (no
+    watchdog beats for it) has none, and keeps the rules for jobs without a heartbeat."""
+    from populate import watchdog
+    exp = modules["experiment"]
+    key = _scan(exp, 516)
+    exp.Neuron.jobs.refresh(key)
+    try:
+        with watchdog.leases_on_reserve():                          # as inside the worker's loop
+            assert exp.Neuron.jobs.reserve(key)
+            assert not exp.Neuron.jobs.reserve(key)                 # still atomic: reserved once
+        assert (exp.Neuron.jobs & key).fetch1("completed_time") is not None
+        (exp.Neuron.jobs & key).delete_quick()
+        exp.Neuron.jobs.refresh(key)
+        assert exp.Neuron.jobs.reserve(key)                         # outside it: DataJoint's own reserve
+        assert (exp.Neuron.jobs & key).fetch1("completed_time") is None
+    finally:
         (exp.Neuron.jobs & key).delete_quick()

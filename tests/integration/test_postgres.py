@@ -121,7 +121,7 @@ def test_postgres_account_and_a_pipeline_slice(pg):
     out = _ok(_cli(["db", "up"], env))
     assert "postgresql" in out and f"{names['app']}@{HOST}:{PORT}/{names['database']}" in out, out
     assert "configured server" in _ok(_cli(["db", "up"], env))          # idempotent: the account is reused
-    out = _ok(_cli(["db", "worker-user", "--name", names["worker"]], env))
+    out = _ok(_cli(["--prefix", prefix, "db", "worker-user", "--name", names["worker"]], env))
     assert names["worker"] in out
     worker_pass = (home / ".secrets" / f"worker.{names['worker']}.password").read_text().strip()
     as_worker = {**env, "DJ_USER": names["worker"], "DJ_PASS": worker_pass}

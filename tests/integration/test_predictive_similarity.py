@@ -271,3 +271,31 @@ def test_derived_rows_depend_on_what_they_were_computed_from(modules, study):
     after = dict(zip(*(sim.AveragedSimilarity & group & by_model.proj()).to_arrays("sim_hash", "mean_offdiag")))
     assert set(after) == set(before)
     assert len(sim.SimilarityStability & group & study["model"]) == 1
+
+
+def test_deleting_the_weights_takes_every_matrix_built_from_them(modules, study):
+    """Neuron holds the Eq. 1 weights w_a that the data, oracle, model and shuffle matrices and the
+    Fig. 1 checks are computed with: deleting a scan's Neuron row (with cascade) takes them, and the
+    averages and checks over its group, with it; the pixel controls, computed without weights, stay.
+    Repopulating rebuilds everything."""
+    exp, sim = modules["experiment"], modules["similarity"]
+    scan = _scan_key(study["experiment"].scans[0])
+    group = study["group"]
+    weighted = sim.SimilarityConfig & f"method in {sim.WEIGHTED_METHODS}"
+    pixels = sim.SimilarityConfig - weighted.proj()
+    assert len(sim.SimilarityMatrix.Weights & scan) == len(sim.SimilarityMatrix & scan & weighted.proj()) > 0
+    n_pixels = len(sim.SimilarityMatrix & scan & pixels.proj())
+    assert len(sim.SimilarityStability & group) >= 1
+    (exp.Neuron & scan).delete(prompt=False, part_integrity="cascade")
+    assert not (sim.SimilarityMatrix & scan & weighted.proj())
+    assert len(sim.SimilarityMatrix & scan & pixels.proj()) == n_pixels
+    assert not (sim.AveragedSimilarity & group & weighted.proj())
+    assert not (sim.SimilarityStability & group)
+    exp.Neuron.populate(study["scans"], reserve_jobs=True)
+    for table, restrictions in ((sim.SimilarityMatrix, [study["scans"], weighted.proj()]),
+                                (sim.AveragedSimilarity, [group, weighted.proj()]), (sim.SimilarityStability, [group])):
+        result = table.populate(*restrictions, reserve_jobs=True, suppress_errors=True)
+        assert not result["error_list"], (table.__name__, result["error_list"])
+    assert len(sim.SimilarityMatrix & scan & weighted.proj()) == len(sim.SimilarityMatrix.Weights & scan)
+    assert len(sim.AveragedSimilarity & group & weighted.proj()) == len(weighted)
+    assert len(sim.SimilarityStability & group) >= 1

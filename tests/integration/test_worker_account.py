@@ -18,26 +18,32 @@ def _run(args, env=None):
 
 @pytest.fixture
 def worker_account(modules):
+    """make(prefix): a worker account of that study (its schemas and job queues declared first)."""
     admin = db.admin_connection(db.configured_target())
     if admin is None:
         pytest.skip("no administrative access to the test server to create an account")
     name, password = f"nr_w{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(16)
-    db.ensure_worker_user(admin, name, password)
+
+    def make(prefix):
+        out = _run(["-c", "import sys; from neuralreg_schema import db; db.declare_study(sys.argv[1])", prefix])
+        assert out.returncode == 0, out.stderr[-2000:]
+        db.ensure_worker_user(admin, name, password, prefix=prefix)
+        return name, password
     try:
-        yield name, password
+        yield make
     finally:
         db.drop_account(admin, name)
         admin.close()
 
 
 def test_worker_account_fills_the_graph_but_cannot_drop(worker_account, fresh_prefix):
-    name, password = worker_account
     prefix = fresh_prefix
     out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "ingest", "simulated", "--profile", "tiny",
                 "--seed", "13"])
     assert out.returncode == 0, out.stderr[-2000:]
     out = _run(["-m", "neuralreg_schema.cli", "--prefix", prefix, "plan-similarity", "--model", "tiny", "--no-vgg"])
     assert out.returncode == 0, out.stderr[-2000:]
+    name, password = worker_account(prefix)
     env = {"DJ_USER": name, "DJ_PASS": password}
     out = _run(["-m", "populate.worker", "--prefix", prefix, "--tables", "Neuron", "PredictiveModel",
                 "SimilarityMatrix", "AveragedSimilarity"], env=env)

@@ -58,22 +58,58 @@ def _statements(recorder):
     return [sql for sql, _ in recorder.sql]
 
 
+STUDY = ["neuralreg_s1_experiment"]
+TABLES = {"neuralreg_s1_experiment": ["scan", "scan__unit", "#image_kind", "~lineage", "__neuron", "__neuron__unit",
+                                      "~~neuron"]}
+
+
 def test_mysql_statements_are_valid_on_mysql_84_and_mariadb():
     admin = Recorder()
     helper = db.accounts(admin)
     assert isinstance(helper, db.MySQLAccounts)
     helper.ensure_app_user("neuralreg", "pw")
-    helper.ensure_worker_user("neuralreg_worker", "pw2")
+    helper.ensure_worker_user("neuralreg_worker", "pw2", schemas=STUDY, tables=TABLES)
     sql = _statements(admin)
     assert sql.count("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s") == 6      # 3 hosts x 2 accounts
     assert sql.count("ALTER USER %s@%s IDENTIFIED BY %s") == 6
     grants = [s for s in sql if s.startswith("GRANT")]
-    assert all("ON `neuralreg\\_%%`.* TO %s@%s" in s for s in grants) and len(grants) == 6
-    assert any(s.startswith("GRANT ALL PRIVILEGES") for s in grants)
-    worker = [s for s in grants if "ALL" not in s]
-    assert worker and not any(p in worker[0] for p in ("DROP", "ALTER", "GRANT OPTION"))
+    app = [s for s in grants if s.startswith("GRANT ALL PRIVILEGES")]
+    assert len(app) == 3 and all("ON `neuralreg\\_%%`.* TO %s@%s" in s for s in app)
+    worker = [s for s in grants if s not in app]
+    # the study's schema (its name escaped as a pattern), its results and its job queue; nothing else
+    assert set(worker) == {"GRANT SELECT ON `neuralreg\\_s1\\_experiment`.* TO %s@%s",
+                           "GRANT INSERT ON `neuralreg_s1_experiment`.`__neuron` TO %s@%s",
+                           "GRANT INSERT ON `neuralreg_s1_experiment`.`__neuron__unit` TO %s@%s",
+                           "GRANT SELECT, INSERT, UPDATE, DELETE ON `neuralreg_s1_experiment`.`~~neuron` TO %s@%s"}
+    assert len(worker) == 3 * 4
     # neither the removed-in-8.4 password syntax nor the deprecated FLUSH PRIVILEGES / PASSWORD()
     assert not any(k in s for s in sql for k in ("PASSWORD(", "FLUSH", "mysql_native_password", "IDENTIFIED WITH"))
+
+
+@pytest.mark.parametrize("held,revoked", [
+    (["GRANT SELECT, DELETE ON `neuralreg\\_%`.* TO `w`@`%`"], True),                # an earlier version's
+    (["GRANT SELECT ON `neuralreg\\_other\\_experiment`.* TO `w`@`%`"], True),      # another study's
+    (["GRANT SELECT ON *.* TO `w`@`%`"], True),                                   # server-wide
+    (["GRANT SELECT ON `neuralreg\\_s1\\_experiment`.* TO `w`@`%`",                  # its own: kept
+      "GRANT INSERT ON `neuralreg_s1_experiment`.`__neuron` TO `w`@`%`"], False)])
+def test_mysql_worker_rights_elsewhere_are_revoked(held, revoked):
+    class Holding(Recorder):
+        def cursor(self):
+            cursor = super().cursor()
+            execute = cursor.execute
+
+            def answer(sql, args=None):
+                execute(sql, args)
+                if sql.startswith("SHOW GRANTS"):
+                    cursor.rows = tuple((line,) for line in ["GRANT USAGE ON *.* TO `w`@`%`", *held])
+                    cursor.description = ("grants",)
+            cursor.execute = answer
+            return cursor
+    admin = Holding()
+    db.accounts(admin).ensure_worker_user("w", None, schemas=STUDY, tables=TABLES)
+    sql = _statements(admin)
+    assert sql.count("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s") == (3 if revoked else 0)
+    assert not any("IDENTIFIED BY" in s for s in sql)                             # None: the password is kept
 
 
 def test_postgres_statements():
@@ -81,17 +117,23 @@ def test_postgres_statements():
     admin.info = types.SimpleNamespace(dbname="study")          # already in the pipeline's database
     helper = db.PostgresAccounts(admin, "study")
     helper.ensure_app_user("nr_app", "pw")
-    helper.ensure_worker_user("nr_w", "pw2", app_user="nr_app")
+    helper.ensure_worker_user("nr_w", "pw2", app_user="nr_app", schemas=STUDY, tables=TABLES)
     sql = _statements(admin)
     assert 'ALTER ROLE "nr_app" WITH LOGIN PASSWORD %s' in sql              # existing: password reset
     assert 'CREATE ROLE "nr_w" WITH LOGIN PASSWORD %s' in sql
     assert 'CREATE DATABASE "study" ENCODING \'UTF8\'' in sql
     assert 'GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "study" TO "nr_app"' in sql
-    assert 'GRANT CONNECT, TEMPORARY ON DATABASE "study" TO "nr_w"' in sql
-    assert 'ALTER DEFAULT PRIVILEGES FOR ROLE "nr_app" GRANT USAGE, CREATE ON SCHEMAS TO "nr_w"' in sql
-    assert ('ALTER DEFAULT PRIVILEGES FOR ROLE "nr_w" GRANT SELECT, INSERT, UPDATE, DELETE, REFERENCES ON TABLES '
-            'TO "nr_app"') in sql
-    assert 'GRANT USAGE, CREATE ON SCHEMA "neuralreg_experiment" TO "nr_w"' in sql
+    assert 'GRANT CONNECT ON DATABASE "study" TO "nr_w"' in sql
+    assert 'ALTER DEFAULT PRIVILEGES FOR ROLE "nr_app" REVOKE ALL ON SCHEMAS FROM "nr_w"' in sql
+    assert 'REVOKE ALL ON SCHEMA "neuralreg_experiment" FROM "nr_w"' in sql      # another prefix's schema
+    worker = [s for s in sql if s.startswith("GRANT") and s.endswith('TO "nr_w"')]
+    assert set(worker) == {'GRANT CONNECT ON DATABASE "study" TO "nr_w"',
+                           'GRANT USAGE ON SCHEMA "neuralreg_s1_experiment" TO "nr_w"',
+                           'GRANT SELECT, REFERENCES ON ALL TABLES IN SCHEMA "neuralreg_s1_experiment" TO "nr_w"',
+                           'GRANT INSERT ON TABLE "neuralreg_s1_experiment"."__neuron" TO "nr_w"',
+                           'GRANT INSERT ON TABLE "neuralreg_s1_experiment"."__neuron__unit" TO "nr_w"',
+                           'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "neuralreg_s1_experiment"."~~neuron" '
+                           'TO "nr_w"'}
     assert not any("DROP" in s or "ALTER TABLE" in s or "TRUNCATE" in s for s in sql)
     with pytest.raises(ValueError):
         helper.ensure_app_user('x"; DROP ROLE postgres; --', "pw")          # names are checked, then quoted

@@ -117,6 +117,15 @@ class ScanRecording:
         for name in ("responses", "behavior", "pupil_center", "cell_positions"):
             if not np.all(np.isfinite(getattr(self, name))):
                 raise RecordingError(src, f"{name} contains NaN or inf")
+        for name in (*ID_RANGES, "image_ids"):
+            values = np.asarray(getattr(self, name))
+            exact = values.dtype.kind in "iu" or (
+                values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values))
+                and (not values.size or np.abs(values).max() <= 2 ** (np.finfo(values.dtype).nmant + 1)))
+            if not exact:
+                raise RecordingError(src, f"{name} holds values of type {values.dtype} that are not exact integers "
+                                          "(fractions, or floats beyond their exact integer range): ids must "
+                                          "come through unchanged")
         for name, (low, high) in ID_RANGES.items():
             values = np.asarray(getattr(self, name))
             if values.size and (values.min() < low or values.max() > high):

@@ -24,7 +24,12 @@ ScanRecording.notes, never silently used.
 Everything is read with np.load(allow_pickle=False), zip members through memory (no extraction).
 
 Hostile or damaged input is refused before it costs memory or reaches the database: a file (or zip
-member) whose declared size or .npy header says it holds more than MAX_FILE_BYTES; a symbolic link
+member) whose declared size or .npy header says it holds more than MAX_FILE_BYTES; a .npy header with
+a negative dimension, or whose data size differs from what the file (or member) holds after it (a
+sparse or padded file); a scan whose files together exceed MAX_SCAN_BYTES, or whose trials x units
+exceed MAX_RESPONSE_VALUES (checked before any trial file is read); ids (unit, animal, session, scan,
+trial, image) that do not convert exactly to integers (uint64 beyond int64, floats beyond their exact
+integer range, fractions); a symbolic link
 (file or folder) that leads outside the scan folder, and any symlink member of a zip; images of a
 resolution other than the scan's first image; an image whose gray levels stay within 0..1 among
 0..255 images (or a scan of 0..1 images: multiply by 255 first); responses beyond
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import stat
@@ -56,6 +62,13 @@ _IMAGES_LAYOUT = "expected (1, 144, 256) or (144, 256) (a multiple of 36x64, blo
 # No file of a scan comes near this (an image is 144x256 float64 = 0.3 MB; responses of 10^4 neurons,
 # 80 kB; meta arrays of 10^5 trials, < 1 MB): larger means damaged or hostile input.
 MAX_FILE_BYTES = 64 * 2 ** 20
+# What one scan may hold in memory, checked from meta/neurons/unit_ids.npy and the trial file count
+# before any trial file is read: trials x units responses (float32). The published scans hold about
+# 6000 x 8000 = 5e7; 2.5e8 values are 1 GB.
+MAX_RESPONSE_VALUES = 250_000_000
+# The files of one scan together (their sizes on disk, or the zip's declared sizes): the published
+# scans are about 1-2 GB unpacked.
+MAX_SCAN_BYTES = 16 * 2 ** 30
 
 
 class SensoriumFormatError(RecordingError):
@@ -73,6 +86,7 @@ class _ScanFiles:
         if path.is_dir():
             self.folder_name = path.name
             self._check_links()
+            self._check_total(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()), str(path))
             return
         if not path.exists():
             raise SensoriumFormatError(str(path), "no such folder or file")
@@ -83,6 +97,18 @@ class _ScanFiles:
         except (zipfile.BadZipFile, OSError) as e:
             raise SensoriumFormatError(str(path), f"corrupt or unreadable zip archive ({e})") from e
         self._index_zip()
+
+    @staticmethod
+    def _check_total(nbytes: int, source: str) -> None:
+        if nbytes > MAX_SCAN_BYTES:
+            raise SensoriumFormatError(source, f"its files hold {nbytes / 2 ** 30:.1f} GiB (uncompressed), more than "
+                                               f"any scan ({MAX_SCAN_BYTES // 2 ** 30} GiB): damaged or hostile input")
+
+    def size(self, rel: str) -> int:
+        """The size in bytes of a file (a zip member: its declared uncompressed size)."""
+        if self._zip is not None:
+            return self._zip.getinfo(self._members[rel]).file_size
+        return (self.path / rel).stat().st_size
 
     def _check_links(self) -> None:
         """Refuse a symbolic link (to a file or a folder) that leads outside the scan folder."""
@@ -110,6 +136,7 @@ class _ScanFiles:
                 raise SensoriumFormatError(info.filename, f"declares {info.file_size / 2 ** 20:.0f} MiB uncompressed, "
                                                           f"more than any scan file ({MAX_FILE_BYTES // 2 ** 20} MiB): "
                                                           "a damaged or hostile archive")
+        self._check_total(sum(info.file_size for info in self._zip.infolist()), str(self.path))
         if any(n.startswith(("data/", "meta/")) for n in names):
             prefix, self.folder_name = "", self.path.stem
         else:
@@ -154,14 +181,16 @@ class _ScanFiles:
             raise SensoriumFormatError(rel, "file missing")
         try:
             with (open(self.path / rel, "rb") if self._zip is None else self._zip.open(self._members[rel])) as f:
-                return _read_npy(f, rel)
+                return _read_npy(f, rel, self.size(rel))
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise SensoriumFormatError(rel, f"cannot be read as a .npy array ({type(e).__name__}: {e})") from e
 
 
-def _read_npy(f, rel: str) -> np.ndarray:
+def _read_npy(f, rel: str, file_size: int | None = None) -> np.ndarray:
     """One .npy array from an open binary stream, its size checked from the header before any data
-    is read (MAX_FILE_BYTES); object arrays (pickles) are refused."""
+    is read: every dimension a whole number >= 0, at most MAX_FILE_BYTES, and exactly what the file
+    holds after its header (`file_size`: the file's size on disk or the zip member's declared size;
+    a sparse or padded file is refused, not read). Object arrays (pickles) are refused."""
     head = f.read(6)
     if head[:2] == b"PK":
         raise SensoriumFormatError(rel, "is an .npz archive, expected a single .npy array")
@@ -174,11 +203,18 @@ def _read_npy(f, rel: str) -> np.ndarray:
     shape, fortran, dtype = read_header(f)
     if dtype.hasobject:
         raise SensoriumFormatError(rel, "holds Python objects (a pickle), expected numbers or strings")
-    count = int(np.prod(shape, dtype=np.int64))
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise SensoriumFormatError(rel, f"its header declares shape {shape}: dimensions must be whole numbers >= 0")
+    count = math.prod(shape)                    # Python integers: no overflow
     nbytes = count * dtype.itemsize
     if nbytes > MAX_FILE_BYTES:
         raise SensoriumFormatError(rel, f"its header declares shape {shape} of {dtype} ({nbytes / 2 ** 20:.0f} MiB), "
                                         f"more than any scan file ({MAX_FILE_BYTES // 2 ** 20} MiB)")
+    if file_size is not None:
+        data_bytes = file_size - f.tell()
+        if data_bytes != nbytes:
+            raise SensoriumFormatError(rel, f"its header declares shape {shape} of {dtype} ({nbytes} bytes), but the "
+                                            f"file holds {data_bytes} bytes after its header: damaged or hostile file")
     data = f.read(nbytes)
     if len(data) != nbytes:
         raise SensoriumFormatError(rel, f"truncated: {len(data)} of {nbytes} data bytes")
@@ -203,6 +239,10 @@ def read_sensorium(path: str | Path,
             raise SensoriumFormatError(str(path), "holds no data/ or meta/ folder: not a Sensorium scan")
         animal_id, session, scan_idx, unit_ids, positions = _read_neurons(files)
         n_trials = _count_trial_files(files)
+        if n_trials * len(unit_ids) > MAX_RESPONSE_VALUES:
+            raise SensoriumFormatError(str(path), f"{n_trials} trials x {len(unit_ids)} units = "
+                                                  f"{n_trials * len(unit_ids):.3g} responses, more than one scan may "
+                                                  f"hold ({MAX_RESPONSE_VALUES:.3g}): damaged or hostile input")
         tiers, frame_image_ids, trial_idx, notes = _read_trials(files, n_trials)
         order = np.argsort(trial_idx, kind="stable")     # row r of the result is trial file order[r]
         responses, behavior, pupil_center, has_response, images = _read_trial_files(
@@ -508,4 +548,15 @@ def _integers(arr: np.ndarray, rel: str, length: Optional[int] = None, length_of
         _finite(arr, rel)
         if np.any(arr != np.round(arr)):
             raise SensoriumFormatError(rel, "holds non-integer values, expected integer ids")
-    return arr.astype(np.int64)
+        exact = 2 ** (np.finfo(arr.dtype).nmant + 1)     # beyond it a float does not hold one exact integer
+        if arr.size and np.abs(arr).max() > exact:
+            raise SensoriumFormatError(rel, f"holds the float {np.abs(arr).max():.6g}, beyond {exact} where {arr.dtype} "
+                                            "stops counting integers exactly: store ids as integers")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise SensoriumFormatError(rel, f"holds the id {int(arr.max())}, beyond the int64 range: not an id this "
+                                        "pipeline can store")
+    out = arr.astype(np.int64)
+    if not np.array_equal(out, arr):                # every value must come through exactly
+        bad = int(np.flatnonzero(out != arr)[0])
+        raise SensoriumFormatError(rel, f"entry {bad} ({arr[bad]!r}) does not convert exactly to an integer id")
+    return out
