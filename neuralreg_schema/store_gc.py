@@ -12,7 +12,6 @@ ages cannot be read (S3) keeps every orphan unless `min_age` is 0 (stop the work
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

@@ -2,7 +2,6 @@
 scan groups, the named groups exist, seeds >= 1, the recipes, the attack suite, the data set) and
 writes every row in one transaction, so a plan that fails, early or in the middle of its writes,
 leaves no row in any table of the prefix; on a prefix with nothing ingested it creates no schema."""
-import pytest
 
 from tests.helpers import cli, run_python
 

@@ -10,7 +10,6 @@ integer range, fractions."""
 from __future__ import annotations
 
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
