@@ -213,48 +213,9 @@ def _show_status(prefix: str, modules: dict, as_json: bool = False) -> None:
         elif r["rows"] is None:
             queue = "(not in the database)"
         print(f"  {r['table']:<42} {count:>9}  {queue}")
-    print(STATUS_LEGEND)
-    for line in _unqueued(prefix, rows):
+    print(jobs.STATUS_LEGEND)
+    for line in jobs.unqueued(prefix, rows):
         print(line)
-
-
-# what the columns of `status` and `jobs` mean: in their --help and under their tables
-COLUMNS = ("done: rows computed. remaining: keys whose inputs exist and that are not computed yet (all of them "
-           "are computed by `neuralreg populate`). Jobs (DataJoint's queue of each table): pending = queued, "
-           "waiting for a worker; reserved = a worker is computing it; error = failed (`neuralreg jobs errors`, "
-           "`neuralreg jobs retry`); ignore = skipped for good. A remaining key without a job is not queued "
-           "yet: the next `neuralreg populate` (or worker pass) queues it.")
-STATUS_LEGEND = ("  rows: rows in the table; a computed table's 'n/m done': n rows of the m keys whose inputs exist; "
-                 "jobs: pending = queued for a worker, reserved = being computed, error = failed "
-                 "(`neuralreg jobs --help` says more)")
-JOBS_LEGEND = ("done: rows computed; remaining: keys whose inputs exist, not computed yet; pending: queued for a "
-               "worker; reserved: being computed; error: failed (`jobs errors`); ignore: skipped for good")
-
-
-def _unqueued(prefix: str, rows: list[dict]) -> list[str]:
-    """One line per table with work that exists but that no job will do: keys whose inputs exist and
-    that no job holds (remaining - pending - reserved - error - ignore), with the command that queues
-    and computes them."""
-    lines = []
-    counts = {r["table"]: r.get("rows") for r in rows}
-    trained = next((r for r in rows if r["table"] == "classifier.RegularizedClassifier"), None)
-    if trained and trained.get("remaining") is not None and counts.get("classifier.ClassifierPlan"):
-        blocked = counts["classifier.ClassifierPlan"] - trained["done"] - trained["remaining"]
-        if blocked > 0:
-            lines.append(f"  classifier.RegularizedClassifier: {blocked} planned classifier(s) wait for their "
-                         "similarity targets (AveragedSimilarity): `neuralreg --prefix "
-                         f"{prefix} populate` computes the targets first, then trains them")
-    for r in rows:
-        if r.get("remaining") is None:
-            continue
-        held = sum(r.get(k) or 0 for k in ("pending", "reserved", "error", "ignore"))
-        waiting = r["remaining"] - held
-        if waiting > 0:
-            name = r["table"].split(".")[-1]
-            lines.append(f"  {r['table']}: {waiting} key(s) can be computed but are not queued: "
-                         f"`neuralreg --prefix {prefix} populate` queues and computes them "
-                         f"(`--tables {name}` for this table only)")
-    return lines
 
 
 def _parse_key(items: list[str]) -> dict:
@@ -284,8 +245,8 @@ def cmd_jobs(args) -> int:
         for r in rows:
             print(f"{r['table']:<36} {r['done']:>7} {r['remaining']:>9} {r['pending']:>8} {r['reserved']:>9} "
                   f"{r['error']:>6} {r['ignore']:>7}")
-        print(JOBS_LEGEND)
-        for line in _unqueued(prefix, rows):
+        print(jobs.JOBS_LEGEND)
+        for line in jobs.unqueued(prefix, rows):
             print(line.strip())
     elif args.action == "errors":
         found = jobs.errors(tables, args.table)
@@ -450,7 +411,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from populate import worker
+    from populate import jobs as jobs_text, worker
     common = _common()
     parser = argparse.ArgumentParser(prog="neuralreg", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -495,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                 description=worker.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.add_options(p, common=False)
 
-    p = command("status", cmd_status, help="rows per table and job queues", description=COLUMNS)
+    p = command("status", cmd_status, help="rows per table and job queues", description=jobs_text.COLUMNS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = command("jobs", cmd_jobs, help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers",
-                description="Job queues per computed table. " + COLUMNS)
+                description="Job queues per computed table. " + jobs_text.COLUMNS)
     p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim",
                                                                       "prioritize"])
     p.add_argument("--priority", type=int, help="prioritize: the new priority (lower runs first; default jobs: 5)")

@@ -353,3 +353,42 @@ def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) ->
         if n:
             reclaimed[table_name(table)] = n
     return reclaimed
+
+
+# what the columns of `status` and `jobs` mean: in their --help and under their tables
+COLUMNS = ("done: rows computed. remaining: keys whose inputs exist and that are not computed yet (all of them "
+           "are computed by `neuralreg populate`). Jobs (DataJoint's queue of each table): pending = queued, "
+           "waiting for a worker; reserved = a worker is computing it; error = failed (`neuralreg jobs errors`, "
+           "`neuralreg jobs retry`); ignore = skipped for good. A remaining key without a job is not queued "
+           "yet: the next `neuralreg populate` (or worker pass) queues it.")
+STATUS_LEGEND = ("  rows: rows in the table; a computed table's 'n/m done': n rows of the m keys whose inputs exist; "
+                 "jobs: pending = queued for a worker, reserved = being computed, error = failed "
+                 "(`neuralreg jobs --help` says more)")
+JOBS_LEGEND = ("done: rows computed; remaining: keys whose inputs exist, not computed yet; pending: queued for a "
+               "worker; reserved: being computed; error: failed (`jobs errors`); ignore: skipped for good")
+
+
+def unqueued(prefix: str, rows: list[dict]) -> list[str]:
+    """One line per table with work that exists but that no job will do: keys whose inputs exist and
+    that no job holds (remaining - pending - reserved - error - ignore), with the command that queues
+    and computes them."""
+    lines = []
+    counts = {r["table"]: r.get("rows") for r in rows}
+    trained = next((r for r in rows if r["table"] == "classifier.RegularizedClassifier"), None)
+    if trained and trained.get("remaining") is not None and counts.get("classifier.ClassifierPlan"):
+        blocked = counts["classifier.ClassifierPlan"] - trained["done"] - trained["remaining"]
+        if blocked > 0:
+            lines.append(f"  classifier.RegularizedClassifier: {blocked} planned classifier(s) wait for their "
+                         "similarity targets (AveragedSimilarity): `neuralreg --prefix "
+                         f"{prefix} populate` computes the targets first, then trains them")
+    for r in rows:
+        if r.get("remaining") is None:
+            continue
+        held = sum(r.get(k) or 0 for k in ("pending", "reserved", "error", "ignore"))
+        waiting = r["remaining"] - held
+        if waiting > 0:
+            name = r["table"].split(".")[-1]
+            lines.append(f"  {r['table']}: {waiting} key(s) can be computed but are not queued: "
+                         f"`neuralreg --prefix {prefix} populate` queues and computes them "
+                         f"(`--tables {name}` for this table only)")
+    return lines

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from neuralreg_schema import cli
-from populate import worker
+from populate import jobs, worker
 from tests.helpers import run_python
 
 
@@ -172,7 +172,7 @@ def test_work_that_no_job_will_do_is_named_with_the_command_that_queues_it():
             {"table": "classifier.RegularizedClassifier", "done": 4, "remaining": 0, "pending": 0, "reserved": 0,
              "error": 0, "ignore": 0},
             {"table": "evaluation.AttackResult", "done": None, "remaining": None}]      # not in the database
-    lines = cli._unqueued("neuralreg_x", rows)
+    lines = jobs.unqueued("neuralreg_x", rows)
     assert len(lines) == 2, lines
     assert "6 planned classifier(s) wait for their similarity targets" in lines[0]
     assert lines[1].strip().startswith("experiment.Neuron: 1 key(s) can be computed but are not queued: "
