@@ -254,6 +254,13 @@ def _draw_figure7(fig, axes, part: pd.DataFrame, norms, keys) -> None:
                  f"SEM over {'seeds' if across_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
 
 
+def _significance_markers(ax, part: pd.DataFrame, significant: np.ndarray, color) -> None:
+    """The paired differences from None of one regularizer: filled where `significant`, open elsewhere."""
+    x, y = part["noise_sd"].to_numpy(), part["diff_vs_none_mean"].to_numpy()
+    ax.scatter(x[significant], y[significant], color=color, s=30, zorder=3)
+    ax.scatter(x[~significant], y[~significant], facecolor="white", edgecolor=color, s=30, zorder=3)
+
+
 def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> list[Path]:
     """controls.csv and one figure per data set, recipe and noise config: accuracy vs noise sd, and
     the paired difference from None (filled markers: paired t-test over seeds p < 0.05)."""
@@ -268,7 +275,7 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
         for label in reg_sort(part["regularizer"].unique()):
             p = part[part["regularizer"] == label].sort_values("noise_sd")
-            color = f"C{REG_ORDER.index(label) if label in REG_ORDER else 9}"
+            color = _reg_color(label)
             left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
                           color=color, label=f"{label} (n={int(p['seeds'].max())})")
             if label == "None":
@@ -276,10 +283,7 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
                 continue
             right.errorbar(p["noise_sd"], p["diff_vs_none_mean"], yerr=p["diff_vs_none_sem"], color=color,
                            marker=None, capsize=2, label=label)
-            sig = p["p_seeds_paired_t"] < 0.05
-            right.scatter(p["noise_sd"][sig], p["diff_vs_none_mean"][sig], color=color, s=30, zorder=3)
-            right.scatter(p["noise_sd"][~sig], p["diff_vs_none_mean"][~sig], facecolor="white",
-                          edgecolor=color, s=30, zorder=3)
+            _significance_markers(right, p, (p["p_seeds_paired_t"] < 0.05).to_numpy(), color)
         left.set_ylim(0, 1)
         left.set_ylabel("test accuracy (mean +- SEM over seeds)")
         right.set_ylabel("accuracy - accuracy of None (paired by seed)")
@@ -325,10 +329,7 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
                 continue
             right.errorbar(p["noise_sd"], p["diff_vs_none_mean"], yerr=p["diff_vs_none_sem"], color=color, ls=style,
                            capsize=2, label=f"{label} (n={n} paired seeds)")
-            sig = (p["p_holm"] < 0.05).to_numpy()
-            right.scatter(p["noise_sd"][sig], p["diff_vs_none_mean"][sig], color=color, s=30, zorder=3)
-            right.scatter(p["noise_sd"][~sig], p["diff_vs_none_mean"][~sig], facecolor="white", edgecolor=color,
-                          s=30, zorder=3)
+            _significance_markers(right, p, (p["p_holm"] < 0.05).to_numpy(), color)
             prim = p[p["primary"]]
             if len(prim):
                 right.scatter(prim["noise_sd"], prim["diff_vs_none_mean"], facecolor="none", edgecolor="black",
