@@ -10,3 +10,4 @@ LEASE = 300.0                        # s without a heartbeat after which a job c
 def table_name(table) -> str:
     """'module.Table', e.g. 'classifier.RegularizedClassifier'."""
     return f"{table.__module__.rsplit('.', 1)[-1]}.{table.__name__}"
+CONNECTIONS_PER_WORKER = 2           # database connections a worker holds: its work and its heartbeat (watchdog)

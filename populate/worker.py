@@ -323,6 +323,14 @@ def run(args: argparse.Namespace) -> int:
     log.info("torch CPU threads: %d (CPU budget %d, OMP_WAIT_POLICY=%s)", threads, runtime.cpu_budget(),
              os.environ.get("OMP_WAIT_POLICY", "unset"))
     tables = select_tables(computed_tables(pipeline.activate(args.prefix)), args.tables)
+    return serve(args, tables)
+
+
+def serve(args: argparse.Namespace, tables: list) -> int:
+    """The worker on the given computed tables (upstream first), with parsed options (add_options): its
+    two database connections (the tables' one for the work, the watchdog's for the heartbeat), leases on
+    the jobs it reserves, and the loop; returns run()'s exit status. benchmarks/scale.py runs it on a
+    throwaway table."""
     for connection in connections(tables):
         track_connection_id(connection)
     jobs.declare(tables)                    # before the race of workers that start together (PostgreSQL)
