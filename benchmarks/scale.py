@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 from populate.common import CONNECTIONS_PER_WORKER  # noqa: E402
 
-MIN_KEYS = 100
+MIN_KEYS = 200
 MADE: list[int] = []              # a worker's make calls (the Item key of each), in this process
 
 
@@ -231,7 +231,7 @@ def run_scale(n_workers: int, n_keys: int | None = None, *, heartbeat: float = 2
         last = max(j["completed_time"] for j in completed)
         span = (last - first).total_seconds()
         return {
-            "backend": backend, "workers": n_workers, "keys": n_keys, "rows": len(echo()),
+            "backend": backend, "schema": schema_name, "workers": n_workers, "keys": n_keys, "rows": len(echo()),
             "errors": len(echo.jobs.errors), "completed": len(completed),
             "jobs_per_s": n_keys / span if span > 0 else float("inf"), "span": span, "wall": wall,
             "make_calls": len(made), "distinct": len(set(made)), "duplicates": len(made) - len(set(made)),
@@ -279,9 +279,9 @@ def line(r: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 32, 64], help="worker counts to run")
-    parser.add_argument("--keys-per-worker", type=int, default=10, help=f"keys = this x N (at least {MIN_KEYS})")
+    parser.add_argument("--keys-per-worker", type=int, default=20, help=f"keys = this x N (at least {MIN_KEYS})")
     parser.add_argument("--work-ms", type=float, default=0.0, help="milliseconds each make sleeps")
-    parser.add_argument("--heartbeat", type=float, default=2.0, help="seconds between the workers' heartbeats")
+    parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between the workers' heartbeats")
     parser.add_argument("--backends", nargs="+", choices=["mysql", "postgresql"],
                         help="run once per backend (DJ_BACKEND); default: the configured one")
     args = parser.parse_args(argv)
