@@ -5,7 +5,7 @@ throwaway table whose make does (almost) nothing, so what is measured is the job
 database, not the science.
 
 For each N: a schema of its own (`neuralreg_scale<random>`, dropped afterwards) gets a table `Item`
-of K keys (--keys-per-worker x N, at least 100) and a computed table `Echo` whose make inserts one
+of K keys (--keys-per-worker x N, default 20 x N, at least 400) and a computed table `Echo` whose make inserts one
 number (after --work-ms of sleep). The N workers are started, import and connect, and wait; then
 they start together and each runs until the queue is empty. Printed per N:
   jobs/s       K / span, span = first reservation to last completion (the server's clock)
@@ -25,11 +25,12 @@ The last line is `workers served: N at X jobs/s, duplicates D` for the largest N
 Runs against the configured database (datajoint.json, DJ_*, .secrets/; `neuralreg db up`), as the
 workers would; `--backends mysql postgresql` runs it once per backend (DJ_BACKEND). The server must
 allow 2 connections per worker plus those in use: N = 64 needs max_connections >= 128 + others
-(MySQL's default is 151, PostgreSQL's 100). The heartbeat is faster than a real worker's (2 s, not
-30 s: --heartbeat), so that every worker opens its heartbeat connection within the run.
+(MySQL's default is 151, PostgreSQL's 100). The heartbeat is faster than a real worker's (1 s, not
+30 s: --heartbeat), so that every worker opens its heartbeat connection within the run; its queries
+(an UPDATE and a SELECT per worker and second) are part of the load measured.
 
-    python benchmarks/scale.py [--workers 8 32 64] [--keys-per-worker 10] [--work-ms 0]
-                               [--heartbeat 2] [--backends mysql postgresql]
+    python benchmarks/scale.py [--workers 8 32 64] [--keys-per-worker 20] [--work-ms 0]
+                               [--heartbeat 1] [--backends mysql postgresql]
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 from populate.common import CONNECTIONS_PER_WORKER  # noqa: E402
 
-MIN_KEYS = 200
+MIN_KEYS = 400
 MADE: list[int] = []              # a worker's make calls (the Item key of each), in this process
 
 
@@ -162,7 +163,7 @@ def _max_connections(connection, backend: str) -> int:
 # ------------------------------------------------------------------ one run
 
 
-def run_scale(n_workers: int, n_keys: int | None = None, *, heartbeat: float = 2.0, work_ms: float = 0.0,
+def run_scale(n_workers: int, n_keys: int | None = None, *, heartbeat: float = 1.0, work_ms: float = 0.0,
               timeout: float = 900.0) -> dict:
     """N workers on K keys of a throwaway table (see the module docstring); returns the figures. The
     schema is dropped and every worker process ended, whatever happens."""
@@ -170,7 +171,7 @@ def run_scale(n_workers: int, n_keys: int | None = None, *, heartbeat: float = 2
     from populate import jobs
     dj = settings.configure()
     backend = settings.backend(dj)
-    n_keys = n_keys or max(MIN_KEYS, 10 * n_workers)
+    n_keys = n_keys or max(MIN_KEYS, 20 * n_workers)
     schema_name = f"neuralreg_scale{uuid.uuid4().hex[:8]}"
     schema, item, echo = declare(schema_name)
     procs: list[subprocess.Popen] = []

@@ -8,8 +8,12 @@ Heartbeat: every `interval` seconds a thread of the worker, on its own database 
 worker's main connection may be busy, idle or reconnecting; PyMySQL connections are not shared
 between threads), stamps the jobs this process holds:
 
+    SELECT <primary key> FROM <job table> WHERE status = 'reserved' AND host = <this host> AND pid = <this pid>
     UPDATE <job table> SET completed_time = CURRENT_TIMESTAMP(3), connection_id = <main connection id>
-    WHERE status = 'reserved' AND host = <this host> AND pid = <this pid>
+    WHERE <primary key> = <each one found> AND status = 'reserved' AND host = <this host> AND pid = <this pid>
+
+(found first, then stamped by primary key: the UPDATE locks only that row, so it cannot deadlock with
+another worker finishing its own job, as an UPDATE that scans the table did with 64 workers)
 
 The worker reserves its jobs with this stamp already set (`leases_on_reserve`: the reserving
 UPDATE also writes `completed_time`), so a job has its lease from the moment it is reserved, before
@@ -130,6 +134,7 @@ class Watchdog(threading.Thread):
         # job table names resolved here, in the worker's thread: `table.jobs` may query the database on
         # the main connection, which this thread must never touch
         self.job_tables = [(table, table.jobs.full_table_name) for table in self.tables]
+        self.job_keys = {id(table): list(table.jobs.primary_key) for table in self.tables}
         self.interval, self.stall_override, self.job_override = interval, stall_timeout, job_timeout
         self.connect, self.on_hung = connect, on_hung
         self.host, self.pid = platform.node(), os.getpid()
@@ -176,13 +181,22 @@ class Watchdog(threading.Thread):
         conn = self._connection()
         qi = conn.adapter.quote_identifier
         main_id = int(getattr(self.main, "connection_id", 0) or 0)
+        mine = f"{qi('status')} = 'reserved' AND {qi('host')} = %s AND {qi('pid')} = %s"
         for table, name in self.job_tables:
-            mine = f"{qi('status')} = 'reserved' AND {qi('host')} = %s AND {qi('pid')} = %s"
-            conn.query(f"UPDATE {name} SET {qi('completed_time')} = CURRENT_TIMESTAMP(3), "
-                       f"{qi('connection_id')} = %s WHERE {mine}", args=(main_id, self.host, self.pid))
-            rows = conn.query(f"SELECT {qi('reserved_time')}, CURRENT_TIMESTAMP(3) FROM {name} WHERE {mine}",
-                              args=(self.host, self.pid)).fetchall()
-            for reserved, now in rows:
+            # This process's jobs are found by a plain read (no locks) and each is stamped by its primary
+            # key, so the UPDATE locks that row alone. An UPDATE ... WHERE status/host/pid locks every row
+            # it scans (InnoDB), through the status index first, while DataJoint's UPDATE of a finishing
+            # job locks its row, then that index: with 64 workers the two deadlocked, and the finishing
+            # worker died of it (benchmarks/scale.py, docs/cluster.md).
+            pk = self.job_keys[id(table)]
+            by_key = " AND ".join(f"{qi(a)} = %s" for a in pk)
+            rows = conn.query(f"SELECT {', '.join(qi(a) for a in pk)}, {qi('reserved_time')}, CURRENT_TIMESTAMP(3) "
+                              f"FROM {name} WHERE {mine}", args=(self.host, self.pid)).fetchall()
+            for row in rows:
+                key, (reserved, now) = tuple(row[:len(pk)]), row[len(pk):]
+                conn.query(f"UPDATE {name} SET {qi('completed_time')} = CURRENT_TIMESTAMP(3), "
+                           f"{qi('connection_id')} = %s WHERE {by_key} AND {mine}",
+                           args=(main_id, *key, self.host, self.pid))
                 if reserved.tzinfo is None and now.tzinfo is not None:
                     # PostgreSQL: CURRENT_TIMESTAMP is a timestamptz, the column a timestamp, both in the
                     # session's time zone

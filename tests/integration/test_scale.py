@@ -29,3 +29,54 @@ def test_two_workers_compute_every_key_once(modules):
     assert not r["torch_imported"], "a worker on this table imports no torch"
     dj = settings.configure()
     assert r["schema"] not in dj.list_schemas(), "the throwaway schema is dropped"
+
+
+def test_a_heartbeat_waits_for_no_other_workers_job(modules):
+    """Found by the benchmark at 64 workers on MariaDB: the heartbeat's UPDATE ... WHERE status =
+    'reserved' AND host AND pid locked every reserved row it scanned, and deadlocked with another worker
+    finishing its job (DataJoint's UPDATE of the job row), which died of it. The heartbeat now stamps its
+    own jobs by primary key: while another transaction holds a finishing job's row, a beat neither waits
+    nor fails, and stamps this worker's job."""
+    import time
+
+    from neuralreg_schema import settings
+    from populate import jobs, watchdog
+    scale = _scale()
+    dj = settings.configure()
+    schema, item, echo = scale.declare(f"neuralreg_scale{__import__('uuid').uuid4().hex[:8]}")
+    other = None
+    try:
+        item.insert([{"item": 0}, {"item": 1}])
+        jobs.declare([echo])
+        echo.jobs.refresh()
+        assert watchdog.reserve_with_lease(echo.jobs, {"item": 0})
+        echo.jobs.update1({"item": 0, "host": "elsewhere", "pid": 1})       # another worker's job
+        assert watchdog.reserve_with_lease(echo.jobs, {"item": 1})           # this process's job
+        qi = echo.connection.adapter.quote_identifier
+        name = echo.jobs.full_table_name
+        stamp = f"SELECT {qi('completed_time')} FROM {name} WHERE {qi('item')} = 1"
+        before = echo.connection.query(stamp).fetchall()[0][0]
+        other = watchdog.side_connection()                # the other worker, finishing item 0
+        other.start_transaction()
+        other.query(f"UPDATE {name} SET {qi('status')} = 'success' WHERE {qi('item')} = 0")
+
+        def short_waits():
+            conn = watchdog.side_connection()
+            if settings.backend(dj) == "mysql":
+                conn.query("SET SESSION innodb_lock_wait_timeout = 5")
+            else:
+                conn.query("SET lock_timeout = '5s'")
+            return conn
+
+        dog = watchdog.Watchdog([echo], echo.connection, interval=3600, connect=short_waits)
+        time.sleep(0.01)
+        started = time.monotonic()
+        dog.beat()                                        # the old UPDATE waited here, then failed
+        assert time.monotonic() - started < 4
+        after = echo.connection.query(stamp).fetchall()[0][0]
+        assert after > before and dog.beats == 1
+    finally:
+        if other is not None:
+            other.cancel_transaction()
+            other.close()
+        schema.drop(prompt=False)
