@@ -102,6 +102,13 @@ def test_job_ignores_disruptions(job, pod):
         codes = rule.get("onExitCodes")
         if rule["action"] == "FailJob" and codes:
             assert 0 not in codes["values"] and codes["operator"] == "In"
+    ignored = {c for r in policy["rules"] if r["action"] == "Ignore" and "onExitCodes" in r
+               for c in r["onExitCodes"]["values"]}
+    try:                                                  # the worker's exit status after giving its job back
+        from populate.preempt import PREEMPTED_EXIT
+    except ImportError:
+        PREEMPTED_EXIT = 75
+    assert PREEMPTED_EXIT in ignored and 0 not in ignored
     grace = pod["terminationGracePeriodSeconds"]
     assert 30 < grace <= 600, "time to give the job in hand back after SIGTERM"
     assert job["spec"].get("podReplacementPolicy") == "Failed"
