@@ -116,7 +116,10 @@ def figure1(modules, out: Path) -> list[Path]:
                 (cfg & {"method": method} & ([model] if method == "model" else {})).proj()
             if len(rel) == 1:
                 mats[method] = np.asarray(rel.fetch1("matrix").load())
-        fig, axes = plt.subplots(1, 4, figsize=(17, 4.3))
+        fig = plt.figure(figsize=(18, 4.4))
+        grid = fig.add_gridspec(1, 5, width_ratios=[1, 1, 0.05, 1.15, 1.15])
+        axes = [fig.add_subplot(grid[0, i]) for i in (0, 1, 3, 4)]
+        cax = fig.add_subplot(grid[0, 2])          # one colour bar for A and B
         if "oracle" in mats:
             order = _cluster_order(mats["oracle"])
             shown = {}
@@ -138,7 +141,9 @@ def figure1(modules, out: Path) -> list[Path]:
                 ax.set_xlabel("oracle image (clustered by S_oracle)")
                 ax.set_ylabel("oracle image")
             if im is not None:
-                fig.colorbar(im, ax=list(axes[:2]), fraction=0.046, label="similarity (shared scale, A and B)")
+                fig.colorbar(im, cax=cax, label="similarity (one scale for A and B)")
+        if not hasattr(cax, "_colorbar"):
+            cax.remove()
         values = {}
         for name in ("scan_values", "repeat_values"):
             if st[name] is not None:
@@ -153,7 +158,7 @@ def figure1(modules, out: Path) -> list[Path]:
         ax.set_xlabel("difference of similarity")
         ax.set_ylabel("density")
         if values:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left")
         ax = axes[3]
         x = np.arange(len(members))
         ax.bar(x - 0.2, [m["r_model_oracle"] for m in members], 0.4, color="C0", label="r(S_model, S_oracle)")
@@ -245,7 +250,8 @@ def _per_suite(summary: pd.DataFrame, out: Path, stem: str, panel_width: float, 
         norms = [n for n in NORMS if n in set(part["norm"])]
         fig, axes = plt.subplots(1, len(norms), figsize=(panel_width * len(norms), 4.6), squeeze=False)
         draw(fig, axes[0], part, norms, keys)
-        written.append(_save(fig, out, stem, keys, rect=(0, 0.16, 1, 1)))
+        rows = max((-(-len(leg.get_texts()) // 4) for leg in fig.legends), default=0)   # the shared legend's
+        written.append(_save(fig, out, stem, keys, rect=(0, 0.02 + 0.045 * rows, 1, 1)))
     return written
 
 
@@ -281,9 +287,10 @@ def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
                         color=color, ls="-")
             ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.9, color=color)
             infinite = np.isinf(p["mean_median"].to_numpy(float))
-            if infinite.any():          # no finite median at this budget: a marker at the panel's top
+            if infinite.any():          # no finite median at this budget: a marker at the panel's top, one row each
                 infinite_any = True
-                ax.plot(p["budget"].to_numpy()[infinite], np.full(infinite.sum(), 0.97), ls="none", marker="^",
+                row = 0.97 - min(0.05, 0.16 / len(labels)) * labels.index(label)
+                ax.plot(p["budget"].to_numpy()[infinite], np.full(infinite.sum(), row), ls="none", marker="^",
                         ms=5, color=color, transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_ylim(0, top)
         ax.set_xscale("log")
@@ -373,7 +380,7 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
             p = part[part["regularizer"] == label].sort_values("noise_sd")
             color = regularizer_color(label)
             left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
-                          color=color, label=f"{label} (n={int(p['seeds'].max())})")
+                          color=color, label=f"{label} (n={int(p['seeds'].max())} seeds)")
             if label == "None":
                 right.axhline(0, color=color, lw=1, label="None")
                 continue
@@ -421,7 +428,7 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
             style = "--" if label in ("Lowpass", "Highpass", "Shuffle") else "-"
             n = int(p["seeds"].max())
             left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
-                          color=color, ls=style, label=f"{label} (n={n})")
+                          color=color, ls=style, label=f"{label} (n={n} seeds)")
             if label == "None":
                 right.axhline(0, color=color, lw=1, label="None")
                 continue
@@ -470,7 +477,7 @@ def figure_dose_response(modules, out: Path) -> list[Path]:
             for ax, sd in zip(axes[:1 + len(shown)], [0.0] + shown):
                 p = reg[np.isclose(reg["noise_sd"], sd)].sort_values("alpha")
                 ax.errorbar(p["alpha"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
-                            color=color, label=f"{label} (n={int(p['seeds'].max())})")
+                            color=color, label=f"{label} (n={int(p['seeds'].max())} seeds)")
                 ax.set_title("clean" if sd == 0 else f"Gaussian noise s.d. {sd:g}", fontsize=9)
                 ax.set_ylabel("test accuracy (mean +- SEM over seeds)")
             p = reg[np.isclose(reg["noise_sd"], 0.0) & (reg["alpha"] > 0)].sort_values("alpha")
