@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..compute.evaluation.scores import NORMS      # numpy only
+from .. import queries
 from . import tables
 from .columns import write_csv
 from .tables import REG_ORDER, over_seeds, reg_sort
@@ -98,17 +99,16 @@ def figure1(modules, out: Path) -> list[Path]:
     written = []
     rows = []
     checks = sim.SimilarityStability.to_dicts(order_by="scan_group, model_hash, model_seed")
+    checked = queries.similarity_checks(modules)          # per scan group, predictive model and scan
     models_per_group = pd.Series([st["scan_group"] for st in checks]).value_counts().to_dict()
     recipes = dict(zip(*pred.PredictiveModelConfig.to_arrays("model_hash", "config_name")))
     for st in checks:
         model = {"model_hash": st["model_hash"], "model_seed": st["model_seed"]}     # one trained predictive model
         key = {"scan_group": st["scan_group"], **model}
-        members = (sim.SimilarityStability.Member & key).to_dicts(order_by="animal_id, session, scan_idx")
-        rows += [{"scan_group": st["scan_group"], **model,
-                  "scan": "{animal_id}-{session}-{scan_idx}".format(**m), "r_model_oracle": m["r_model_oracle"],
-                  "r_data_oracle": m["r_data_oracle"], "repeat_fluctuation_std": m["repeat_fluctuation_std"],
-                  "eq4_std": (st["scan_fluctuation"] or {}).get("std"),
-                  "eq5_std": st["repeat_fluctuation"]["std"]} for m in members]
+        members = checked[(checked["scan_group"] == st["scan_group"]) & (checked["model_hash"] == st["model_hash"])
+                          & (checked["model_seed"] == st["model_seed"])].sort_values(["animal_id", "session", "scan_idx"])
+        rows.append({**key, "eq4_std": (st["scan_fluctuation"] or {}).get("std"),
+                     "eq5_std": st["repeat_fluctuation"]["std"]})
         cfg = sim.SimilarityConfig & "image_subset = 'oracle'"
         mats = {}
         for method in ("oracle", "model"):
@@ -161,9 +161,9 @@ def figure1(modules, out: Path) -> list[Path]:
             ax.legend(fontsize=7, loc="upper left")
         ax = axes[3]
         x = np.arange(len(members))
-        ax.bar(x - 0.2, [m["r_model_oracle"] for m in members], 0.4, color="C0", label="r(S_model, S_oracle)")
-        ax.bar(x + 0.2, [m["r_data_oracle"] for m in members], 0.4, color="C7", label="r(S_data, S_oracle)")
-        ax.set_xticks(x, ["{animal_id}-{session}-{scan_idx}".format(**m) for m in members], rotation=30, fontsize=7)
+        ax.bar(x - 0.2, members["r_model_oracle"], 0.4, color="C0", label="r(S_model, S_oracle)")
+        ax.bar(x + 0.2, members["r_data_oracle"], 0.4, color="C7", label="r(S_data, S_oracle)")
+        ax.set_xticks(x, members["scan"], rotation=30, fontsize=7)
         ax.set_xlabel("scan")
         ax.set_ylabel("Pearson r with S_oracle")
         ax.set_title(f"D  n = {len(members)} scans; mean {st['r_model_oracle']:.2f} vs {st['r_data_oracle']:.2f}\n"
@@ -180,7 +180,9 @@ def figure1(modules, out: Path) -> list[Path]:
         written.append(_save(fig, out, "fig1_similarity", keys))
     if rows:
         path = out / "fig1_checks.csv"
-        write_csv(pd.DataFrame(rows), path)
+        columns = ["scan_group", "config_name", "model_seed", "scan", "r_model_oracle", "r_data_oracle",
+                   "repeat_fluctuation_std", "model_hash"]
+        write_csv(checked[columns].merge(pd.DataFrame(rows), on=["scan_group", "model_hash", "model_seed"]), path)
         written.append(path)
     return written
 
