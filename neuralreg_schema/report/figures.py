@@ -33,6 +33,9 @@ def regularizer_color(label) -> str:
     return _OTHER_COLORS[int(hashlib.md5(str(label).encode()).hexdigest(), 16) % len(_OTHER_COLORS)]
 
 
+_reg_color = regularizer_color        # the earlier private name, for code written against it
+
+
 def norm_label(norm: str) -> str:
     """'linf' -> 'L\u221e', 'l2' -> 'L2': a norm as figures name it."""
     return NORM_LABELS.get(norm, norm.upper())
