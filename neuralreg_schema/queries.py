@@ -4,6 +4,7 @@
     queries.classifiers(mods)            one row per trained classifier
     queries.noise_curves(mods)           per classifier, noise set and noise sd: the accuracy
     queries.minimal_perturbations(mods)  per classifier, attack suite and norm: the minimal adversarial distances
+    queries.perturbation_budgets(mods)   the same per query budget (every attack limited to that many iterations)
     queries.layer_weights(mods)          per regularized classifier and layer: the final gamma_k (Eq. 10)
     queries.predictive_models(mods)      per scan, predictive-model recipe and seed: its test and oracle correlations
     queries.similarity_checks(mods)      per scan group, predictive model and scan: the Fig. 1D correlations
@@ -46,7 +47,7 @@ def _labels(modules):
     clf = modules["classifier"]
     return (clf.Regularizer.proj("kind", "scan_group", regularizer="label")
             * clf.ClassifierConfig.proj("config_name", "arch", recipe_alpha="alpha")
-            * clf.ClassificationDataset.proj(dataset_name="display_name"))
+            * clf.ClassificationDataset.proj("is_stand_in", dataset_name="display_name"))
 
 
 def _frame(rel, columns: list[str], infinite=()) -> pd.DataFrame:
@@ -60,9 +61,10 @@ def _frame(rel, columns: list[str], infinite=()) -> pd.DataFrame:
     return df[columns]
 
 
-CLASSIFIER_COLUMNS = ["dataset", "dataset_name", "config_name", "arch", "regularizer", "kind", "scan_group", "seed",
-                      "alpha", "recipe_alpha", "test_accuracy", "train_accuracy", "initial_heldout_loss",
-                      "heldout_loss", "epochs_run", "train_seconds", "device", "code_version"] + CLASSIFIER_KEYS
+CLASSIFIER_COLUMNS = ["dataset", "dataset_name", "is_stand_in", "config_name", "arch", "regularizer", "kind",
+                      "scan_group", "seed", "alpha", "recipe_alpha", "test_accuracy", "train_accuracy",
+                      "initial_heldout_loss", "heldout_loss", "epochs_run", "resumed_from_epoch", "pairs_per_step",
+                      "train_seconds", "device", "code_version"] + CLASSIFIER_KEYS
 
 
 def classifiers(modules) -> pd.DataFrame:
@@ -73,35 +75,54 @@ def classifiers(modules) -> pd.DataFrame:
                                                        ignore_index=True)
 
 
-NOISE_COLUMNS = ["dataset_name", "config_name", "regularizer", "seed", "noise_name", "noise_sd", "accuracy"] \
-    + CLASSIFIER_KEYS
+NOISE_COLUMNS = ["dataset", "dataset_name", "config_name", "regularizer", "seed", "noise_name", "noise_sd",
+                 "accuracy"] + CLASSIFIER_KEYS
 
 
-def noise_curves(modules) -> pd.DataFrame:
+def noise_curves(modules, per_image: bool = False) -> pd.DataFrame:
     """Per classifier, noise set (`noise_name`: one set of levels per curve) and noise sd: the test
-    accuracy under additive Gaussian noise (Fig. 4)."""
-    level = modules["evaluation"].NoiseRobustness.Level.proj("accuracy", noise_sd="sigma")
-    return _frame(level * _labels(modules), NOISE_COLUMNS).sort_values(
+    accuracy under additive Gaussian noise (Fig. 4). per_image: a column `correct` too, per test image
+    whether it was classified correctly (bool array; the same noisy images for every classifier)."""
+    level = modules["evaluation"].NoiseRobustness.Level.proj("accuracy", "correct", noise_sd="sigma")
+    columns = NOISE_COLUMNS + (["correct"] if per_image else [])
+    return _frame(level * _labels(modules), columns).sort_values(
         ["dataset_name", "config_name", "regularizer", "seed", "noise_name", "noise_sd"], ignore_index=True)
 
 
 DISTANCES = ["median_distance", "mean_distance", "median_distance_correct", "mean_distance_correct"]
-PERTURBATION_COLUMNS = ["dataset_name", "config_name", "regularizer", "seed", "suite", "norm"] + DISTANCES \
-    + ["success_rate"] + CLASSIFIER_KEYS
+SAMPLE_SEMS = ["mean_distance_sem_samples", "mean_distance_correct_sem_samples"]
+PERTURBATION_COLUMNS = ["dataset", "dataset_name", "config_name", "regularizer", "seed", "suite", "norm"] + DISTANCES \
+    + SAMPLE_SEMS + ["success_rate"] + CLASSIFIER_KEYS
+DISTANCE_NAMES = dict(median_distance="median", mean_distance="mean", median_distance_correct="median_correct",
+                       mean_distance_correct="mean_correct", mean_distance_sem_samples="sem",
+                       mean_distance_correct_sem_samples="sem_correct")
 
 
 def minimal_perturbations(modules) -> pd.DataFrame:
     """Per classifier, attack suite and norm: the median and mean over samples of the minimal adversarial
     distance (minimum over the suite's attacks; clean errors count 0; inf: too many samples never fooled),
-    the same over the clean-correct samples (`_correct`), and the fraction of samples fooled (Figs. 5, 7)."""
-    norm = modules["evaluation"].MinimalPerturbation.Norm.proj(
-        "success_rate", median_distance="median", mean_distance="mean", median_distance_correct="median_correct",
-        mean_distance_correct="mean_correct")
+    the same over the clean-correct samples (`_correct`), the standard errors over samples of the two
+    means (`_sem_samples`), and the fraction of samples fooled (Fig. 7)."""
+    norm = modules["evaluation"].MinimalPerturbation.Norm.proj("success_rate", **DISTANCE_NAMES)
     return _frame(norm * _labels(modules), PERTURBATION_COLUMNS, infinite=DISTANCES).sort_values(
         ["dataset_name", "config_name", "suite", "regularizer", "seed", "norm"], ignore_index=True)
 
 
-LAYER_COLUMNS = ["dataset_name", "config_name", "regularizer", "seed", "alpha", "layer", "gamma"] + CLASSIFIER_KEYS
+BUDGET_COLUMNS = [c for c in PERTURBATION_COLUMNS[:7] + ["budget"] + PERTURBATION_COLUMNS[7:]
+                  if c != "mean_distance_correct_sem_samples"]       # the Budget rows keep one SEM
+
+
+def perturbation_budgets(modules) -> pd.DataFrame:
+    """minimal_perturbations per query budget: every attack of the suite limited to `budget`
+    iterations per run (Fig. 5's curve; at the largest budget, the final result)."""
+    names = {k: v for k, v in DISTANCE_NAMES.items() if k in BUDGET_COLUMNS}
+    budget = modules["evaluation"].MinimalPerturbation.Budget.proj("success_rate", **names)
+    return _frame(budget * _labels(modules), BUDGET_COLUMNS, infinite=DISTANCES).sort_values(
+        ["dataset_name", "config_name", "suite", "regularizer", "seed", "norm", "budget"], ignore_index=True)
+
+
+LAYER_COLUMNS = ["dataset", "dataset_name", "config_name", "regularizer", "seed", "alpha", "recipe_alpha", "layer",
+                 "gamma"] + CLASSIFIER_KEYS
 
 
 def layer_weights(modules) -> pd.DataFrame:
@@ -146,5 +167,5 @@ def similarity_checks(modules) -> pd.DataFrame:
     return _scan_column(df)[CHECK_COLUMNS] if not df.empty else pd.DataFrame(columns=CHECK_COLUMNS)
 
 
-__all__ = ["classifiers", "join", "layer_weights", "minimal_perturbations", "noise_curves", "predictive_models",
-           "similarity_checks"]
+__all__ = ["classifiers", "join", "layer_weights", "minimal_perturbations", "noise_curves", "perturbation_budgets",
+           "predictive_models", "similarity_checks"]

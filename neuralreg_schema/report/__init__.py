@@ -63,7 +63,9 @@ of the earlier report (its manifest, .neuralreg-report, lists them) and moves th
 names longer than 70 characters are cut and end in a hash (figures.file_name).
 
 The data set's display name goes into every figure title, so the offline stand-in is never
-mistaken for CIFAR.
+mistaken for CIFAR. Every figure gives a regularizer the same colour (figures.regularizer_color(label)),
+names n (seeds, scans or images) in a legend or title, labels every axis and has a legend entry for
+every line and marker style; no content hash appears in a title.
 
 The summaries `neuralreg demo` prints come from here too: demo_summary (per scan: Eq. 1 weights and
 the predictive model against the simulation's truth; per scan group: the Fig. 1C/D checks; the
@@ -83,7 +85,7 @@ from pathlib import Path
 
 from .columns import write_csv, write_readme
 from .figures import (figure1, figure4, figure5, figure6, figure7, figure_controls, figure_dose_response,
-                      figure_neuron_controls)
+                      figure_neuron_controls, norm_label, regularizer_color)
 from .summaries import classifier_summary, demo_summary, format_classifiers, format_demo_summary
 from .tables import (CLASSIFIER_KEY, CONTROL_GROUP, CONTROL_KINDS, PERTURBATION_GROUP, REG_ORDER, ROBUSTNESS_LABELS,
                      SCORES, budget_summary, budget_table, classifier_table, controls_summary, gamma_table,
@@ -99,7 +101,7 @@ __all__ = [
     "population_targets",
     "format_demo_summary", "gamma_table", "noise_correct_table", "noise_summary", "noise_table", "over_seeds",
     "perturbation_summary", "perturbation_table", "reg_sort", "robust_accuracy_table", "write_report",
-    "earlier_report", "MANIFEST",
+    "earlier_report", "MANIFEST", "norm_label", "regularizer_color",
 ]
 
 

@@ -202,7 +202,11 @@ def write_readme(out: Path, paths, prefix: str) -> Path:
              "quantity; floats are rounded to "
              f"{SIGNIFICANT} significant digits (p-values to {SIGNIFICANT_P}); 'inf' is an infinite distance "
              "(a sample no attack fooled), an empty cell a value that does not exist. SEM: standard error of "
-             "the mean.", "", "## Files", ""]
+             "the mean.", "",
+             "Reading the CSVs with pandas: the regularizer without a similarity loss is labelled `None`, which "
+             "`pd.read_csv` reads as a missing value unless told otherwise: use `pd.read_csv(path, "
+             "keep_default_na=False, na_values=[''])` (an empty cell stays missing, `None` stays the label).",
+             "", "## Files", ""]
     csvs = [Path(p) for p in paths if Path(p).suffix == ".csv"]
     pngs = [Path(p) for p in paths if Path(p).suffix == ".png"]
     for p in csvs:

@@ -9,9 +9,36 @@ import numpy as np
 import pandas as pd
 
 from ..compute.evaluation.scores import NORMS      # numpy only
+from .. import queries
 from . import tables
 from .columns import write_csv
 from .tables import REG_ORDER, over_seeds, reg_sort
+
+
+# one colour per regularizer in every figure (matplotlib's tab10, colour-blind-friendlier order first);
+# a label outside REG_ORDER gets a colour from its name's hash, the same in every figure and run
+REGULARIZER_COLORS = dict(zip(REG_ORDER, ("#4d4d4d", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+                                          "#e377c2", "#17becf", "#d62728")))
+_OTHER_COLORS = ("#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2")
+NORM_LABELS = {"l0": "L0", "l1": "L1", "l2": "L2", "linf": "L\u221e"}
+NORM_UNITS = {"l0": "pixels changed", "l1": "sum of |pixel change|", "l2": "Euclidean norm",
+              "linf": "largest pixel change"}
+
+
+def regularizer_color(label) -> str:
+    """The colour of a regularizer (its label, e.g. 'Neural (model)') in every figure of the report."""
+    if label in REGULARIZER_COLORS:
+        return REGULARIZER_COLORS[label]
+    import hashlib
+    return _OTHER_COLORS[int(hashlib.md5(str(label).encode()).hexdigest(), 16) % len(_OTHER_COLORS)]
+
+
+_reg_color = regularizer_color        # the earlier private name, for code written against it
+
+
+def norm_label(norm: str) -> str:
+    """'linf' -> 'L\u221e', 'l2' -> 'L2': a norm as figures name it."""
+    return NORM_LABELS.get(norm, norm.upper())
 
 
 def _plt():
@@ -43,10 +70,11 @@ def file_name(stem: str, keys) -> str:
     return f"{stem}_{slug[:room].rstrip('-')}-{digest}.png"
 
 
-def _save(fig, out: Path, stem: str, keys) -> Path:
-    """Save a figure as file_name(stem, keys) in `out` and close it."""
+def _save(fig, out: Path, stem: str, keys, rect=None) -> Path:
+    """Save a figure as file_name(stem, keys) in `out` and close it (rect: the part of the figure
+    tight_layout fills, leaving the rest to a figure legend)."""
     path = out / file_name(stem, keys)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
@@ -60,22 +88,30 @@ def _cluster_order(matrix: np.ndarray) -> np.ndarray:
     return leaves_list(linkage(squareform((d + d.T) / 2, checks=False), method="average"))
 
 
+def _group_source(modules, scan_group) -> str:
+    """'simulated', 'recorded' (Sensorium) or 'simulated and recorded': what the scans of a group are."""
+    exp, sim = modules["experiment"], modules["similarity"]
+    sources = set((exp.Scan & (sim.ScanGroup.Member & {"scan_group": scan_group}).proj()).to_arrays("source"))
+    names = sorted({"simulated" if s == "simulated" else "recorded" for s in sources})
+    return " and ".join(names) or "no scans"
+
+
 def figure1(modules, out: Path) -> list[Path]:
-    sim = modules["similarity"]
+    sim, pred = modules["similarity"], modules["predictive"]
     plt = _plt()
     written = []
     rows = []
     checks = sim.SimilarityStability.to_dicts(order_by="scan_group, model_hash, model_seed")
+    checked = queries.similarity_checks(modules)          # per scan group, predictive model and scan
     models_per_group = pd.Series([st["scan_group"] for st in checks]).value_counts().to_dict()
+    recipes = dict(zip(*pred.PredictiveModelConfig.to_arrays("model_hash", "config_name")))
     for st in checks:
         model = {"model_hash": st["model_hash"], "model_seed": st["model_seed"]}     # one trained predictive model
         key = {"scan_group": st["scan_group"], **model}
-        members = (sim.SimilarityStability.Member & key).to_dicts(order_by="animal_id, session, scan_idx")
-        rows += [{"scan_group": st["scan_group"], **model,
-                  "scan": "{animal_id}-{session}-{scan_idx}".format(**m), "r_model_oracle": m["r_model_oracle"],
-                  "r_data_oracle": m["r_data_oracle"], "repeat_fluctuation_std": m["repeat_fluctuation_std"],
-                  "eq4_std": (st["scan_fluctuation"] or {}).get("std"),
-                  "eq5_std": st["repeat_fluctuation"]["std"]} for m in members]
+        members = checked[(checked["scan_group"] == st["scan_group"]) & (checked["model_hash"] == st["model_hash"])
+                          & (checked["model_seed"] == st["model_seed"])].sort_values(["animal_id", "session", "scan_idx"])
+        rows.append({**key, "eq4_std": (st["scan_fluctuation"] or {}).get("std"),
+                     "eq5_std": st["repeat_fluctuation"]["std"]})
         cfg = sim.SimilarityConfig & "image_subset = 'oracle'"
         mats = {}
         for method in ("oracle", "model"):
@@ -83,46 +119,73 @@ def figure1(modules, out: Path) -> list[Path]:
                 (cfg & {"method": method} & ([model] if method == "model" else {})).proj()
             if len(rel) == 1:
                 mats[method] = np.asarray(rel.fetch1("matrix").load())
-        fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+        fig = plt.figure(figsize=(18, 4.4))
+        grid = fig.add_gridspec(1, 5, width_ratios=[1, 1, 0.05, 1.15, 1.15])
+        axes = [fig.add_subplot(grid[0, i]) for i in (0, 1, 3, 4)]
+        cax = fig.add_subplot(grid[0, 2])          # one colour bar for A and B
         if "oracle" in mats:
             order = _cluster_order(mats["oracle"])
-            for ax, (method, title) in zip(axes[:2], (("oracle", "A  S_oracle (Eq. 3)"), ("model", "B  S_model (Eq. 6)"))):
-                if method in mats:
-                    m = mats[method][np.ix_(order, order)].copy()
-                    np.fill_diagonal(m, np.nan)
-                    lim = np.nanpercentile(np.abs(m), 99)
-                    im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-                    fig.colorbar(im, ax=ax, fraction=0.046)
-                ax.set_title(title)
+            shown = {}
+            for method in mats:
+                m = mats[method][np.ix_(order, order)].copy()
+                np.fill_diagonal(m, np.nan)
+                shown[method] = m
+            # one colour scale for A and B: they are compared entry by entry
+            lim = float(max(np.nanpercentile(np.abs(m), 99) for m in shown.values())) or 1.0
+            im = None
+            n_images = len(order)
+            for ax, (method, title) in zip(axes[:2], (("oracle", "A  S_oracle (Eq. 3)"),
+                                                      ("model", "B  S_model (Eq. 6)"))):
+                if method in shown:
+                    im = ax.imshow(shown[method], cmap="RdBu_r", vmin=-lim, vmax=lim)
+                else:
+                    ax.text(0.5, 0.5, "no S_model for this model", ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(f"{title}, n = {n_images} images", fontsize=9)
                 ax.set_xlabel("oracle image (clustered by S_oracle)")
+                ax.set_ylabel("oracle image")
+            if im is not None:
+                fig.colorbar(im, cax=cax, label="similarity (one scale for A and B)")
+        if not hasattr(cax, "_colorbar"):
+            cax.remove()
         values = {}
         for name in ("scan_values", "repeat_values"):
             if st[name] is not None:
                 values[name] = np.asarray(st[name].load())
         ax = axes[2]
-        for name, label in (("scan_values", "Eq. 4: across scans"), ("repeat_values", "Eq. 5: across repeats")):
+        for name, label, color in (("scan_values", "Eq. 4: across scans", "C0"),
+                                   ("repeat_values", "Eq. 5: across repeats", "C1")):
             if name in values:
-                ax.hist(values[name], bins=60, density=True, histtype="step", label=f"{label} (s.d. {values[name].std():.3f})")
-        ax.set_title("C  similarity fluctuations")
+                ax.hist(values[name], bins=60, density=True, histtype="step", color=color,
+                        label=f"{label} (s.d. {values[name].std():.3f}, n = {values[name].size})")
+        ax.set_title("C  similarity fluctuations", fontsize=9)
         ax.set_xlabel("difference of similarity")
-        ax.legend(fontsize=8)
+        ax.set_ylabel("density")
+        if values:
+            ax.legend(fontsize=7, loc="upper left")
         ax = axes[3]
         x = np.arange(len(members))
-        ax.bar(x - 0.2, [m["r_model_oracle"] for m in members], 0.4, label="r(S_model, S_oracle)")
-        ax.bar(x + 0.2, [m["r_data_oracle"] for m in members], 0.4, label="r(S_data, S_oracle)")
-        ax.set_xticks(x, ["{animal_id}-{session}-{scan_idx}".format(**m) for m in members], rotation=30, fontsize=7)
-        ax.set_title(f"D  mean {st['r_model_oracle']:.2f} vs {st['r_data_oracle']:.2f} (paper 0.73 vs 0.39)")
+        ax.bar(x - 0.2, members["r_model_oracle"], 0.4, color="C0", label="r(S_model, S_oracle)")
+        ax.bar(x + 0.2, members["r_data_oracle"], 0.4, color="C7", label="r(S_data, S_oracle)")
+        ax.set_xticks(x, members["scan"], rotation=30, fontsize=7)
+        ax.set_xlabel("scan")
+        ax.set_ylabel("Pearson r with S_oracle")
+        ax.set_title(f"D  n = {len(members)} scans; mean {st['r_model_oracle']:.2f} vs {st['r_data_oracle']:.2f}\n"
+                     "(paper: 0.73 vs 0.39)", fontsize=9)
         ax.set_ylim(0, 1.15)
-        ax.legend(fontsize=8, loc="upper center", ncol=2)
-        fig.suptitle(f"Fig. 1, scan group {st['scan_group']} ({st['n_scans']} scans, {st['n_oracle_images']} oracle images)"
-                     f"\npredictive model {st['model_hash'][:8]}, seed {st['model_seed']}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
+        recipe = recipes.get(st["model_hash"], "?")
+        fig.suptitle(f"Fig. 1, scan group {st['scan_group']}: {_group_source(modules, st['scan_group'])} data, "
+                     f"{st['n_scans']} scans, {st['n_oracle_images']} oracle images; "
+                     f"predictive model recipe '{recipe}', seed {st['model_seed']}", fontsize=10)
         # one picture per predictive model: a group with several models (configs, seeds) names each
         keys = [st["scan_group"]] + ([st["model_hash"][:8], f"seed{st['model_seed']}"]
                                      if models_per_group[st["scan_group"]] > 1 else [])
         written.append(_save(fig, out, "fig1_similarity", keys))
     if rows:
         path = out / "fig1_checks.csv"
-        write_csv(pd.DataFrame(rows), path)
+        columns = ["scan_group", "config_name", "model_seed", "scan", "r_model_oracle", "r_data_oracle",
+                   "repeat_fluctuation_std", "model_hash"]
+        write_csv(checked[columns].merge(pd.DataFrame(rows), on=["scan_group", "model_hash", "model_seed"]), path)
         written.append(path)
     return written
 
@@ -138,8 +201,9 @@ def _line_panels(summary: pd.DataFrame, group_cols, curve_col, out: Path, stem: 
         curves = reg_sort(curves) if curve_col == "label" else sorted(curves)
         for c in curves:
             p = part[part[curve_col] == c].sort_values("sigma")
+            color = regularizer_color(c) if curve_col == "label" else None
             ax.errorbar(p["sigma"], p["mean_accuracy"], yerr=p["sem_accuracy"], marker="o", ms=3, capsize=2,
-                        label=f"{curve_name(c)} (n={int(p['seeds'].max())})")
+                        color=color, label=f"{curve_name(c)} (n={int(p['seeds'].max())} seeds)")
         ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
@@ -176,8 +240,6 @@ def figure6(modules, out: Path) -> list[Path]:
                                  curve_name=lambda a: f"alpha = {a:g}")
 
 
-def _reg_color(label) -> str:
-    return f"C{REG_ORDER.index(label) if label in REG_ORDER else 9}"
 
 
 def _per_suite(summary: pd.DataFrame, out: Path, stem: str, panel_width: float, draw) -> list[Path]:
@@ -191,9 +253,10 @@ def _per_suite(summary: pd.DataFrame, out: Path, stem: str, panel_width: float, 
     written = [path]
     for keys, part in summary.groupby(["display_name", "config_name", "suite"]):
         norms = [n for n in NORMS if n in set(part["norm"])]
-        fig, axes = plt.subplots(1, len(norms), figsize=(panel_width * len(norms), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(norms), figsize=(panel_width * len(norms), 4.6), squeeze=False)
         draw(fig, axes[0], part, norms, keys)
-        written.append(_save(fig, out, stem, keys))
+        rows = max((-(-len(leg.get_texts()) // 4) for leg in fig.legends), default=0)   # the shared legend's
+        written.append(_save(fig, out, stem, keys, rect=(0, 0.02 + 0.045 * rows, 1, 1)))
     return written
 
 
@@ -203,30 +266,58 @@ def figure5(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Pat
     return _per_suite(summary, out, "fig5_minimal_perturbation", 3.6, _draw_figure5)
 
 
+def _style_legend(fig, handles) -> None:
+    """One legend for the whole figure, below its panels."""
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
+
+
 def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
+    from matplotlib.lines import Line2D
+    labels = reg_sort(part["label"].unique())
+    infinite_any = False
     for ax, norm in zip(axes, norms):
         p_norm = part[part["norm"] == norm]
-        missing = False
-        for label in reg_sort(p_norm["label"].unique()):
+        top = np.nanmax(np.concatenate([p_norm[c].replace(np.inf, np.nan).to_numpy(float)
+                                        for c in ("mean_median", "mean_median_correct")] + [[np.nan]]))
+        top = 1.25 * top if np.isfinite(top) and top > 0 else 1.0
+        for label in labels:
             p = p_norm[p_norm["label"] == label].sort_values("budget")
-            y = p["mean_median"].replace(np.inf, np.nan)
-            missing |= bool(y.isna().any())
-            ax.errorbar(p["budget"], y, yerr=p["sem_median"].replace(np.inf, np.nan), marker="o", ms=3,
-                        capsize=2, color=_reg_color(label), label=f"{label} (n={int(p['seeds'].max())})")
-            ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.8,
-                    color=_reg_color(label))
+            if p.empty:
+                continue
+            color = regularizer_color(label)
+            y = p["mean_median"].replace(np.inf, np.nan).to_numpy(float)
+            sem = np.nan_to_num(p["sem_median"].replace(np.inf, np.nan).to_numpy(float))
+            # a distance is >= 0: the lower bar stops at 0; a bar beyond the panel is cut at its edge
+            ax.errorbar(p["budget"], y, yerr=[np.minimum(sem, np.nan_to_num(y)), sem], marker="o", ms=3, capsize=2,
+                        color=color, ls="-")
+            ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.9, color=color)
+            infinite = np.isinf(p["mean_median"].to_numpy(float))
+            if infinite.any():          # no finite median at this budget: a marker at the panel's top, one row each
+                infinite_any = True
+                row = 0.97 - min(0.05, 0.16 / len(labels)) * labels.index(label)
+                ax.plot(p["budget"].to_numpy()[infinite], np.full(infinite.sum(), row), ls="none", marker="^",
+                        ms=5, color=color, transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.set_ylim(0, top)
         ax.set_xscale("log")
         budgets = sorted(p_norm["budget"].unique())
         ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
         ax.minorticks_off()
-        ax.set_xlabel("attack iterations per run (query budget)")
-        ax.set_title(f"{norm.upper()} (median over samples)" + ("\nmissing points: infinite median" if missing else ""),
-                     fontsize=9)
+        ax.set_xlabel("attack iterations per run (query budget)", fontsize=8)
+        ax.set_ylabel(f"minimal {norm_label(norm)} distance ({NORM_UNITS.get(norm, 'norm units')})", fontsize=8)
+        ax.set_title(norm_label(norm), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("minimal adversarial distance")
-    axes[-1].legend(fontsize=7)
-    fig.suptitle("Fig. 5: minimal perturbation over all attacks vs query budget, mean +- SEM over seeds; "
-                 f"dashed: clean errors left out\n{' / '.join(keys)}", fontsize=9)
+    seeds = part.groupby("label")["seeds"].max()
+    handles = [Line2D([], [], color=regularizer_color(lab), marker="o", ms=3, label=f"{lab} (n={int(seeds[lab])} seeds)")
+               for lab in labels]
+    handles += [Line2D([], [], color="black", ls="-", marker="o", ms=3,
+                       label="median over all samples (clean errors as 0), mean +- SEM over seeds"),
+                Line2D([], [], color="black", ls="--", lw=0.9, label="median over the correctly classified samples")]
+    if infinite_any:
+        handles.append(Line2D([], [], color="black", ls="none", marker="^", ms=5,
+                              label="at the top: infinite median (most samples not fooled within the budget)"))
+    _style_legend(fig, handles)
+    fig.suptitle("Fig. 5: minimal adversarial perturbation (minimum over the suite's attacks) against the query "
+                 f"budget\n{' / '.join(keys)}", fontsize=9)
 
 
 def figure7(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
@@ -237,21 +328,38 @@ def figure7(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Pat
 
 
 def _draw_figure7(fig, axes, part: pd.DataFrame, norms, keys) -> None:
+    from matplotlib.patches import Patch
     across_seeds = bool((part["seeds"] > 1).all())
+    labels = reg_sort(part["label"].unique())
+    infinite_any = False
     for ax, norm in zip(axes, norms):
-        p = part[part["norm"] == norm].set_index("label").reindex(reg_sort(part["label"].unique())).dropna(
-            subset=["mean_mean"])
-        err = p["sem_mean"] if across_seeds else p.get("sem_samples", p["sem_mean"])
-        ax.bar(range(len(p)), p["mean_mean"].replace(np.inf, np.nan), yerr=err.replace(np.inf, np.nan), capsize=3,
-               color=[_reg_color(lab) for lab in p.index])
+        p = part[part["norm"] == norm].set_index("label").reindex(labels).dropna(subset=["mean_mean"])
+        err = (p["sem_mean"] if across_seeds else p.get("sem_samples", p["sem_mean"])).replace(np.inf, np.nan)
+        ax.bar(range(len(p)), p["mean_mean"].replace(np.inf, np.nan), yerr=err, capsize=3,
+               color=[regularizer_color(lab) for lab in p.index])
         for i, value in enumerate(p["mean_mean"]):
             if np.isinf(value):          # some sample never fooled
+                infinite_any = True
                 ax.text(i, 0, "inf", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
-        ax.set_title(f"{norm.upper()} (mean over samples)", fontsize=9)
-    axes[0].set_ylabel("minimal adversarial distance")
-    fig.suptitle("Supplement Fig. 7: mean minimal perturbation over all attacks, clean errors as 0; error bars: "
-                 f"SEM over {'seeds' if across_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
+        ax.set_xlabel("regularizer", fontsize=8)
+        ax.set_ylabel(f"mean minimal {norm_label(norm)} distance\n({NORM_UNITS.get(norm, 'norm units')})", fontsize=8)
+        ax.set_title(norm_label(norm), fontsize=10)
+    seeds = part.groupby("label")["seeds"].max()
+    handles = [Patch(color=regularizer_color(lab), label=f"{lab} (n={int(seeds[lab])} seeds)") for lab in labels]
+    if infinite_any:
+        handles.append(Patch(color="white", label="inf: a sample no attack fooled"))
+    _style_legend(fig, handles)
+    fig.suptitle("Supplement Fig. 7: mean minimal adversarial perturbation over all attacks, clean errors as 0; "
+                 f"error bars: SEM over {'seeds' if across_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
+
+
+def _significance_handles(test: str) -> list:
+    """Legend entries for the filled and open markers of the paired differences."""
+    from matplotlib.lines import Line2D
+    return [Line2D([], [], ls="none", marker="o", color="black", label=f"filled: {test} p < 0.05"),
+            Line2D([], [], ls="none", marker="o", markerfacecolor="white", markeredgecolor="black",
+                   label=f"open: {test} p >= 0.05")]
 
 
 def _significance_markers(ax, part: pd.DataFrame, significant: np.ndarray, color) -> None:
@@ -275,9 +383,9 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
         for label in reg_sort(part["regularizer"].unique()):
             p = part[part["regularizer"] == label].sort_values("noise_sd")
-            color = _reg_color(label)
+            color = regularizer_color(label)
             left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
-                          color=color, label=f"{label} (n={int(p['seeds'].max())})")
+                          color=color, label=f"{label} (n={int(p['seeds'].max())} seeds)")
             if label == "None":
                 right.axhline(0, color=color, lw=1, label="None")
                 continue
@@ -290,7 +398,9 @@ def figure_controls(modules, out: Path, table: pd.DataFrame | None = None) -> li
         for ax in (left, right):
             ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+        left.legend(fontsize=8)
+        handles, _ = right.get_legend_handles_labels()
+        right.legend(handles=handles + _significance_handles("paired t-test over seeds"), fontsize=8)
         fig.suptitle(f"Known-answer controls: {keys[0]}\nrecipe {keys[1]}, noise levels {keys[2]}; filled: "
                      "paired t-test over seeds p < 0.05", fontsize=9)
         written.append(_save(fig, out, "controls", keys))
@@ -319,11 +429,11 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
         fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
         for label in reg_sort(part["regularizer"].unique()):
             p = part[part["regularizer"] == label].sort_values("noise_sd")
-            color = _reg_color(label)
+            color = regularizer_color(label)
             style = "--" if label in ("Lowpass", "Highpass", "Shuffle") else "-"
             n = int(p["seeds"].max())
             left.errorbar(p["noise_sd"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
-                          color=color, ls=style, label=f"{label} (n={n})")
+                          color=color, ls=style, label=f"{label} (n={n} seeds)")
             if label == "None":
                 right.axhline(0, color=color, lw=1, label="None")
                 continue
@@ -341,7 +451,9 @@ def figure_neuron_controls(modules, out: Path, table: pd.DataFrame | None = None
             ax.set_xlabel("Gaussian noise s.d. (images in [0, 1])")
             ax.grid(alpha=0.3)
         left.legend(fontsize=7)
-        right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        handles, _ = right.get_legend_handles_labels()
+        right.legend(handles=handles + _significance_handles("Holm-adjusted paired t-test"), fontsize=7,
+                     loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.suptitle(f"Known answers from spikes: {keys[0]}, recipe {keys[1]}, noise levels {keys[2]}\n"
                      "simulated populations (mouse, low, high) through Eq. 1, predictive models and S_model; "
                      "filled: Holm-adjusted paired t-test over seeds p < 0.05", fontsize=9)
@@ -366,11 +478,11 @@ def figure_dose_response(modules, out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2 + len(shown), figsize=(4.2 * (2 + len(shown)), 4))
         for label in reg_sort(part["regularizer"].unique()):
             reg = part[part["regularizer"] == label]
-            color = _reg_color(label)
+            color = regularizer_color(label)
             for ax, sd in zip(axes[:1 + len(shown)], [0.0] + shown):
                 p = reg[np.isclose(reg["noise_sd"], sd)].sort_values("alpha")
                 ax.errorbar(p["alpha"], p["accuracy_mean"], yerr=p["accuracy_sem"], marker="o", ms=3, capsize=2,
-                            color=color, label=f"{label} (n={int(p['seeds'].max())})")
+                            color=color, label=f"{label} (n={int(p['seeds'].max())} seeds)")
                 ax.set_title("clean" if sd == 0 else f"Gaussian noise s.d. {sd:g}", fontsize=9)
                 ax.set_ylabel("test accuracy (mean +- SEM over seeds)")
             p = reg[np.isclose(reg["noise_sd"], 0.0) & (reg["alpha"] > 0)].sort_values("alpha")

@@ -1,9 +1,13 @@
 """The report's queries: the tables behind every figure and CSV, as pandas DataFrames (mean and SEM
-over seeds, paired differences from None for the known-answer controls). See the package docstring."""
+over seeds, paired differences from None for the known-answer controls), built on the named queries of
+neuralreg_schema/queries.py (renamed here to the short names the figures use: `label` for the
+regularizer, `sigma` for the noise sd, `median`/`mean` for the distances). See the package docstring."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .. import queries
 
 
 REG_ORDER = ["None", "Neural (model)", "Neural (data)", "Shuffle", "VGG", "Lowpass", "Highpass",
@@ -24,15 +28,17 @@ def reg_sort(labels) -> list:
     return sorted(labels, key=lambda s: (REG_ORDER.index(s) if s in REG_ORDER else len(REG_ORDER), s))
 
 
+# a named query's columns -> the names the report's tables and figures use
+SHORT = {"dataset_name": "display_name", "regularizer": "label", "recipe_alpha": "cfg_alpha", "noise_sd": "sigma",
+         **{name: short for name, short in queries.DISTANCE_NAMES.items()}}
+
+
 def classifier_table(modules) -> pd.DataFrame:
-    """One row per trained classifier with its regularizer label, config name, alpha and data set name."""
-    clf = modules["classifier"]
-    rel = (clf.RegularizedClassifier * clf.Regularizer.proj("kind", "label", "scan_group")
-           * clf.ClassifierConfig.proj("config_name", cfg_alpha="alpha", arch="arch")
-           * clf.ClassificationDataset.proj("display_name", "is_stand_in"))
-    df = pd.DataFrame(rel.to_dicts())
+    """One row per trained classifier with its regularizer label, config name, alpha and data set name
+    (queries.classifiers)."""
+    df = queries.classifiers(modules).rename(columns=SHORT)
     if df.empty:
-        return df
+        return pd.DataFrame()
     keep = ["dataset", "display_name", "is_stand_in", "config_name", "arch", "cfg_alpha", "alpha", "kind", "label",
             "scan_group", "seed", "test_accuracy", "train_accuracy", "initial_heldout_loss", "heldout_loss",
             "epochs_run", "resumed_from_epoch", "pairs_per_step", "train_seconds", "device", "code_version",
@@ -43,10 +49,13 @@ def classifier_table(modules) -> pd.DataFrame:
 CLASSIFIER_KEY = ["dataset", "clf_hash", "reg_hash", "seed"]
 
 
-def _labelled(rel, modules) -> pd.DataFrame:
-    """The rows of `rel` (keyed by classifier) joined with the classifier's labels."""
-    df = pd.DataFrame(rel.to_dicts())
-    return df if df.empty else df.merge(classifier_table(modules), on=CLASSIFIER_KEY)
+def _labelled(df: pd.DataFrame, modules, values) -> pd.DataFrame:
+    """The result of a named query (keyed by classifier), its `values` columns under their short names,
+    joined with the classifier's labels (classifier_table)."""
+    if df.empty:
+        return pd.DataFrame()
+    df = df.rename(columns=SHORT)
+    return df[CLASSIFIER_KEY + list(values)].merge(classifier_table(modules), on=CLASSIFIER_KEY)
 
 
 def over_seeds(df: pd.DataFrame, groups: list, value: str, name: str) -> pd.DataFrame:
@@ -58,8 +67,8 @@ def over_seeds(df: pd.DataFrame, groups: list, value: str, name: str) -> pd.Data
 
 
 def noise_table(modules) -> pd.DataFrame:
-    """Per classifier and noise level: accuracy (with the classifier's labels)."""
-    return _labelled(modules["evaluation"].NoiseRobustness.Level.proj("sigma", "accuracy"), modules)
+    """Per classifier and noise level: accuracy (with the classifier's labels; queries.noise_curves)."""
+    return _labelled(queries.noise_curves(modules), modules, ["noise_name", "sigma", "accuracy"])
 
 
 def noise_summary(modules) -> pd.DataFrame:
@@ -84,8 +93,8 @@ def perturbation_table(modules) -> pd.DataFrame:
     over the clean-correct samples only (`_correct`), and the mean's SEM over samples (a null score,
     i.e. too many samples never fooled, is infinite: it raises the mean over seeds instead of
     vanishing from it)."""
-    rel = modules["evaluation"].MinimalPerturbation.Norm.proj(*SCORES, "sem", "sem_correct", "success_rate")
-    df = _labelled(rel, modules)
+    df = _labelled(queries.minimal_perturbations(modules), modules,
+                   ["suite", "norm", *SCORES, "sem", "sem_correct", "success_rate"])
     return df if df.empty else _infinite_nulls(df, SCORES)
 
 
@@ -114,8 +123,7 @@ def perturbation_summary(modules) -> pd.DataFrame:
 def budget_table(modules) -> pd.DataFrame:
     """Fig. 5's curve: per classifier, suite, norm and query budget the median and mean minimal
     perturbation when every attack may use at most `budget` iterations per run."""
-    rel = modules["evaluation"].MinimalPerturbation.Budget.proj(*SCORES, "success_rate")
-    df = _labelled(rel, modules)
+    df = _labelled(queries.perturbation_budgets(modules), modules, ["suite", "norm", "budget", *SCORES, "success_rate"])
     return df if df.empty else _infinite_nulls(df, SCORES)
 
 
@@ -145,13 +153,12 @@ ROBUSTNESS_LABELS = {"linf": "8_255", "l2": "0.5"}     # column names of ROBUSTB
 
 
 def gamma_table(modules) -> pd.DataFrame:
-    """Table 1: mean final gamma_k per layer and alpha over the regularized classifiers."""
-    clf = modules["classifier"]
-    rel = clf.RegularizedClassifier.LayerWeight * clf.ClassifierConfig.proj("alpha") \
-        * clf.Regularizer.proj("label")
-    df = pd.DataFrame(rel.to_dicts())
+    """Table 1: mean final gamma_k per layer and alpha (the recipe's) over the regularized classifiers
+    (queries.layer_weights)."""
+    df = queries.layer_weights(modules)
     if df.empty:
-        return df
+        return pd.DataFrame()
+    df = df.drop(columns=["alpha"]).rename(columns={"regularizer": "label", "recipe_alpha": "alpha"})
     table = (df.groupby(["label", "alpha", "layer"], as_index=False)
              .agg(mean_gamma=("gamma", "mean"), models=("seed", "count")))
     return table.pivot_table(index=["label", "alpha"], columns="layer", values="mean_gamma").reset_index() \
@@ -160,7 +167,7 @@ def gamma_table(modules) -> pd.DataFrame:
 
 def noise_correct_table(modules) -> pd.DataFrame:
     """Per classifier and noise level: accuracy and the per-test-image correctness (bool array)."""
-    return _labelled(modules["evaluation"].NoiseRobustness.Level.proj("sigma", "accuracy", "correct"), modules)
+    return _labelled(queries.noise_curves(modules, per_image=True), modules, ["noise_name", "sigma", "accuracy", "correct"])
 
 
 def _paired(reg: pd.DataFrame, none: pd.DataFrame) -> dict:

@@ -1,6 +1,8 @@
-"""notebooks/queries.ipynb: the committed notebook carries the outputs of every code cell, and it runs
-top to bottom in a Jupyter kernel (nbclient) against a fresh tiny demo study (the `tiny_demo`
-fixture of conftest.py), its outputs holding what each section promises: the pipeline's diagram,
+"""notebooks/queries.ipynb: the committed notebook carries the outputs of every code cell (from the demo
+profile: tests/unit/test_demo_numbers.py checks its result table against the README and docs/demo.md),
+and it runs top to bottom in a Jupyter kernel (nbclient) against a fresh tiny demo study (the `tiny_demo`
+fixture of conftest.py), its outputs holding what each section promises: the demo's result table, the
+named queries, one noise curve per noise set and regularizer, the pipeline's diagram,
 the restricted and aggregated tables, the gamma weights and epoch curves as figures, and a stored
 network's prediction on a test image."""
 import json
@@ -14,8 +16,8 @@ from nbclient import NotebookClient
 from tests.helpers import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "queries.ipynb"
-SECTIONS = ("The pipeline", "restriction by key and by condition", "Aggregation", "Epoch curves",
-            "A trained network")
+SECTIONS = ("The demo's result table", "Named queries", "The pipeline", "restriction by key and by condition",
+            "Aggregation", "Epoch curves", "A trained network")
 
 
 def text_of(output) -> str:
@@ -41,6 +43,13 @@ def check_outputs(nb, *, classes_trained: int):
         assert c.outputs, f"code cell without outputs:\n{c.source[:200]}"
         assert not [o for o in c.outputs if o["output_type"] == "error"], c.source[:200]
         assert c.execution_count is not None
+    result = "".join(text_of(o) for o in cell_after(nb, "The demo's result table").outputs)
+    assert "r(S_model, S_oracle)" in result and "clean accuracy" in result and "None (" in result
+    tidy = "".join(text_of(o) for o in cell_after(nb, "Named queries").outputs)
+    assert "regularizer" in tidy and "clean_accuracy" in tidy
+    noise = cell_after(nb, "## Robustness")
+    assert 'groupby(["noise_name", "regularizer", "noise_sd"])' in noise.source      # one noise set per curve
+    assert any("image/png" in o.get("data", {}) for o in noise.outputs)
     diagram = cell_after(nb, "The pipeline")
     shown = diagram.outputs[0]
     if "image/svg+xml" in shown.get("data", {}):

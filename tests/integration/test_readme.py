@@ -167,10 +167,11 @@ def test_cheap_commands_run(tiny_demo, tmp_path):
             program, args, key = kind(words)
             if key not in RUN:
                 continue
-            # the README's prefix is the demo's; here it is the tiny study's
-            args = [tiny_demo if a == plans.DEMO_PREFIX else a for a in args]
+            # the README's prefix (the demo's, or a real study's) is here the tiny study's
+            args = [tiny_demo if a == plans.DEMO_PREFIX or (i and args[i - 1] == "--prefix") else a
+                    for i, a in enumerate(args)]
             if key == ("report",):
-                args = [a if a != "report/" else str(tmp_path / "report") for a in args]
+                args = [str(tmp_path / "report") if i and args[i - 1] == "--out" else a for i, a in enumerate(args)]
             result = cli(tiny_demo, *args, timeout=600)
             assert result.returncode == 0, (line, words, result.stdout[-2000:], result.stderr[-2000:])
             ran.add(key)

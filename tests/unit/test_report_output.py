@@ -119,6 +119,7 @@ def test_every_csv_column_is_described_named_alike_and_rounded(monkeypatch, tmp_
     assert all(len(n) <= figures.MAX_NAME for n in names), [n for n in names if len(n) > figures.MAX_NAME]
     readme = (tmp_path / "r" / "README.md").read_text()
     assert "(not described)" not in readme
+    assert "keep_default_na=False" in readme        # pandas reads the label None as missing otherwise
     frames = {p.name: pd.read_csv(p, keep_default_na=False) for p in written if p.suffix == ".csv"}
     for name, df in frames.items():
         assert f"### {name}" in readme and f"`{name}`:" in readme, name

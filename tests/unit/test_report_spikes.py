@@ -96,7 +96,7 @@ def test_neuron_controls_figure_labels_colours_and_primary(tmp_path, monkeypatch
     assert [p.name for p in written] == ["neuron_controls.csv", "neuron_controls.png"]
     left, right = saved[0].axes
     labels = [t.get_text() for t in left.get_legend().get_texts()]
-    assert labels == [f"{label} (n=5)" for label in tables.reg_sort([r[1] for r in REGS])]
+    assert labels == [f"{label} (n=5 seeds)" for label in tables.reg_sort([r[1] for r in REGS])]
     colors = {c.get_label(): matplotlib.colors.to_hex(c.lines[0].get_color()) for c in left.containers}
     assert len(set(colors.values())) == len(REGS)        # one colour per regularizer
     for ax in (left, right):
