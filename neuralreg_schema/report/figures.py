@@ -204,6 +204,11 @@ def figure5(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Pat
 
 
 def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
+    # x: the suite's measured model queries per sample at each budget (forward + gradient rows counted
+    # at the model, AttackResult.Queries), mean over seeds; iterations per run where nothing was counted
+    measured = "mean_queries" in part and bool(part["mean_queries"].notna().all()) \
+        and bool((part["mean_queries"] > 0).all())
+    x_col = "mean_queries" if measured else "budget"
     for ax, norm in zip(axes, norms):
         p_norm = part[part["norm"] == norm]
         missing = False
@@ -211,27 +216,31 @@ def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
             p = p_norm[p_norm["label"] == label].sort_values("budget")
             y = p["mean_median"].replace(np.inf, np.nan)
             missing |= bool(y.isna().any())
-            ax.errorbar(p["budget"], y, yerr=p["sem_median"].replace(np.inf, np.nan), marker="o", ms=3,
+            ax.errorbar(p[x_col], y, yerr=p["sem_median"].replace(np.inf, np.nan), marker="o", ms=3,
                         capsize=2, color=_reg_color(label), label=f"{label} (n={int(p['seeds'].max())})")
-            ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.8,
+            ax.plot(p[x_col], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.8,
                     color=_reg_color(label))
         ax.set_xscale("log")
-        budgets = sorted(p_norm["budget"].unique())
-        ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
-        ax.minorticks_off()
-        ax.set_xlabel("attack iterations per run (query budget)")
+        if measured:
+            ax.set_xlabel("model queries per sample, whole suite (measured)")
+        else:
+            budgets = sorted(p_norm["budget"].unique())
+            ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
+            ax.minorticks_off()
+            ax.set_xlabel("attack iterations per run (query budget; queries not counted)")
         ax.set_title(f"{norm.upper()} (median over samples)" + ("\nmissing points: infinite median" if missing else ""),
                      fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("minimal adversarial distance")
     axes[-1].legend(fontsize=7)
-    fig.suptitle("Fig. 5: minimal perturbation over all attacks vs query budget, mean +- SEM over seeds; "
+    fig.suptitle("Fig. 5: minimal perturbation over all attacks vs queries, mean +- SEM over seeds; "
                  f"dashed: clean errors left out\n{' / '.join(keys)}", fontsize=9)
 
 
 def figure7(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
     """Supplement Fig. 7: mean minimal perturbation per regularizer and norm (bars), with the CSV of
-    both statistics, with and without the clean errors."""
+    both statistics, with and without the clean errors, the fraction of samples fooled and the mean
+    over the fooled samples (the bar where a never-fooled sample makes the mean infinite)."""
     summary = tables.perturbation_summary(modules) if summary is None else summary
     return _per_suite(summary, out, "fig7_mean_perturbation", 3.2, _draw_figure7)
 
@@ -242,16 +251,68 @@ def _draw_figure7(fig, axes, part: pd.DataFrame, norms, keys) -> None:
         p = part[part["norm"] == norm].set_index("label").reindex(reg_sort(part["label"].unique())).dropna(
             subset=["mean_mean"])
         err = p["sem_mean"] if across_seeds else p.get("sem_samples", p["sem_mean"])
-        ax.bar(range(len(p)), p["mean_mean"].replace(np.inf, np.nan), yerr=err.replace(np.inf, np.nan), capsize=3,
-               color=[_reg_color(lab) for lab in p.index])
-        for i, value in enumerate(p["mean_mean"]):
-            if np.isinf(value):          # some sample never fooled
-                ax.text(i, 0, "inf", ha="center", va="bottom", fontsize=8)
+        infinite = np.isinf(p["mean_mean"].to_numpy(float))       # some sample never fooled
+        fooled = p["mean_mean_success"].to_numpy(float) if "mean_mean_success" in p else np.full(len(p), np.nan)
+        height = np.where(infinite, fooled, p["mean_mean"].to_numpy(float))
+        ax.bar(range(len(p)), np.nan_to_num(height, nan=0.0), yerr=np.where(infinite, np.nan, err.to_numpy(float)),
+               capsize=3, color=[_reg_color(lab) for lab in p.index],
+               hatch=["//" if i else None for i in infinite], edgecolor="black", linewidth=0.3)
+        rates = p["mean_success_rate"].to_numpy(float) if "mean_success_rate" in p else np.full(len(p), np.nan)
+        for i, (inf, rate) in enumerate(zip(infinite, rates)):
+            if inf:                        # the mean over all samples is infinite: the fooled ones, and how many
+                ax.text(i, np.nan_to_num(height[i]), f"fooled\n{rate:.2f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
         ax.set_title(f"{norm.upper()} (mean over samples)", fontsize=9)
     axes[0].set_ylabel("minimal adversarial distance")
     fig.suptitle("Supplement Fig. 7: mean minimal perturbation over all attacks, clean errors as 0; error bars: "
-                 f"SEM over {'seeds' if across_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
+                 f"SEM over {'seeds' if across_seeds else 'samples'}; hatched: some sample never fooled, so the "
+                 f"bar is the mean over the fooled samples\n(its fooled fraction above it; the mean over all is "
+                 f"infinite)  {' / '.join(keys)}", fontsize=8)
+
+
+def attack_queries_csv(modules, out: Path) -> list[Path]:
+    """attack_queries.csv: per classifier and attack of a suite, the measured model queries per attacked
+    sample (forward and gradient rows, summed over the attack's runs)."""
+    df = tables.attack_queries(modules)
+    if df.empty:
+        return []
+    keep = ["display_name", "config_name", "suite", "attack", "label", "seed", "runs", "forward_per_sample",
+            "gradient_per_sample", "queries_per_sample", "clf_hash", "reg_hash"]
+    path = out / "attack_queries.csv"
+    write_csv(df[keep].sort_values(["display_name", "config_name", "suite", "attack", "label", "seed"]), path)
+    return [path]
+
+
+def figure_corruptions(modules, out: Path) -> list[Path]:
+    """corruptions.csv and, per data set, recipe and corruption set, accuracy vs severity (0: clean) per
+    regularizer, the mean over the set's corruptions (as Fig. 4 draws noise; mean +- SEM over seeds)."""
+    summary = tables.corruption_summary(modules)
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "corruptions.csv"
+    write_csv(summary, path)
+    written = [path]
+    mean = summary[summary["corruption"] == "mean"]
+    for keys, part in mean.groupby(["display_name", "config_name", "corruption_set"]):
+        published = bool(part["is_published"].iloc[0])
+        n_corr = summary[(summary["corruption_set"] == keys[2]) & (summary["corruption"] != "mean")]["corruption"].nunique()
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for label in reg_sort(part["label"].unique()):
+            p = part[part["label"] == label].sort_values("severity")
+            ax.errorbar(p["severity"], p["mean_accuracy"], yerr=p["sem_accuracy"], marker="o", ms=3, capsize=2,
+                        color=_reg_color(label), label=f"{label} (n={int(p['seeds'].max())})")
+        ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+        ax.set_xlabel("corruption severity")
+        ax.set_ylabel(f"test accuracy, mean over {n_corr} corruptions")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        what = "published CIFAR-10-C (grey)" if published else "LOCAL corruption set, NOT CIFAR-10-C"
+        ax.set_title(f"Common corruptions ({what}): {keys[2]}\n{keys[0]} / {keys[1]}; mean +- SEM over seeds",
+                     fontsize=9)
+        written.append(_save(fig, out, "corruptions", keys))
+    return written
 
 
 def _significance_markers(ax, part: pd.DataFrame, significant: np.ndarray, color) -> None:
