@@ -160,6 +160,9 @@ def test_corruption_accuracy_on_a_tiny_set(modules, prefix, trained_classifiers,
     (broken / "contrast.npy").write_bytes((broken / "contrast.npy").read_bytes()[:-7])
     with pytest.raises(C.CorruptionSetError, match="contrast.npy: truncated"):
         ctables.CorruptionSet.import_folder(broken, "offline", "tiny-c", corruptions=NAMES)
+    from neuralreg_schema import cli
+    assert cli.main(["--prefix", prefix, "corruptions", "import", str(broken), "--dataset", "offline",
+                     "--corruptions", *NAMES]) == 1                      # the CLI: one line, exit 1
     assert not ctables.CorruptionSet() and not ctables.CorruptionSet.Corruption()
     folder = make_layout(tmp_path / "c", labels=data.test_labels[:8])
     key = ctables.CorruptionSet.import_folder(folder, "offline", "tiny-c", corruptions=NAMES)
