@@ -73,7 +73,7 @@ def _study(prefix: str, suite: str):
     clf, ev = mods["classifier"], mods["evaluation"]
     s = (ev.AttackSuite & {"suite": suite}).fetch1()
     attacks = (ev.AttackSuite.Member * ev.AttackConfig & {"suite": suite}).to_dicts(order_by="attack")
-    keys = clf.RegularizedClassifier.keys(order_by="reg_hash, seed")
+    keys = clf.RegularizedClassifier.keys(order_by="seed, reg_hash")      # seed 0 of each regularizer first
     data = {}
     for key in keys:
         ds = key["dataset"]

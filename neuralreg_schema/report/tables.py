@@ -422,6 +422,7 @@ def corruption_table(modules) -> pd.DataFrame:
     clean = (sev[keys + ["corruption", "is_published"]].drop_duplicates().merge(clean, on=keys)
              .rename(columns={"clean_accuracy": "accuracy"}).assign(severity=0))
     df = pd.concat([clean, sev], ignore_index=True)
+    df["is_published"] = df["is_published"].astype(bool)          # MySQL/MariaDB return 0 / 1
     return df.merge(classifier_table(modules), on=CLASSIFIER_KEY)
 
 
