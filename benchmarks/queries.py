@@ -123,6 +123,7 @@ def main(argv=None):
     x, y = x[:args.probe], y[:args.probe]
     who = f"{label[(keys[0]['reg_hash'],)]} seed {keys[0]['seed']}, {len(x)} samples"
     cost = {}                       # paper attack -> (forward, gradient) per sample over its settings and repeats
+    fits = {}                       # probed attack -> (b, a) of forward and of gradient rows = a + b x steps
 
     def run(name, grid, repeats=1):
         t0 = time.perf_counter()
@@ -136,7 +137,7 @@ def main(argv=None):
         src = PROXY.get(name, name)
         if src not in AFFINE or (args.no_bb and name.startswith("bb")):
             continue
-        if src not in cost:
+        if src not in fits:
             pts = []
             for steps in AFFINE_STEPS:
                 out, sec = run(src, {**AFFINE[src], "steps": steps})
@@ -144,9 +145,9 @@ def main(argv=None):
                 print(f"      {src:14s} steps {steps:3d}: forward {pts[-1][0]:8.1f}, gradient {pts[-1][1]:8.1f} ({sec:.0f} s)")
             (f1, g1), (f2, g2) = pts
             ds = AFFINE_STEPS[1] - AFFINE_STEPS[0]
-            cost[src] = ((f2 - f1) / ds, f1 - (f2 - f1) / ds * AFFINE_STEPS[0],
+            fits[src] = ((f2 - f1) / ds, f1 - (f2 - f1) / ds * AFFINE_STEPS[0],
                          (g2 - g1) / ds, g1 - (g2 - g1) / ds * AFFINE_STEPS[0])
-        bf, af, bg, ag = cost[src]
+        bf, af, bg, ag = fits[src]
         spec = A.ATTACKS[name]
         reps = paper["repeats"] if spec.stochastic else 1
         settings = [spec.params(g) for g in expand_grid(paper["grids"][name])]
