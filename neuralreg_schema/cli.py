@@ -411,7 +411,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from populate import jobs as jobs_text, worker
+    from populate import corruptions, jobs as jobs_text, worker
     common = _common()
     parser = argparse.ArgumentParser(prog="neuralreg", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -451,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the highpass target); its scan group is <image set>-<tuning> (docs/controls.md)")
     q = isub.add_parser("sensorium", parents=[common], help="Sensorium 2022 static scans (folders or zips)")
     q.add_argument("paths", nargs="+")
+    corruptions.register(command)          # `neuralreg corruptions import|local` (populate/corruptions.py)
 
     p = command("populate", cmd_populate, help="run the worker loop over the graph (the worker's options)",
                 description=worker.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,6 +7,7 @@
     AttackConfig           one attack with its hyperparameter grid and repeats (compute/evaluation/specs.py)
     AttackResult           per classifier and attack: minimal adversarial distance per sample and norm
       .Budget              the same when every run may use at most `budget` iterations (Fig. 5's curve)
+      .Queries             per run: the model queries it made (forward and gradient rows, counted at the model)
     MinimalPerturbation    per classifier and suite: the minimum over the suite's attacks (+ .Norm);
                            its median (Fig. 5) and mean (supplement Fig. 7) are the paper's robustness
                            scores, each also without the clean errors
@@ -14,6 +15,8 @@
 
 Schemas declared before the sparse attacks and the budget curve (issue 14) lack columns and parts:
 drop their MinimalPerturbation and AttackResult tables (in that order) and populate them again.
+AttackResult.Queries (issue 22) is new: AttackResult rows computed before it have no query counts
+(the report then draws Fig. 5 against iterations); a new study (a new prefix) has them.
 
 The numbers come from compute/evaluation/: noise.py and attacks.py (with specs.py, recipes.py and
 scores.py beside it); this module fetches and inserts. NoiseRobustness
@@ -264,6 +267,21 @@ class AttackResult(dj.Computed):
         distances : <blob>               # float64 (n_samples, 4): l0, l1, l2, linf; 0 = misclassified clean, inf = none within the budget
         """
 
+    class Queries(dj.Part):
+        definition = """
+        # model queries of one run (setting x repeat), counted at the model (compute/evaluation/queries.py)
+        -> master
+        run : int32                      # index into `runs` (run order)
+        ---
+        steps : int32                    # (iterations) the run's nominal iterations (its query budget)
+        early_stopping : bool            # True: each sample stops at its adversarial (JSMA, SparseFool)
+        attacked : int32                 # (samples) attacked: the clean-correct ones
+        forward_rows : int64             # (images) rows of every forward pass of the run
+        gradient_rows : int64            # (images) rows of every gradient that reached the input
+        queries_per_sample : float64     # (queries) (forward_rows + gradient_rows) / attacked
+        used : <blob>                    # int64 (attacked,): iterations each attacked sample used
+        """
+
     def make_fetch(self, key):
         return (AttackConfig & key).fetch1("attack"), (AttackSuite & key).fetch1("n_samples")
 
@@ -316,8 +334,26 @@ class AttackResult(dj.Computed):
         self.Budget.insert([{**key, "budget": int(b), "success_rate": float(np.isfinite(d[:, k_own]).mean()),
                              "median_own": _finite(np.median(d[:, k_own])), "distances": d}
                             for b, d in zip(outcome.budgets, per_budget)])
+        self.Queries.insert(query_rows(key, outcome))
         # the rows are in (the transaction commits next); a lost checkpoint now only costs a re-run
         StoreCheckpoint(self, key).remove()
+
+
+def query_rows(key: dict, outcome) -> list[dict]:
+    """AttackResult.Queries rows of an attack outcome: per run its nominal steps, the model rows it
+    sent forward and back (compute/evaluation/queries.py) and the iterations of each attacked sample."""
+    from .compute.evaluation.specs import ATTACKS, SPARSE_FAMILIES
+    early = issubclass(ATTACKS[outcome.name].family, SPARSE_FAMILIES)
+    attacked = np.asarray(outcome.clean_correct, bool)
+    rows = []
+    for r, run in enumerate(outcome.params_tried):
+        n = int(run["attacked"])
+        forward, gradient = int(run["forward_rows"]), int(run["gradient_rows"])
+        rows.append({**key, "run": r, "steps": int(run["steps"]), "early_stopping": early, "attacked": n,
+                     "forward_rows": forward, "gradient_rows": gradient,
+                     "queries_per_sample": (forward + gradient) / n if n else 0.0,
+                     "used": np.asarray(outcome.runs_used[r], np.int64)[attacked]})
+    return rows
 
 
 @schema

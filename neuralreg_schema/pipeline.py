@@ -15,6 +15,9 @@ from . import settings
 
 # upstream first
 MODULES = ("experiment", "predictive", "similarity", "classifier", "evaluation")
+# tables of a schema declared in modules of their own: imported with it (so they are bound with it);
+# the worker populates their POPULATE_ORDER after the schema module's own
+SIDE_MODULES = {"evaluation": ("corruptions",)}
 
 _active: dict[str, str] = {}
 
@@ -40,8 +43,16 @@ def schema_names(prefix: str) -> dict[str, str]:
     return {m: f"{prefix}_{m}" for m in MODULES}
 
 
+def side_modules(name: str) -> list:
+    """The modules of SIDE_MODULES[name], imported."""
+    import importlib
+    return [importlib.import_module(f"{__package__}.{m}") for m in SIDE_MODULES.get(name, ())]
+
+
 def _modules():
     from . import classifier, evaluation, experiment, predictive, similarity
+    for name in SIDE_MODULES:
+        side_modules(name)          # their tables join the schema before it is bound
     return {"experiment": experiment, "predictive": predictive, "similarity": similarity,
             "classifier": classifier, "evaluation": evaluation}
 

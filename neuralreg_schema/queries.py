@@ -92,24 +92,25 @@ def noise_curves(modules, per_image: bool = False) -> pd.DataFrame:
 DISTANCES = ["median_distance", "mean_distance", "median_distance_correct", "mean_distance_correct"]
 SAMPLE_SEMS = ["mean_distance_sem_samples", "mean_distance_correct_sem_samples"]
 PERTURBATION_COLUMNS = ["dataset", "dataset_name", "config_name", "regularizer", "seed", "suite", "norm"] + DISTANCES \
-    + SAMPLE_SEMS + ["success_rate"] + CLASSIFIER_KEYS
+    + SAMPLE_SEMS + ["success_rate", "mean_distance_fooled"] + CLASSIFIER_KEYS
 DISTANCE_NAMES = dict(median_distance="median", mean_distance="mean", median_distance_correct="median_correct",
                        mean_distance_correct="mean_correct", mean_distance_sem_samples="sem",
-                       mean_distance_correct_sem_samples="sem_correct")
+                       mean_distance_correct_sem_samples="sem_correct", mean_distance_fooled="mean_success")
 
 
 def minimal_perturbations(modules) -> pd.DataFrame:
     """Per classifier, attack suite and norm: the median and mean over samples of the minimal adversarial
     distance (minimum over the suite's attacks; clean errors count 0; inf: too many samples never fooled),
     the same over the clean-correct samples (`_correct`), the standard errors over samples of the two
-    means (`_sem_samples`), and the fraction of samples fooled (Fig. 7)."""
+    means (`_sem_samples`), the fraction of samples fooled and the mean over the fooled ones
+    (`mean_distance_fooled`, finite even where a never-fooled sample makes the mean infinite; Fig. 7)."""
     norm = modules["evaluation"].MinimalPerturbation.Norm.proj("success_rate", **DISTANCE_NAMES)
     return _frame(norm * _labels(modules), PERTURBATION_COLUMNS, infinite=DISTANCES).sort_values(
         ["dataset_name", "config_name", "suite", "regularizer", "seed", "norm"], ignore_index=True)
 
 
 BUDGET_COLUMNS = [c for c in PERTURBATION_COLUMNS[:7] + ["budget"] + PERTURBATION_COLUMNS[7:]
-                  if c != "mean_distance_correct_sem_samples"]       # the Budget rows keep one SEM
+                  if c not in ("mean_distance_correct_sem_samples", "mean_distance_fooled")]   # the Budget rows keep one SEM
 
 
 def perturbation_budgets(modules) -> pd.DataFrame:

@@ -19,12 +19,21 @@ PNG its picture). What is drawn when the tables hold it:
                                   and norm, mean +- SEM over seeds of the per-model median; dashed: the
                                   median without the clean errors. At the largest budget it is the
                                   final score.
+    corruptions_<dataset>_<config>_<set>.png / corruptions.csv
+                                  common corruptions (CorruptionAccuracy): accuracy vs severity (0 = clean)
+                                  per regularizer, mean over the set's corruptions, mean +- SEM over
+                                  seeds; the CSV also per corruption; a LOCAL set (the offline
+                                  stand-ins: not CIFAR-10-C) says so in the title and `is_published`
+    attack_queries.csv            per classifier and attack: the measured model queries per attacked
+                                  sample (forward and gradient rows, AttackResult.Queries)
     fig7_mean_perturbation_<dataset>_<config>_<suite>.png / fig7_mean_perturbation.csv
                                   supplement Fig. 7: the mean minimal distance per regularizer and norm
                                   (bars: mean over seeds of the per-model mean; error bars: SEM over
-                                  seeds, or over samples for one seed); the CSV has the median and the
-                                  mean, each with and without the clean errors (`_correct`), and the
-                                  SEM over samples
+                                  seeds, or over samples for one seed); where a sample was never fooled
+                                  (the mean is infinite) a hatched bar shows the mean over the fooled
+                                  samples with the fooled fraction above it; the CSV has the median and
+                                  the mean, each with and without the clean errors (`_correct`), the
+                                  SEM over samples, the fooled fraction and the mean over the fooled
     fig6_alpha_<dataset>.png / fig6_alpha.csv
                                   supplement Fig. 6: accuracy vs noise per alpha (Neural (model); alpha 0
                                   = None), when more than one alpha was trained
@@ -84,8 +93,8 @@ import tempfile
 from pathlib import Path
 
 from .columns import write_csv, write_readme
-from .figures import (figure1, figure4, figure5, figure6, figure7, figure_controls, figure_dose_response,
-                      figure_neuron_controls, norm_label, regularizer_color)
+from .figures import (attack_queries_csv, figure1, figure4, figure5, figure6, figure7, figure_controls,
+                      figure_corruptions, figure_dose_response, figure_neuron_controls, norm_label, regularizer_color)
 from .summaries import classifier_summary, demo_summary, format_classifiers, format_demo_summary
 from .tables import (CLASSIFIER_KEY, CONTROL_GROUP, CONTROL_KINDS, PERTURBATION_GROUP, REG_ORDER, ROBUSTNESS_LABELS,
                      SCORES, budget_summary, budget_table, classifier_table, controls_summary, gamma_table,
@@ -108,7 +117,7 @@ __all__ = [
 MANIFEST = ".neuralreg-report"        # in a report folder: the files the last report wrote, one a line
 # the names a report gives its files (also those of reports written before the manifest existed)
 REPORT_FILE = re.compile(r"^(classifiers|table1_gamma|fig[0-9]+_[a-z_]+|controls|population_targets|neuron_controls|"
-                         r"dose_response)([_.-].*)?\.(png|csv)$")
+                         r"dose_response|attack_queries|corruptions)([_.-].*)?\.(png|csv)$")
 
 
 def write_report(prefix: str, out_dir, say=None) -> list[Path]:
@@ -167,7 +176,7 @@ def _write_all(modules, out: Path) -> list[Path]:
     gamma = gamma_table(modules)
     if not gamma.empty:
         written.append(write_csv(gamma, out / "table1_gamma.csv"))
-    for make in (figure1, figure4, figure5, figure7, figure6, figure_controls, figure_neuron_controls,
-                 figure_dose_response):
+    for make in (figure1, figure4, figure_corruptions, figure5, figure7, attack_queries_csv, figure6, figure_controls,
+                 figure_neuron_controls, figure_dose_response):
         written += make(modules, out)
     return written

@@ -26,6 +26,9 @@ RENAME = {
     "mean_median_correct": "median_distance_correct_mean", "sem_median_correct": "median_distance_correct_sem",
     "mean_mean_correct": "mean_distance_correct_mean", "sem_mean_correct": "mean_distance_correct_sem",
     "sem_samples": "mean_distance_sem_samples",
+    "mean_success_rate": "fooled_fraction_mean", "sem_success_rate": "fooled_fraction_sem",
+    "mean_mean_success": "mean_distance_fooled_mean", "sem_mean_success": "mean_distance_fooled_sem",
+    "mean_queries": "queries_mean", "sem_queries": "queries_sem",
 }
 RENAME_PATTERNS = [(re.compile(r"^robust_acc_(.+)$"), r"robust_accuracy_\1"),
                    (re.compile(r"^attacked_clean_acc_(.+)$"), r"attacked_clean_accuracy_\1")]
@@ -97,6 +100,27 @@ COLUMNS = {
     "mean_distance_correct_mean": "as mean_distance_mean, over the samples the classifier got right only",
     "mean_distance_correct_sem": "standard error of mean_distance_correct_mean over seeds",
     "mean_distance_sem_samples": "standard error over samples of the per-classifier mean distance, mean over seeds",
+    "fooled_fraction_mean": "(fraction of samples) with a finite minimal distance (fooled by some attack, or "
+                            "misclassified clean), mean " + SEEDS_NOTE,
+    "fooled_fraction_sem": "standard error of fooled_fraction_mean over seeds",
+    "mean_distance_fooled_mean": "(norm units) per classifier the mean minimal distance over the fooled samples only "
+                                 "(finite where mean_distance_mean is inf: the figure's hatched bar), mean " + SEEDS_NOTE,
+    "mean_distance_fooled_sem": "standard error of mean_distance_fooled_mean over seeds",
+    "queries_mean": "(model queries per sample) the whole suite limited to `budget`: forward and gradient rows "
+                    "through the model, counted (AttackResult.Queries), per attacked sample, mean " + SEEDS_NOTE,
+    "queries_sem": "standard error of queries_mean over seeds",
+    "corruption_set": "common-corruptions set (CorruptionSet: e.g. cifar10-c, or <dataset>-local-c built here)",
+    "is_published": "True: Hendrycks & Dietterich's published CIFAR-10-C files (grey); False: a LOCAL set built by "
+                    "compute/evaluation/corruption_functions.py on a stand-in's test images, not CIFAR-10-C",
+    "corruption": "corruption (a published CIFAR-10-C name, e.g. gaussian_noise); 'mean': the mean over the set's "
+                  "corruptions",
+    "severity": "corruption severity 1..5 (0: the same test images, clean)",
+    "attack": "attack of the suite (compute/evaluation/specs.py ATTACKS, e.g. ddn-l2, pgd-linf, jsma-l0)",
+    "runs": "runs of the attack (settings x repeats of its grid)",
+    "forward_per_sample": "(images per attacked sample) rows of every forward pass of the attack, summed over its runs",
+    "gradient_per_sample": "(images per attacked sample) rows of every gradient that reached the input, summed over "
+                           "its runs",
+    "queries_per_sample": "(model queries per attacked sample) forward_per_sample + gradient_per_sample",
     # Fig. 1 and the similarity targets
     "model_hash": "content hash of the predictive-model recipe (PredictiveModelConfig key)",
     "model_seed": "seed of the predictive model",
@@ -184,7 +208,11 @@ FILES = {          # what each CSV of a report is (README.md); figures: the PNGs
     "fig4_noise.csv": "Fig. 4: accuracy under Gaussian noise per regularizer and noise level, over seeds",
     "fig5_minimal_perturbation.csv": "Fig. 5: minimal adversarial distance per regularizer, norm and query budget",
     "fig6_alpha.csv": "supplement Fig. 6: accuracy under noise per alpha (Neural (model); 0 = None)",
-    "fig7_mean_perturbation.csv": "supplement Fig. 7: minimal adversarial distance per regularizer and norm",
+    "fig7_mean_perturbation.csv": "supplement Fig. 7: minimal adversarial distance per regularizer and norm, the "
+                                  "fraction of samples fooled and the mean over the fooled ones",
+    "corruptions.csv": "common corruptions: accuracy per regularizer, corruption (and their mean) and severity, "
+                       "over seeds",
+    "attack_queries.csv": "measured model queries per attacked sample of every attack, per classifier",
     "controls.csv": "known-answer controls: accuracy per regularizer and noise level, and the paired comparison "
                     "with None",
     "population_targets.csv": "per simulated population: r of its neural similarity with the pixel targets",

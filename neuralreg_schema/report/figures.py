@@ -275,6 +275,11 @@ def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
     from matplotlib.lines import Line2D
     labels = reg_sort(part["label"].unique())
     infinite_any = False
+    # x: the suite's measured model queries per sample at each budget (forward + gradient rows counted
+    # at the model, AttackResult.Queries), mean over seeds; iterations per run where nothing was counted
+    measured = "mean_queries" in part and bool(part["mean_queries"].notna().all()) \
+        and bool((part["mean_queries"] > 0).all())
+    x_col = "mean_queries" if measured else "budget"
     for ax, norm in zip(axes, norms):
         p_norm = part[part["norm"] == norm]
         top = np.nanmax(np.concatenate([p_norm[c].replace(np.inf, np.nan).to_numpy(float)
@@ -288,21 +293,24 @@ def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
             y = p["mean_median"].replace(np.inf, np.nan).to_numpy(float)
             sem = np.nan_to_num(p["sem_median"].replace(np.inf, np.nan).to_numpy(float))
             # a distance is >= 0: the lower bar stops at 0; a bar beyond the panel is cut at its edge
-            ax.errorbar(p["budget"], y, yerr=[np.minimum(sem, np.nan_to_num(y)), sem], marker="o", ms=3, capsize=2,
+            ax.errorbar(p[x_col], y, yerr=[np.minimum(sem, np.nan_to_num(y)), sem], marker="o", ms=3, capsize=2,
                         color=color, ls="-")
-            ax.plot(p["budget"], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.9, color=color)
+            ax.plot(p[x_col], p["mean_median_correct"].replace(np.inf, np.nan), ls="--", lw=0.9, color=color)
             infinite = np.isinf(p["mean_median"].to_numpy(float))
             if infinite.any():          # no finite median at this budget: a marker at the panel's top, one row each
                 infinite_any = True
                 row = 0.97 - min(0.05, 0.16 / len(labels)) * labels.index(label)
-                ax.plot(p["budget"].to_numpy()[infinite], np.full(infinite.sum(), row), ls="none", marker="^",
+                ax.plot(p[x_col].to_numpy()[infinite], np.full(infinite.sum(), row), ls="none", marker="^",
                         ms=5, color=color, transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_ylim(0, top)
         ax.set_xscale("log")
-        budgets = sorted(p_norm["budget"].unique())
-        ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
-        ax.minorticks_off()
-        ax.set_xlabel("attack iterations per run (query budget)", fontsize=8)
+        if measured:
+            ax.set_xlabel("model queries per sample, whole suite (measured)", fontsize=8)
+        else:
+            budgets = sorted(p_norm["budget"].unique())
+            ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=7)
+            ax.minorticks_off()
+            ax.set_xlabel("attack iterations per run (query budget; queries not counted)", fontsize=8)
         ax.set_ylabel(f"minimal {norm_label(norm)} distance ({NORM_UNITS.get(norm, 'norm units')})", fontsize=8)
         ax.set_title(norm_label(norm), fontsize=10)
         ax.grid(alpha=0.3)
@@ -316,13 +324,14 @@ def _draw_figure5(fig, axes, part: pd.DataFrame, norms, keys) -> None:
         handles.append(Line2D([], [], color="black", ls="none", marker="^", ms=5,
                               label="at the top: infinite median (most samples not fooled within the budget)"))
     _style_legend(fig, handles)
-    fig.suptitle("Fig. 5: minimal adversarial perturbation (minimum over the suite's attacks) against the query "
-                 f"budget\n{' / '.join(keys)}", fontsize=9)
+    fig.suptitle("Fig. 5: minimal adversarial perturbation (minimum over the suite's attacks) against "
+                 f"{'the measured model queries' if measured else 'the query budget'}\n{' / '.join(keys)}", fontsize=9)
 
 
 def figure7(modules, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
     """Supplement Fig. 7: mean minimal perturbation per regularizer and norm (bars), with the CSV of
-    both statistics, with and without the clean errors."""
+    both statistics, with and without the clean errors, the fraction of samples fooled and the mean
+    over the fooled samples (the bar where a never-fooled sample makes the mean infinite)."""
     summary = tables.perturbation_summary(modules) if summary is None else summary
     return _per_suite(summary, out, "fig7_mean_perturbation", 3.2, _draw_figure7)
 
@@ -335,12 +344,17 @@ def _draw_figure7(fig, axes, part: pd.DataFrame, norms, keys) -> None:
     for ax, norm in zip(axes, norms):
         p = part[part["norm"] == norm].set_index("label").reindex(labels).dropna(subset=["mean_mean"])
         err = (p["sem_mean"] if across_seeds else p.get("sem_samples", p["sem_mean"])).replace(np.inf, np.nan)
-        ax.bar(range(len(p)), p["mean_mean"].replace(np.inf, np.nan), yerr=err, capsize=3,
-               color=[regularizer_color(lab) for lab in p.index])
-        for i, value in enumerate(p["mean_mean"]):
-            if np.isinf(value):          # some sample never fooled
+        infinite = np.isinf(p["mean_mean"].to_numpy(float))       # some sample never fooled
+        fooled = p["mean_mean_success"].to_numpy(float) if "mean_mean_success" in p else np.full(len(p), np.nan)
+        height = np.where(infinite, fooled, p["mean_mean"].to_numpy(float))
+        ax.bar(range(len(p)), np.nan_to_num(height, nan=0.0), yerr=np.where(infinite, np.nan, err.to_numpy(float)),
+               capsize=3, color=[regularizer_color(lab) for lab in p.index],
+               hatch=["//" if i else None for i in infinite], edgecolor="black", linewidth=0.3)
+        rates = p["mean_success_rate"].to_numpy(float) if "mean_success_rate" in p else np.full(len(p), np.nan)
+        for i, (inf, rate) in enumerate(zip(infinite, rates)):
+            if inf:                        # the mean over all samples is infinite: the fooled ones, and how many
                 infinite_any = True
-                ax.text(i, 0, "inf", ha="center", va="bottom", fontsize=8)
+                ax.text(i, np.nan_to_num(height[i]), f"fooled\n{rate:.2f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(p)), p.index, rotation=35, ha="right", fontsize=8)
         ax.set_xlabel("regularizer", fontsize=8)
         ax.set_ylabel(f"mean minimal {norm_label(norm)} distance\n({NORM_UNITS.get(norm, 'norm units')})", fontsize=8)
@@ -348,7 +362,9 @@ def _draw_figure7(fig, axes, part: pd.DataFrame, norms, keys) -> None:
     seeds = part.groupby("label")["seeds"].max()
     handles = [Patch(color=regularizer_color(lab), label=f"{lab} (n={int(seeds[lab])} seeds)") for lab in labels]
     if infinite_any:
-        handles.append(Patch(color="white", label="inf: a sample no attack fooled"))
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//",
+                             label="hatched: some sample never fooled (the mean over all is infinite): "
+                                   "the mean over the fooled samples, their fraction above the bar"))
     _style_legend(fig, handles)
     fig.suptitle("Supplement Fig. 7: mean minimal adversarial perturbation over all attacks, clean errors as 0; "
                  f"error bars: SEM over {'seeds' if across_seeds else 'samples'}\n{' / '.join(keys)}", fontsize=9)
@@ -360,6 +376,51 @@ def _significance_handles(test: str) -> list:
     return [Line2D([], [], ls="none", marker="o", color="black", label=f"filled: {test} p < 0.05"),
             Line2D([], [], ls="none", marker="o", markerfacecolor="white", markeredgecolor="black",
                    label=f"open: {test} p >= 0.05")]
+
+
+def attack_queries_csv(modules, out: Path) -> list[Path]:
+    """attack_queries.csv: per classifier and attack of a suite, the measured model queries per attacked
+    sample (forward and gradient rows, summed over the attack's runs)."""
+    df = tables.attack_queries(modules)
+    if df.empty:
+        return []
+    keep = ["display_name", "config_name", "suite", "attack", "label", "seed", "runs", "forward_per_sample",
+            "gradient_per_sample", "queries_per_sample", "clf_hash", "reg_hash"]
+    path = out / "attack_queries.csv"
+    write_csv(df[keep].sort_values(["display_name", "config_name", "suite", "attack", "label", "seed"]), path)
+    return [path]
+
+
+def figure_corruptions(modules, out: Path) -> list[Path]:
+    """corruptions.csv and, per data set, recipe and corruption set, accuracy vs severity (0: clean) per
+    regularizer, the mean over the set's corruptions (as Fig. 4 draws noise; mean +- SEM over seeds)."""
+    summary = tables.corruption_summary(modules)
+    if summary.empty:
+        return []
+    plt = _plt()
+    path = out / "corruptions.csv"
+    write_csv(summary, path)
+    written = [path]
+    mean = summary[summary["corruption"] == "mean"]
+    for keys, part in mean.groupby(["display_name", "config_name", "corruption_set"]):
+        published = bool(part["is_published"].iloc[0])
+        n_corr = summary[(summary["corruption_set"] == keys[2]) & (summary["corruption"] != "mean")]["corruption"].nunique()
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for label in reg_sort(part["label"].unique()):
+            p = part[part["label"] == label].sort_values("severity")
+            ax.errorbar(p["severity"], p["mean_accuracy"], yerr=p["sem_accuracy"], marker="o", ms=3, capsize=2,
+                        color=regularizer_color(label), label=f"{label} (n={int(p['seeds'].max())})")
+        ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+        ax.set_xlabel("corruption severity")
+        ax.set_ylabel(f"test accuracy, mean over {n_corr} corruptions")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        what = "published CIFAR-10-C (grey)" if published else "LOCAL corruption set, NOT CIFAR-10-C"
+        ax.set_title(f"Common corruptions ({what}): {keys[2]}\n{keys[0]} / {keys[1]}; mean +- SEM over seeds",
+                     fontsize=9)
+        written.append(_save(fig, out, "corruptions", keys))
+    return written
 
 
 def _significance_markers(ax, part: pd.DataFrame, significant: np.ndarray, color) -> None:

@@ -78,6 +78,9 @@ def noise_summary(modules) -> pd.DataFrame:
 
 
 SCORES = ("median", "mean", "median_correct", "mean_correct")   # null in the database: infinite
+# beside the mean, which one never-fooled sample makes infinite (supplement Fig. 7): the fraction of
+# samples fooled and the mean over the fooled ones
+FOOLED = ("success_rate", "mean_success")
 PERTURBATION_GROUP = ["display_name", "config_name", "suite", "label", "norm"]
 
 
@@ -94,7 +97,9 @@ def perturbation_table(modules) -> pd.DataFrame:
     i.e. too many samples never fooled, is infinite: it raises the mean over seeds instead of
     vanishing from it)."""
     df = _labelled(queries.minimal_perturbations(modules), modules,
-                   ["suite", "norm", *SCORES, "sem", "sem_correct", "success_rate"])
+                   ["suite", "norm", *SCORES, "sem", "sem_correct", "success_rate", "mean_success"])
+    if not df.empty:
+        df["mean_success"] = df["mean_success"].astype(float)     # null: no sample fooled (nan, not inf)
     return df if df.empty else _infinite_nulls(df, SCORES)
 
 
@@ -113,7 +118,7 @@ def perturbation_summary(modules) -> pd.DataFrame:
     """Figs. 5/7: mean and SEM over seeds of the per-model median and mean (with and without the
     clean errors), and the mean over seeds of the per-model SEM over samples, per regularizer and norm."""
     df = perturbation_table(modules)
-    out = _score_summary(df, PERTURBATION_GROUP, [s for s in SCORES if s in df])
+    out = _score_summary(df, PERTURBATION_GROUP, [s for s in SCORES + FOOLED if s in df])
     if not df.empty and "sem" in df:
         samples = df.groupby(PERTURBATION_GROUP, as_index=False)["sem"].mean().rename(columns={"sem": "sem_samples"})
         out = out.merge(samples, on=PERTURBATION_GROUP)
@@ -128,8 +133,76 @@ def budget_table(modules) -> pd.DataFrame:
 
 
 def budget_summary(modules) -> pd.DataFrame:
-    """Fig. 5: mean and SEM over seeds of the per-model median (and the other scores) per budget."""
-    return _score_summary(budget_table(modules), PERTURBATION_GROUP + ["budget"], SCORES)
+    """Fig. 5: mean and SEM over seeds of the per-model median (and the other scores) per budget, and of
+    the suite's measured model queries per sample at that budget (`queries`, when counted)."""
+    df = budget_table(modules)
+    if df.empty:
+        return df
+    queries = budget_query_table(modules)
+    if not queries.empty:
+        df = df.merge(queries, on=CLASSIFIER_KEY + ["suite", "budget"], how="left")
+    return _score_summary(df, PERTURBATION_GROUP + ["budget"], SCORES + (("queries",) if "queries" in df else ()))
+
+
+def budget_query_table(modules) -> pd.DataFrame:
+    """Per classifier, suite and budget of MinimalPerturbation.Budget: the model queries per sample the
+    whole suite makes when every attack is limited to that budget (compute.evaluation.scores.budget_queries
+    over AttackResult.Queries: forward and gradient rows counted at the model). Empty where no
+    AttackResult of the suite has query counts (rows computed before issue 22)."""
+    from ..compute.evaluation.scores import budget_queries
+    ev = (modules or {}).get("evaluation")
+    if ev is None:
+        return pd.DataFrame()
+    try:
+        runs = ev.AttackResult.Queries.to_dicts(order_by="run")
+    except Exception:              # a schema declared before AttackResult.Queries (read-only: not created)
+        return pd.DataFrame()
+    if not runs:
+        return pd.DataFrame()
+    group = CLASSIFIER_KEY + ["suite"]
+    by_attack: dict = {}
+    for r in runs:
+        by_attack.setdefault(tuple(r[k] for k in group) + (r["attack_hash"],), []).append(r)
+    attack_budgets: dict = {}
+    for b in ev.AttackResult.Budget.proj().to_dicts():
+        attack_budgets.setdefault(tuple(b[k] for k in group) + (b["attack_hash"],), []).append(int(b["budget"]))
+    members = {}
+    for m in ev.AttackResult.proj().to_dicts():
+        members.setdefault(tuple(m[k] for k in group), []).append(m["attack_hash"])
+    union: dict = {}
+    for b in ev.MinimalPerturbation.Budget.proj().to_dicts():
+        union.setdefault(tuple(b[k] for k in group), set()).add(int(b["budget"]))
+    rows = []
+    for key, budgets in union.items():
+        hashes = members.get(key, [])
+        if not hashes or any(key + (h,) not in by_attack for h in hashes):
+            continue                # an attack without counts: no honest total
+        per_attack = [(sorted(attack_budgets.get(key + (h,), [])), by_attack[key + (h,)]) for h in hashes]
+        points = sorted(budgets)
+        for b, q in zip(points, budget_queries(per_attack, points)):
+            rows.append({**dict(zip(group, key)), "budget": b, "queries": float(q)})
+    return pd.DataFrame(rows)
+
+
+def attack_queries(modules) -> pd.DataFrame:
+    """Per classifier and attack of a suite: its runs and the model queries per attacked sample, summed
+    over its runs (forward and gradient rows; AttackResult.Queries), with the classifier's labels."""
+    ev = (modules or {}).get("evaluation")
+    if ev is None:
+        return pd.DataFrame()
+    try:
+        rows = (ev.AttackResult.Queries * ev.AttackConfig.proj("attack")).to_dicts()
+    except Exception:
+        return pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    df["forward_per_sample"] = df["forward_rows"] / df["attacked"].clip(lower=1)
+    df["gradient_per_sample"] = df["gradient_rows"] / df["attacked"].clip(lower=1)
+    out = df.groupby(CLASSIFIER_KEY + ["suite", "attack"], as_index=False).agg(
+        runs=("run", "count"), forward_per_sample=("forward_per_sample", "sum"),
+        gradient_per_sample=("gradient_per_sample", "sum"), queries_per_sample=("queries_per_sample", "sum"))
+    return out.merge(classifier_table(modules), on=CLASSIFIER_KEY)
 
 
 def robust_accuracy_table(modules) -> pd.DataFrame:
@@ -335,3 +408,39 @@ def dose_response(modules) -> pd.DataFrame:
                             "heldout_loss_mean": float(np.nanmean(loss)) if np.isfinite(loss).any() else np.nan,
                             "heldout_loss_sem": _sem(loss) if np.isfinite(loss).all() else np.nan})
     return pd.DataFrame(out)
+
+
+CORRUPTION_GROUP = ["display_name", "config_name", "corruption_set", "is_published"]
+
+
+def corruption_table(modules) -> pd.DataFrame:
+    """Per classifier, corruption set, corruption and severity: accuracy, with severity 0 the clean
+    accuracy on the same test images (CorruptionAccuracy; with the classifier's labels)."""
+    if not (modules or {}).get("evaluation"):           # the corruption tables live in the evaluation schema
+        return pd.DataFrame()
+    from .. import corruptions as ctables
+    published = ctables.CorruptionSet.proj("is_published")
+    sev = pd.DataFrame((ctables.CorruptionAccuracy.Severity * published).proj("accuracy", "is_published").to_dicts())
+    if sev.empty:
+        return sev
+    clean = pd.DataFrame(ctables.CorruptionAccuracy.proj("clean_accuracy").to_dicts())
+    keys = CLASSIFIER_KEY + ["corruption_set"]
+    clean = (sev[keys + ["corruption", "is_published"]].drop_duplicates().merge(clean, on=keys)
+             .rename(columns={"clean_accuracy": "accuracy"}).assign(severity=0))
+    df = pd.concat([clean, sev], ignore_index=True)
+    df["is_published"] = df["is_published"].astype(bool)          # MySQL/MariaDB return 0 / 1
+    return df.merge(classifier_table(modules), on=CLASSIFIER_KEY)
+
+
+def corruption_summary(modules) -> pd.DataFrame:
+    """corruptions.csv / the Fig. 4-like figure: per data set, recipe, corruption set, regularizer and
+    severity (0: clean), the accuracy per corruption and its mean over the corruptions
+    (corruption 'mean'), each as mean and SEM over seeds."""
+    df = corruption_table(modules)
+    if df.empty:
+        return df
+    per_model_mean = (df.groupby(CORRUPTION_GROUP + ["label", "seed", "severity"], as_index=False)["accuracy"].mean()
+                      .assign(corruption="mean"))
+    both = pd.concat([df[CORRUPTION_GROUP + ["label", "seed", "severity", "corruption", "accuracy"]], per_model_mean],
+                     ignore_index=True)
+    return over_seeds(both, CORRUPTION_GROUP + ["corruption", "label", "severity"], "accuracy", "accuracy")

@@ -79,6 +79,13 @@ def test_attacks_and_minimal_perturbation(modules, prefix, trained_classifiers, 
             budgets = (ev.AttackResult.Budget & key & {"attack_hash": r["attack_hash"]}).to_dicts(order_by="budget")
             assert len(budgets) >= 2 and budgets[-1]["budget"] == max(p["params"]["steps"] for p in r["runs"])
             np.testing.assert_array_equal(budgets[-1]["distances"], d)
+            # one Queries row per run, counted at the model (tests/unit/test_queries.py checks the counts)
+            queries = (ev.AttackResult.Queries & key & {"attack_hash": r["attack_hash"]}).to_dicts(order_by="run")
+            assert len(queries) == len(r["runs"])
+            for q, run in zip(queries, r["runs"]):
+                assert q["forward_rows"] > 0 and q["attacked"] == int(np.sum(r["clean_correct"]))
+                assert q["queries_per_sample"] == pytest.approx((q["forward_rows"] + q["gradient_rows"]) / q["attacked"])
+                assert len(q["used"]) == q["attacked"] and int(np.sum(q["used"])) == run["iterations"]
         master = (ev.MinimalPerturbation & key & suite).fetch1()
         correct = np.asarray(master["clean_correct"], bool)
         assert master["n_correct"] == correct.sum() and master["n_attacks"] == n_attacks
@@ -108,6 +115,16 @@ def test_attacks_and_minimal_perturbation(modules, prefix, trained_classifiers, 
     assert any(n.startswith("fig7_mean_perturbation_") and n.endswith(".png") for n in written)
     fig5 = pd.read_csv(tmp_path / "fig5_minimal_perturbation.csv", keep_default_na=False)
     assert fig5.query("suite == 'tiny'")["budget"].nunique() >= 3
+    # Fig. 5's x: the suite's measured queries per sample, growing with the budget
+    for _, curve in fig5.groupby(["regularizer", "norm"]):
+        q = curve.sort_values("budget")["queries_mean"].astype(float).to_numpy()
+        assert (q > 0).all() and (np.diff(q) >= 0).all()
+    per_attack = pd.read_csv(tmp_path / "attack_queries.csv", keep_default_na=False)
+    from neuralreg_schema.compute.evaluation.recipes import recipe
+    assert set(per_attack["attack"]) == set(recipe("tiny")["attacks"])
+    assert len(per_attack) == 2 * n_attacks and (per_attack["queries_per_sample"].astype(float) > 0).all()
+    fig7 = pd.read_csv(tmp_path / "fig7_mean_perturbation.csv", keep_default_na=False)
+    assert {"fooled_fraction_mean", "mean_distance_fooled_mean"} <= set(fig7.columns)
     # robust accuracy at RobustBench's budgets, from the stored per-sample distances
     table = pd.read_csv(tmp_path / "classifiers.csv", keep_default_na=False)
     for key in keys:
@@ -124,3 +141,49 @@ def test_attacks_and_minimal_perturbation(modules, prefix, trained_classifiers, 
     assert not (ev.MinimalPerturbation & keys[0] & suite)
     assert len(ev.MinimalPerturbation & keys[1] & suite) == 1                  # the other classifier's stays
     (ev.AttackSuite & suite).delete(prompt=False)
+
+
+def test_corruption_accuracy_on_a_tiny_set(modules, prefix, trained_classifiers, tmp_path):
+    """A tiny corruption set in the published layout (3 corruptions x 5 severities x 8 images of the
+    offline data set's first test images): imported (a malformed one refused, nothing written),
+    CorruptionAccuracy equals compute.evaluation.corruptions on the stored network, the report draws it."""
+    study = trained_classifiers
+    from neuralreg_schema import corruptions as ctables, report
+    from neuralreg_schema.compute.evaluation import corruptions as C
+    from tests.unit.test_corruptions import NAMES, make_layout
+    clf = modules["classifier"]
+    data = clf.ClassificationDataset.load(study["dataset"])
+    wrong = make_layout(tmp_path / "wrong", labels=(data.test_labels[:8] + 1) % 10)
+    with pytest.raises(C.CorruptionSetError, match="not the first 8 test labels"):
+        ctables.CorruptionSet.import_folder(wrong, "offline", "tiny-c", corruptions=NAMES)
+    broken = make_layout(tmp_path / "broken", labels=data.test_labels[:8])
+    (broken / "contrast.npy").write_bytes((broken / "contrast.npy").read_bytes()[:-7])
+    with pytest.raises(C.CorruptionSetError, match="contrast.npy: truncated"):
+        ctables.CorruptionSet.import_folder(broken, "offline", "tiny-c", corruptions=NAMES)
+    from neuralreg_schema import cli
+    assert cli.main(["--prefix", prefix, "corruptions", "import", str(broken), "--dataset", "offline",
+                     "--corruptions", *NAMES]) == 1                      # the CLI: one line, exit 1
+    assert not ctables.CorruptionSet() and not ctables.CorruptionSet.Corruption()
+    folder = make_layout(tmp_path / "c", labels=data.test_labels[:8])
+    key = ctables.CorruptionSet.import_folder(folder, "offline", "tiny-c", corruptions=NAMES)
+    assert ctables.CorruptionSet.import_folder(folder, "offline", "tiny-c", corruptions=NAMES) == key
+    assert len(ctables.CorruptionSet.Corruption & key) == 3
+    result = ctables.CorruptionAccuracy.populate(key, reserve_jobs=True, suppress_errors=True)
+    assert not result["error_list"], result["error_list"]
+    assert len(ctables.CorruptionAccuracy & key) == len(clf.RegularizedClassifier & study["config"])
+    clf_key = {**study["dataset"], **study["config"], **study["regs"]["None"], "seed": 0}
+    net = clf.RegularizedClassifier().network(clf_key)
+    cset = C.read_corruption_set(folder, NAMES)
+    rows = (ctables.CorruptionAccuracy.Severity & clf_key & key).to_dicts()
+    assert len(rows) == 15
+    for name in NAMES:
+        expected = C.corruption_accuracy(net, cset.images[name], cset.labels)
+        got = [r["accuracy"] for r in sorted(rows, key=lambda r: r["severity"]) if r["corruption"] == name]
+        np.testing.assert_allclose(got, expected)
+    row = (ctables.CorruptionAccuracy & clf_key & key).fetch1()
+    assert row["mean_accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in rows]))
+    written = {p.name for p in report.write_report(prefix, tmp_path / "report")}
+    assert "corruptions.csv" in written and any(n.startswith("corruptions_") and n.endswith(".png") for n in written)
+    table = pd.read_csv(tmp_path / "report" / "corruptions.csv", keep_default_na=False)
+    assert set(table["corruption"]) == set(NAMES) | {"mean"} and set(table["severity"]) == set(range(6))
+    (ctables.CorruptionSet & key).delete(prompt=False)

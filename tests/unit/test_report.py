@@ -73,3 +73,51 @@ def test_fig5_curves_over_the_query_budget(monkeypatch, tmp_path):
     assert [p.name for p in written][0] == "fig5_minimal_perturbation.csv" and len(written) == 2
     csv = pd.read_csv(tmp_path / "fig5_minimal_perturbation.csv", keep_default_na=False)
     assert sorted(csv["budget"].unique()) == [1, 10, 100]
+
+
+def test_fig7_shows_the_fooled_fraction_and_mean_where_a_sample_was_never_fooled(monkeypatch, tmp_path):
+    """A never-fooled sample makes the mean infinite (e.g. JSMA at the paper's 14.5 % cap): the CSV keeps
+    the infinite mean and gives the fooled fraction and the mean over the fooled samples, which the
+    figure draws (hatched) instead of an empty bar."""
+    rows = [{"display_name": "toy data", "config_name": "demo", "suite": "paper", "label": label, "norm": "l0",
+             "seed": seed, "median": 3.0, "mean": mean, "median_correct": 3.0, "mean_correct": mean, "sem": 0.1,
+             "success_rate": rate, "mean_success": 4.0 + seed}
+            for label, mean, rate in (("None", 4.0, 1.0), ("Neural (model)", np.inf, 0.92)) for seed in (0, 1)]
+    monkeypatch.setattr(report.tables, "perturbation_table", lambda modules: pd.DataFrame(rows))
+    written = report.figure7(None, tmp_path)
+    assert len(written) == 2
+    csv = pd.read_csv(tmp_path / "fig7_mean_perturbation.csv", keep_default_na=False).set_index("regularizer")
+    assert np.isinf(float(csv.loc["Neural (model)", "mean_distance_mean"]))
+    assert float(csv.loc["Neural (model)", "fooled_fraction_mean"]) == pytest.approx(0.92)
+    assert float(csv.loc["Neural (model)", "mean_distance_fooled_mean"]) == pytest.approx(4.5)
+
+
+def test_fig5_against_measured_queries(monkeypatch, tmp_path):
+    """Fig. 5's x is the suite's measured queries per sample at each budget (mean over seeds)."""
+    rows = [{"display_name": "toy data", "config_name": "demo", "suite": "tiny", "label": "None", "norm": "l2",
+             "seed": seed, "budget": budget, "median": 1.0 / budget, "mean": 1.0, "median_correct": 1.0,
+             "mean_correct": 1.0, "success_rate": 1.0, "dataset": "toy", "clf_hash": "c", "reg_hash": "r"}
+            for seed in (0, 1) for budget in (1, 10)]
+    queries = pd.DataFrame([{"dataset": "toy", "clf_hash": "c", "reg_hash": "r", "seed": seed, "suite": "tiny",
+                             "budget": budget, "queries": 30.0 * budget + seed} for seed in (0, 1) for budget in (1, 10)])
+    monkeypatch.setattr(report.tables, "budget_table", lambda modules: pd.DataFrame(rows))
+    monkeypatch.setattr(report.tables, "budget_query_table", lambda modules: queries)
+    summary = report.budget_summary(None)
+    assert summary.set_index("budget").loc[10, "mean_queries"] == pytest.approx(300.5)
+    assert len(report.figure5(None, tmp_path, summary)) == 2
+    csv = pd.read_csv(tmp_path / "fig5_minimal_perturbation.csv")
+    assert sorted(csv["queries_mean"]) == [30.5, 300.5]
+
+
+def test_corruption_summary_means_over_corruptions_then_seeds(monkeypatch, tmp_path):
+    rows = [{"display_name": "toy data", "config_name": "demo", "corruption_set": "toy-c", "is_published": False,
+             "label": "None", "seed": seed, "corruption": c, "severity": sev,
+             "accuracy": 0.9 - 0.1 * sev - (0.05 if c == "contrast" else 0) + 0.01 * seed}
+            for seed in (0, 1) for c in ("contrast", "pixelate") for sev in range(6)]
+    monkeypatch.setattr(report.tables, "corruption_table", lambda modules: pd.DataFrame(rows))
+    summary = report.tables.corruption_summary(None)
+    mean = summary[(summary["corruption"] == "mean") & (summary["severity"] == 3)].iloc[0]
+    assert mean["mean_accuracy"] == pytest.approx(0.9 - 0.3 - 0.025 + 0.005) and mean["seeds"] == 2
+    assert mean["sem_accuracy"] == pytest.approx(0.005)
+    written = report.figures.figure_corruptions(None, tmp_path)
+    assert [p.name for p in written][0] == "corruptions.csv" and len(written) == 2

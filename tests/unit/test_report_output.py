@@ -90,7 +90,8 @@ def _perturbations(budgets=None):
         for norm, budget in itertools.product(("l2", "linf"), budgets or [None]):
             base = 0.123456789 * (1 + r["seed"])
             row = {**r.to_dict(), "suite": "demo", "norm": norm, "median": base, "mean": base * 1.5,
-                   "median_correct": base, "mean_correct": base * 2, "sem": 0.0123456, "success_rate": 1.0}
+                   "median_correct": base, "mean_correct": base * 2, "sem": 0.0123456, "success_rate": 1.0,
+                   "mean_success": base * 1.5}
             if budget is not None:
                 row["budget"] = budget
             rows.append(row)
@@ -109,13 +110,22 @@ def test_every_csv_column_is_described_named_alike_and_rounded(monkeypatch, tmp_
     monkeypatch.setattr(tables, "noise_correct_table", lambda modules: noise)
     monkeypatch.setattr(tables, "perturbation_table", lambda modules: _perturbations())
     monkeypatch.setattr(tables, "budget_table", lambda modules: _perturbations([1, 10]))
+    monkeypatch.setattr(tables, "budget_query_table", lambda modules: _perturbations([1, 10])[
+        tables.CLASSIFIER_KEY + ["suite", "budget"]].drop_duplicates().assign(queries=lambda d: 12.3456789 * d["budget"]))
+    monkeypatch.setattr(tables, "attack_queries", lambda modules: _classifiers().assign(
+        suite="demo", attack="ddn-l2", runs=1, forward_per_sample=11.123456, gradient_per_sample=10.0,
+        queries_per_sample=21.123456))
+    monkeypatch.setattr(tables, "corruption_table", lambda modules: pd.concat(
+        [_classifiers().assign(corruption_set="offline-photos-local-c", is_published=False, corruption=c, severity=s,
+                               accuracy=0.7123456 - 0.1 * s) for c in ("contrast", "pixelate") for s in range(6)]))
     monkeypatch.setattr(tables, "population_targets", lambda modules: pd.DataFrame(
         [{"scan_group": "sim-demo-0", "population": "mouse", "matrix": "model/stimulus", "n_scans": 4,
           "n_images": 100, "r_lowpass": 0.123456, "r_highpass": 0.3}]))
     written = report.write_report("neuralreg_x", tmp_path / "r")
     names = {p.name for p in written}
     assert {"classifiers.csv", "table1_gamma.csv", "fig4_noise.csv", "fig5_minimal_perturbation.csv",
-            "fig7_mean_perturbation.csv", "controls.csv", "population_targets.csv", "README.md"} <= names, names
+            "fig7_mean_perturbation.csv", "controls.csv", "population_targets.csv", "README.md",
+            "corruptions.csv", "attack_queries.csv"} <= names, names
     assert all(len(n) <= figures.MAX_NAME for n in names), [n for n in names if len(n) > figures.MAX_NAME]
     readme = (tmp_path / "r" / "README.md").read_text()
     assert "(not described)" not in readme

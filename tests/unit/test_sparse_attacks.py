@@ -235,3 +235,30 @@ def test_jsma_candidate_pool_finds_the_exhaustive_pair():
         assert ok_e.all() and ok_p.all() and ((p1 % d) != (p2 % d)).all()
         assert valid.gather(1, p1[:, None]).all() and valid.gather(1, p2[:, None]).all()
         torch.testing.assert_close(score(p1, p2), score(e1, e2))
+
+
+@pytest.mark.parametrize("direction", ["increase", "decrease"])
+def test_jsma_papers_one_sided_setting_matches_brute_force(direction):
+    """Papernot et al.'s theta = +1 (features only increase, to 1) and theta = -1 (only decrease, to 0),
+    all pairs (pool 0): the fewest features that flip a linear model when each may move only that way is
+    the smallest k with 0.5 * (sum of the k largest useful |w|) > margin (useful: w < 0 when
+    increasing lowers the class-1 score, w > 0 when decreasing), rounded up to even (pairs)."""
+    rng = np.random.default_rng(1)
+    sign = -1 if direction == "increase" else 1
+    for trial in range(5):
+        d = 10
+        w = rng.normal(0, 1, d)
+        useful = np.sort(np.clip(sign * w, 0, None))[::-1]
+        margin = rng.uniform(0.3, 0.45) * useful.sum()
+        model, x, y = _case(w, np.full((1, 1, 2, 5), 0.5), margin)
+        best = next(k for k in range(1, d + 1) if 0.5 * useful[:k].sum() > margin)
+        adv, ok, _ = S.jsma(model, x, y, theta=1.0, gamma=1.0, steps=d, pool=0, direction=direction)
+        assert ok.all()
+        diff = (adv - x).flatten()
+        assert (diff >= 0).all() if direction == "increase" else (diff <= 0).all()
+        changed = diff.abs() > 1e-6
+        assert set(adv.flatten()[changed].tolist()) == {1.0 if direction == "increase" else 0.0}
+        assert int(changed.sum()) == best + (best % 2), (trial, int(changed.sum()), best)
+    with pytest.raises(ValueError, match="direction"):
+        S.jsma(model, x, y, direction="up")
+

@@ -85,6 +85,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .queries import QueryCounter
 from .recipes import recipe
 from .scores import NORMS, as_numpy, budget_points, distances, reduce_runs
 from .specs import ATTACKS, PGD, STARTED_FAMILIES, SPARSE_FAMILIES, AttackOptions, AttackSpec, parse_grid
@@ -245,6 +246,8 @@ class AttackOutcome:
     budget_distances: Optional[np.ndarray] = None      # (len(budgets), N, 4): the kept adversarial among the runs
                                                        # that used <= budget iterations (NORMS order; 0 / inf as above)
     resumed_batches: int = 0                           # batches taken from a checkpoint, not attacked in this call
+    runs_used: Optional[np.ndarray] = None             # int64 (R, N): iterations each sample used in each run
+                                                       # (params_tried order; its records hold the run's query counts)
 
     def summary(self) -> dict:
         """median and mean per norm (inf when a failure dominates), success rate, counts."""
@@ -337,8 +340,11 @@ class AttackProgress:
     rejected: int
     seconds: float
     batches: int = 0                   # batches attacked so far (over all runs)
+    run_forward: int = 0               # model queries of the current run so far: forward rows
+    run_gradient: int = 0              # ... and gradient rows (compute/evaluation/queries.py)
 
-    SCALARS = ("next_batch", "run_success", "run_rejected", "run_seconds", "rejected", "seconds", "batches")
+    SCALARS = ("next_batch", "run_success", "run_rejected", "run_seconds", "rejected", "seconds", "batches",
+               "run_forward", "run_gradient")
 
     def to_bytes(self) -> bytes:
         meta = {"identity": self.identity, "tried": jsonable(self.tried),
@@ -353,7 +359,8 @@ class AttackProgress:
         with np.load(io.BytesIO(blob), allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             arrays = {k: f[k] for k in ("runs_d", "runs_used", "d_run", "used")}
-        return cls(identity=meta["identity"], tried=meta["tried"], **arrays, **{k: meta[k] for k in cls.SCALARS})
+        return cls(identity=meta["identity"], tried=meta["tried"], **arrays,
+                   **{k: meta[k] for k in cls.SCALARS if k in meta})      # older checkpoints: no query counts
 
 
 def _identity(name: str, options: list, n_rep: int, seed: int, batch_size: int, x: np.ndarray,
@@ -429,7 +436,10 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
     with torch_threads(dev), eval_mode(net):
         net.to(dev)
         try:
-            fmodel = fb.PyTorchModel(net, bounds=(0, 1), device=dev)
+            # the attack's own calls go through the counter (every row of a forward pass and of a gradient
+            # to the input: compute/evaluation/queries.py); the clean predictions and the re-check do not
+            counted = QueryCounter(net).eval()           # net is in eval mode already (eval_mode)
+            fmodel = fb.PyTorchModel(counted, bounds=(0, 1), device=dev)
             clean_correct = predict(net, x_np) == y_np
             targets = np.flatnonzero(clean_correct)
             starts = list(range(0, len(targets), batch_size))
@@ -443,8 +453,11 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
                     idx = targets[starts[b]:starts[b] + batch_size]
                     xb = torch.as_tensor(x_np[idx], device=dev)
                     yb = torch.as_tensor(y_np[idx], device=dev)
-                    adv, claimed, its = _attack_batch(spec, options, fmodel, net, xb, yb,
+                    counted.reset()
+                    adv, claimed, its = _attack_batch(spec, options, fmodel, counted, xb, yb,
                                                       _run_seed(seed, k_set, rep, b), dev)
+                    state.run_forward += counted.forward_rows
+                    state.run_gradient += counted.gradient_rows
                     adv_np = as_numpy(adv).astype(np.float32)
                     ok = recheck(net, x_np[idx], y_np[idx], adv_np, claimed)
                     state.run_rejected += int((claimed & ~ok).sum())
@@ -465,11 +478,14 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
                 state.runs_used = np.concatenate([state.runs_used, state.used[None]])
                 state.tried.append({"params": options.as_dict(), "repeat": rep, "seed": _run_seed(seed, k_set, rep, 0),
                                     "successes": state.run_success, "rejected": state.run_rejected,
-                                    "iterations": int(state.used[targets].sum()), "seconds": run_seconds})
+                                    "iterations": int(state.used[targets].sum()), "seconds": run_seconds,
+                                    "steps": int(options.steps), "attacked": int(len(targets)),
+                                    "forward_rows": int(state.run_forward), "gradient_rows": int(state.run_gradient)})
                 say(f"{name} {options.as_dict()} repeat {rep + 1}/{n_rep}: {state.run_success}/{len(targets)} fooled"
                     + (f", {state.run_rejected} claims rejected by the re-check" if state.run_rejected else "")
                     + f" ({run_seconds:.1f} s)")
                 state.next_batch, state.run_success, state.run_rejected, state.run_seconds = 0, 0, 0, 0.0
+                state.run_forward = state.run_gradient = 0
                 state.d_run = np.full((n, len(NORMS)), np.inf)
                 state.used = np.zeros(n, np.int64)
         finally:
@@ -490,7 +506,7 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
                          clean_correct=clean_correct, params_tried=state.tried,
                          seconds=elapsed_before + time.perf_counter() - t0, rejected=state.rejected,
                          best_run=best_run, device=str(dev), budgets=budgets, budget_distances=per_budget,
-                         resumed_batches=resumed_batches)
+                         resumed_batches=resumed_batches, runs_used=np.asarray(runs_used, np.int64))
 
 
 def run_recipe(model: nn.Module, images: Array, labels: Array, name: str = "demo", *, seed: int = 0,

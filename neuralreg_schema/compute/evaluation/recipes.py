@@ -51,7 +51,10 @@ RECIPES: dict[str, dict] = {
         "adampgd-linf": {"steps": PAPER_STEPS, "abs_stepsize": [1e-4, 1e-3, 1e-2], "eps_hi": [0.3]},
         "pgd-l2": {"steps": PAPER_STEPS, "abs_stepsize": [1e-3, 1e-2, 1e-1], "eps_hi": [6.0]},
         "adampgd-l2": {"steps": PAPER_STEPS, "abs_stepsize": [1e-3, 1e-2, 1e-1], "eps_hi": [6.0]},
-        "jsma-l0": {"theta": [1.0, 0.3, 0.1], "gamma": [0.2], "steps": [200], "targets": [3]},
+        # Papernot et al. 2016's setting (sparse_attacks.py): theta +-1 (increase / decrease), gamma
+        # 14.5 %, every pair, every other class as a target (the smallest adversarial is kept)
+        "jsma-l0": {"theta": [1.0], "gamma": [0.145], "direction": ["increase", "decrease"], "pool": [0],
+                    "steps": [80], "targets": [9]},
         "sparsefool-l1": {"lambda_": [1.0, 2.0, 3.0], "steps": [50], "df_steps": [50], "candidates": [10]},
     }, n_samples=1000, batch_size=250, repeats=5, search_steps=12,
         note="Li et al. 2019 supplement / Schott et al. 2019: all attacks incl. JSMA, SparseFool; paper grids; "

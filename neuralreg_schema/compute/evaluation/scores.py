@@ -187,6 +187,44 @@ def budget_curve(per_attack: Sequence[tuple[Sequence[int], Array]]) -> tuple[lis
     return union, out
 
 
+def run_queries(run: dict, budget: Optional[int] = None) -> float:
+    """Model queries per attacked sample (forward rows + gradient rows, compute/evaluation/queries.py)
+    of one run, or of the same run limited to `budget` iterations. `run`: steps (nominal iterations),
+    early_stopping (bool), attacked (samples), forward_rows, gradient_rows, used (iterations per
+    attacked sample). A fixed-step run (every sample ran `steps`) costs its measured queries at a
+    budget >= steps and nothing below (it is not run: reduce_runs leaves it out). An early-stopping run
+    (JSMA, SparseFool) limited to B iterations is costed by the proportional model: its measured
+    queries x sum_i min(used_i, B) / sum_i used_i, i.e. a constant cost per sample-iteration (exact
+    at B >= max used; an approximation below, named so in docs/robustness.md)."""
+    attacked = int(run["attacked"])
+    if attacked <= 0:
+        return 0.0
+    total = (int(run["forward_rows"]) + int(run["gradient_rows"])) / attacked
+    if budget is None:
+        return float(total)
+    if not run["early_stopping"]:
+        return float(total) if int(run["steps"]) <= int(budget) else 0.0
+    used = np.asarray(run["used"], np.float64)
+    if not len(used) or used.sum() <= 0:
+        return float(total)
+    return float(total * np.minimum(used, int(budget)).sum() / used.sum())
+
+
+def budget_queries(per_attack: Sequence[tuple[Sequence[int], Sequence[dict]]], union: Sequence[int]) -> np.ndarray:
+    """Model queries per sample of a whole suite at each budget of `union` (budget_curve's): per
+    attack (its budgets ascending, its runs as run_queries takes them), the queries of its runs limited
+    to its largest budget <= B (the budget whose distances budget_curve uses at B; none below its
+    smallest), summed over attacks. float64 (len(union),)."""
+    out = np.zeros(len(union))
+    for budgets, runs in per_attack:
+        budgets = [int(b) for b in budgets]
+        for i, b in enumerate(union):
+            j = np.searchsorted(budgets, int(b), side="right") - 1
+            if j >= 0:
+                out[i] += sum(run_queries(r, budgets[j]) for r in runs)
+    return out
+
+
 __all__ = ["BUDGET_SERIES", "L0_THRESHOLD", "NORMS", "ROBUSTBENCH_BUDGETS", "as_numpy", "budget_curve",
-           "budget_points", "distance_statistics", "distances", "minimal_over_attacks", "reduce_runs",
+           "budget_points", "budget_queries", "run_queries", "distance_statistics", "distances", "minimal_over_attacks", "reduce_runs",
            "robust_accuracy"]

@@ -14,7 +14,7 @@ whose fields are the family's options with their types and defaults:
     PGD              rel_stepsize, abs_stepsize, steps, random_start;        compute/evaluation/foolbox_pgd.py (foolbox's
                      eps_hi, search_steps (the batched binary search)       Linf/L2 PGD, per-sample epsilon)
     AdamPGD          PGD's options + adam_beta1, adam_beta2, adam_epsilon    the same for Adam-PGD
-    JSMA             theta, gamma, steps, targets, pool                      compute/evaluation/sparse_attacks.jsma
+    JSMA             theta, gamma, steps, targets, pool, direction           compute/evaluation/sparse_attacks.jsma
     SparseFool       lambda_, steps, df_steps, candidates                    compute/evaluation/sparse_attacks.sparsefool
 
 A family's class variables say how compute/evaluation/attacks.py runs it: `kind` ("min": minimization, one run
@@ -145,12 +145,15 @@ class AdamPGD(PGD):
 
 @dataclass(frozen=True, kw_only=True)
 class JSMA(AttackOptions):
-    """Untargeted two-sided JSMA (compute/evaluation/sparse_attacks.jsma), L0; early-stopping per sample."""
+    """Untargeted JSMA (compute/evaluation/sparse_attacks.jsma), L0; early-stopping per sample.
+    direction: 'both' (features move up or down), or the paper's one-sided 'increase' (theta = +1)
+    and 'decrease' (theta = -1)."""
     theta: float = 1.0
     gamma: float = 0.1
     steps: int = 100
     targets: int = 1
     pool: int = 64
+    direction: str = "both"
 
 
 @dataclass(frozen=True, kw_only=True)
