@@ -34,7 +34,7 @@ errors, db status) prints one JSON object:
 
 Exit status: 0 success; 1 a runtime error (one line `neuralreg: error: ...` on stderr; NEURALREG_DEBUG=1
 adds the traceback), a job that failed in `populate` or `demo`, or `db status` that cannot log in;
-2 a usage error.
+2 a usage error; `populate` also 70 (a hung job) and 75 (stopped by SIGTERM/SIGINT, its job given back).
 """
 from __future__ import annotations
 
