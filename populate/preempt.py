@@ -180,6 +180,10 @@ class Guard:
     def __enter__(self) -> "Guard":
         import datajoint.autopopulate as autopopulate
         from datajoint.jobs import Job
+        self._active = threading.current_thread() is threading.main_thread()
+        if not self._active:                        # signals reach the main thread only: leave them alone
+            log.warning("worker not in the main thread: a SIGTERM is not turned into a give-back")
+            return self
         for sig in SIGNALS:
             self._saved[sig] = signal.signal(sig, self.handler)
         # DataJoint's populate installs a SIGTERM handler of its own for each call: keep ours
@@ -205,6 +209,8 @@ class Guard:
     def __exit__(self, *exc) -> None:
         import datajoint.autopopulate as autopopulate
         from datajoint.jobs import Job
+        if not self._active:
+            return
         signal.set_wakeup_fd(self._saved.pop("wakeup"))
         autopopulate.signal = self._saved.pop("module")
         Job.error = self._saved.pop("error")
