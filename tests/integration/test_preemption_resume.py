@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,8 +126,7 @@ def test_an_attack_termed_mid_run_goes_back_and_resumes_to_the_uninterrupted_res
     assert worker.returncode == preempt.PREEMPTED_EXIT, log[-3000:]
     row = _preempted(fresh_prefix, "evaluation.AttackResult")
     assert row["pending"] == 1 and row["preempted"] == 1 and row["error"] == 0 and row["done"] == 0, row
-    store = os.environ["NEURALREG_STORE"]
-    assert list((__import__("pathlib").Path(store) / "_checkpoints" / f"{fresh_prefix}_evaluation").rglob("*.pt"))
+    assert list((Path(os.environ["NEURALREG_STORE"]) / "_checkpoints" / f"{fresh_prefix}_evaluation").rglob("*.pt"))
 
     rescue = spawn(["-c", ATTACK_WORKER, fresh_prefix, "0"])
     log = rescue.communicate(timeout=300)[0]
