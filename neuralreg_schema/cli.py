@@ -9,7 +9,8 @@
     neuralreg plan STUDY [...]                 every row that defines a study (populate/plans.py)
     neuralreg populate [worker options]        the worker loop (populate/worker.py) over the whole graph
     neuralreg status [--json]                  rows per table and job queues
-    neuralreg jobs [errors|retry|ignore|prioritize|reclaim] [--json] [--table T] [--key NAME=VALUE ...]
+    neuralreg jobs [errors|held|retry|ignore|prioritize|reclaim] [--json] [--table T] [--key NAME=VALUE ...]
+    neuralreg launch slurm [--workers N] [--submit] ...   a SLURM array job of workers (populate/launch.py)
     neuralreg report [--out DIR]               the paper's figures and tables from the database
     neuralreg drop [--yes]                     drop every schema of the prefix (asks to type it back)
     neuralreg store gc [--delete] [--min-age S]   store files no row references (dry run unless --delete)
@@ -25,14 +26,15 @@ errors, db status) prints one JSON object:
 
     status       {"prefix", "connection", "tables": [{"table", "rows", and for computed tables "done",
                  "remaining", "pending", "reserved", "error", "ignore"}]}   (rows null: not in the database)
-    jobs         {"prefix", "tables": [{"table", "done", "remaining", "pending", "reserved", "error", "ignore"}]}
+    jobs         {"prefix", "tables": [{"table", "done", "remaining", "pending", "reserved", "error", "ignore", "preempted"}]}
     jobs errors  {"prefix", "errors": [{"table", "key", "message", "stack", "host", "pid", "when"}]}
+    jobs held    {"prefix", "held": [{"table", "key", "host", "pid", "user", "since", "heartbeat", "preemptions"}]}
     db status    {"backend", "host", "port", "database", "user", "answers", "login", "local_server_pid",
                  "docker", and once logged in the server's settings (e.g. "version") and "schemas"}
 
 Exit status: 0 success; 1 a runtime error (one line `neuralreg: error: ...` on stderr; NEURALREG_DEBUG=1
 adds the traceback), a job that failed in `populate` or `demo`, or `db status` that cannot log in;
-2 a usage error.
+2 a usage error; `populate` also 70 (a hung job) and 75 (stopped by SIGTERM/SIGINT, its job given back).
 """
 from __future__ import annotations
 
@@ -236,18 +238,12 @@ def cmd_jobs(args) -> int:
     from populate import jobs, worker
     prefix = _prefix(args)
     tables = [t for t in worker.computed_tables(_open_existing(args)) if t().is_declared]
-    if args.action == "status":
-        rows = jobs.progress(tables)
+    if args.action in ("status", "held"):
+        rows = jobs.progress(tables) if args.action == "status" else jobs.held(tables)
         if args.json:
-            _print_json({"prefix": prefix, "tables": rows})
-            return 0
-        print(f"{'table':<36} {'done':>7} {'remaining':>9} {'pending':>8} {'reserved':>9} {'error':>6} {'ignore':>7}")
-        for r in rows:
-            print(f"{r['table']:<36} {r['done']:>7} {r['remaining']:>9} {r['pending']:>8} {r['reserved']:>9} "
-                  f"{r['error']:>6} {r['ignore']:>7}")
-        print(jobs.JOBS_LEGEND)
-        for line in jobs.unqueued(prefix, rows):
-            print(line.strip())
+            _print_json({"prefix": prefix, "tables" if args.action == "status" else "held": rows})
+        else:
+            print("\n".join(jobs.progress_lines(prefix, rows) if args.action == "status" else jobs.held_lines(rows)))
     elif args.action == "errors":
         found = jobs.errors(tables, args.table)
         if args.json:
@@ -411,7 +407,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from populate import corruptions, jobs as jobs_text, worker
+    from populate import corruptions, jobs as jobs_text, launch, worker
     common = _common()
     parser = argparse.ArgumentParser(prog="neuralreg", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -462,14 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("jobs", cmd_jobs, help="job queues: progress, errors, retry, ignore, reclaim jobs of dead workers",
                 description="Job queues per computed table. " + jobs_text.COLUMNS)
-    p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "retry", "ignore", "reclaim",
-                                                                      "prioritize"])
+    p.add_argument("action", nargs="?", default="status", choices=["status", "errors", "held", "retry", "ignore",
+                                                                      "reclaim", "prioritize"])
     p.add_argument("--priority", type=int, help="prioritize: the new priority (lower runs first; default jobs: 5)")
     p.add_argument("--key", nargs="+", metavar="NAME=VALUE", help="parts of a key (retry, ignore)")
     p.add_argument("--table", help="e.g. PredictiveModel or predictive.PredictiveModel")
     p.add_argument("--trace", action="store_true", help="errors: print the tracebacks")
-    p.add_argument("--json", action="store_true", help="status, errors: print one JSON object")
+    p.add_argument("--json", action="store_true", help="status, errors, held: print one JSON object")
 
+    launch.add_parser(sub, common)       # `launch slurm`: populate/launch.py
     p = command("group", cmd_group, help="define a scan group (scans whose similarity matrices are averaged)")
     p.add_argument("name")
     p.add_argument("--image-set", help="every scan of this image set (default: the scans named by --scans)")
@@ -547,8 +544,8 @@ def _one_line(exc: BaseException) -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                      # a usage error exits 2 here
-    if args.command == "jobs" and args.json and args.action not in ("status", "errors"):
-        parser.error("--json goes with `jobs` (status) and `jobs errors`")
+    if args.command == "jobs" and args.json and args.action not in ("status", "errors", "held"):
+        parser.error("--json goes with `jobs` (status), `jobs errors` and `jobs held`")
     if args.command == "db" and args.json and args.action != "status":
         parser.error("--json goes with `db status`")
     if args.command == "db" and (args.force or args.rotate) and args.action != "worker-user":

@@ -6,7 +6,8 @@ Sources, highest priority first (DataJoint's own rules, plus two project convent
    directory is outside the project (a notebook elsewhere), the project's own file is loaded.
 3. `.secrets/database.user`, `.secrets/database.password` next to `datajoint.json` (ignored by git;
    written by `neuralreg db up`), then the same files in `~/.config/neuralreg/secrets/` (the per-user
-   copy that other checkouts on this machine reuse), or `/run/secrets/datajoint/` in containers.
+   copy that other checkouts on this machine reuse; `NEURALREG_SECRETS` names another folder), or
+   `/run/secrets/datajoint/` in containers.
 
 The object store `main` holds every large array and weight file. By default it is a file store; a
 relative `location` is taken relative to the project root (the folder holding `datajoint.json`),
@@ -76,7 +77,10 @@ def secrets_dir() -> Path:
 
 def user_secrets_dir() -> Path:
     """Per-user copy of the credentials, shared by every checkout of this user on this machine, so
-    a second clone reuses the database account instead of resetting its password."""
+    a second clone reuses the database account instead of resetting its password. NEURALREG_SECRETS
+    names another folder (a SLURM worker's 0600 files, a container's /run/secrets/neuralreg)."""
+    if os.environ.get("NEURALREG_SECRETS"):
+        return Path(os.environ["NEURALREG_SECRETS"])
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "neuralreg" / "secrets"
 
@@ -106,10 +110,11 @@ def tighten_secrets(folder: Path) -> None:
 
 
 def read_secret(name: str) -> str | None:
-    """A secret from the project's .secrets/, else from the per-user folder (both folders' modes are
-    tightened back to 0700/0600 on every read)."""
+    """A secret from the project's .secrets/, else from the per-user folder (NEURALREG_SECRETS, when
+    set, first); both folders' modes are tightened back to 0700/0600 on every read."""
     found = None
-    for folder in (secrets_dir(), user_secrets_dir()):
+    named = bool(os.environ.get("NEURALREG_SECRETS"))        # the folder named for this process comes first
+    for folder in ((user_secrets_dir(), secrets_dir()) if named else (secrets_dir(), user_secrets_dir())):
         tighten_secrets(folder)
         path = folder / name
         if found is None and path.is_file():

@@ -3,6 +3,7 @@
     neuralreg status [--json]          rows per table, and the job queues of the computed ones
     neuralreg jobs [--json]            progress per table: pending, reserved, error, ignore, done
     neuralreg jobs errors [--trace] [--json]   failed keys with their messages (and tracebacks)
+    neuralreg jobs held [--json]       reserved jobs: who holds each (host, pid, SLURM ids), preemptions
     neuralreg jobs retry [--table T] [--key NAME=VALUE ...]   clear errors: the next populate retries
     neuralreg jobs ignore --table T --key NAME=VALUE ...      never compute this key
     neuralreg jobs reclaim             give back jobs of dead workers
@@ -50,9 +51,47 @@ def progress(tables) -> list[dict]:
         remaining, total = table.progress(display=False)
         jobs = queue(table)
         p = jobs.progress() if jobs is not None else {}
+        preempted = len(jobs & "status in ('pending', 'reserved')" & "error_message LIKE 'Preempted%'") \
+            if jobs is not None else 0
         rows.append({"table": table_name(table), "done": total - remaining, "remaining": remaining,
-                     **{k: p.get(k, 0) for k in ("pending", "reserved", "error", "ignore")}})
+                     **{k: p.get(k, 0) for k in ("pending", "reserved", "error", "ignore")}, "preempted": preempted})
     return rows
+
+
+def progress_lines(prefix: str, rows: list[dict]) -> list[str]:
+    """`neuralreg jobs`: the progress table, its legend and the work no job will do (unqueued)."""
+    lines = [f"{'table':<36} {'done':>7} {'remaining':>9} {'pending':>8} {'reserved':>9} {'error':>6} {'ignore':>7} "
+             f"{'preempted':>9}"]
+    lines += [f"{r['table']:<36} {r['done']:>7} {r['remaining']:>9} {r['pending']:>8} {r['reserved']:>9} "
+              f"{r['error']:>6} {r['ignore']:>7} {r['preempted']:>9}" for r in rows]
+    return lines + [JOBS_LEGEND] + [line.strip() for line in unqueued(prefix, rows)]
+
+
+def held(tables) -> list[dict]:
+    """Every reserved job and who holds it: table, key, host, pid, user (the database account, then the
+    scheduler's name for the worker, e.g. '[slurm job 1235 (array 1234_1)]': common.runner), since
+    (reserved_time), heartbeat (its last stamp) and preemptions (times it was given back on a SIGTERM or
+    SIGINT: populate/preempt.py). Reads only."""
+    from populate.preempt import count
+    found = []
+    for table in tables:
+        jobs = queue(table)
+        if jobs is None:
+            continue
+        pk = jobs.primary_key
+        for row in jobs.reserved.to_dicts(order_by="reserved_time"):
+            found.append({"table": table_name(table), "key": {k: row[k] for k in pk}, "host": row.get("host"),
+                          "pid": row.get("pid"), "user": row.get("user"), "since": row.get("reserved_time"),
+                          "heartbeat": row.get("completed_time"), "preemptions": count(row.get("error_message"))})
+    return found
+
+
+def held_lines(rows: list[dict]) -> list[str]:
+    """`neuralreg jobs held`: one line per reserved job, then the count."""
+    lines = [f"{r['table']} {r['key']}: {r['user']} pid {r['pid']} on {r['host']} since {r['since']}, heartbeat "
+             f"{r['heartbeat']}" + (f", preempted {r['preemptions']} time(s) before" if r["preemptions"] else "")
+             for r in rows]
+    return lines + [f"{len(rows)} job(s) reserved"]
 
 
 def _tables(module, dj) -> list:
@@ -358,14 +397,17 @@ def reclaim(tables, timeouts: dict | None = None, lease: float | None = None) ->
 # what the columns of `status` and `jobs` mean: in their --help and under their tables
 COLUMNS = ("done: rows computed. remaining: keys whose inputs exist and that are not computed yet (all of them "
            "are computed by `neuralreg populate`). Jobs (DataJoint's queue of each table): pending = queued, "
-           "waiting for a worker; reserved = a worker is computing it; error = failed (`neuralreg jobs errors`, "
-           "`neuralreg jobs retry`); ignore = skipped for good. A remaining key without a job is not queued "
+           "waiting for a worker; reserved = a worker is computing it (`neuralreg jobs held`: which worker, "
+           "its SLURM ids); error = failed (`neuralreg jobs errors`, "
+           "`neuralreg jobs retry`); ignore = skipped for good; preempted = pending or reserved jobs given back "
+           "on a SIGTERM/SIGINT at least once (they resume from their checkpoint by themselves). A remaining key without a job is not queued "
            "yet: the next `neuralreg populate` (or worker pass) queues it.")
 STATUS_LEGEND = ("  rows: rows in the table; a computed table's 'n/m done': n rows of the m keys whose inputs exist; "
                  "jobs: pending = queued for a worker, reserved = being computed, error = failed "
                  "(`neuralreg jobs --help` says more)")
 JOBS_LEGEND = ("done: rows computed; remaining: keys whose inputs exist, not computed yet; pending: queued for a "
-               "worker; reserved: being computed; error: failed (`jobs errors`); ignore: skipped for good")
+               "worker; reserved: being computed (`jobs held`: by whom); error: failed (`jobs errors`); ignore: "
+               "skipped for good; preempted: pending or reserved, given back on a SIGTERM before")
 
 
 def unqueued(prefix: str, rows: list[dict]) -> list[str]:

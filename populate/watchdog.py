@@ -45,7 +45,7 @@ import threading
 import time
 from typing import Callable
 
-from populate.common import DEFAULT_TIMEOUT, table_name
+from populate.common import DEFAULT_TIMEOUT, runner, table_name
 
 log = logging.getLogger("neuralreg.watchdog")
 
@@ -80,7 +80,8 @@ def side_connection():
 
 def reserve_with_lease(jobs, key: dict) -> bool:
     """DataJoint's `Job.reserve` (2.3: one atomic UPDATE ... WHERE status = 'pending'), with the job's
-    first heartbeat stamped in the same statement: a reserved job is never without its lease, so
+    first heartbeat stamped in the same statement, and the scheduler's name for this worker (SLURM job and
+    array ids: common.runner) after the database account in `user`: a reserved job is never without its lease, so
     `jobs.reclaim` cannot mistake a job whose worker lost its connection before the first beat for a
     job reserved outside a worker (those are reclaimed when their connection is gone)."""
     import platform as _platform
@@ -93,7 +94,9 @@ def reserve_with_lease(jobs, key: dict) -> bool:
     query = (f"UPDATE {jobs.full_table_name} SET {assignments}, {qi('reserved_time')}=CURRENT_TIMESTAMP(3), "
              f"{qi('completed_time')}=CURRENT_TIMESTAMP(3) "
              f"WHERE {where} AND {qi('status')}='pending' AND {qi('scheduled_time')} <= CURRENT_TIMESTAMP(3)")
-    args = ["reserved", _platform.node(), os.getpid(), jobs.connection.connection_id, jobs.connection.get_user(),
+    who = runner()                     # e.g. 'slurm job 1235 (array 1234_1)': `neuralreg jobs held` shows it
+    user = jobs.connection.get_user() + (f" [{who}]" if who else "")
+    args = ["reserved", _platform.node(), os.getpid(), jobs.connection.connection_id, user[:255],
             _get_job_version(jobs.connection._config)]
     return jobs.connection.query(query, args=args).rowcount == 1
 

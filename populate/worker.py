@@ -16,12 +16,18 @@ worker after S seconds without work. `--threads N` sets torch's CPU threads; by 
 CPUs this process may use (affinity and cgroup quota) divided by `--workers-per-machine` (default
 $NEURALREG_WORKERS, else 1): start N workers on one machine with NEURALREG_WORKERS=N. OpenMP threads
 sleep rather than spin while waiting (compute/common/runtime.py), so a busy neighbour costs its fair share,
-not 20x. SIGTERM during a job: DataJoint records that job as an error
-("SIGTERM received": `neuralreg jobs retry` queues it again) and the worker exits.
+not 20x.
+
+SIGTERM or SIGINT (preemption, a time limit, Ctrl-C) is a normal event (populate/preempt.py): the job in
+hand goes back to the queue by itself, with its preemption count in the job row (`neuralreg jobs`,
+`neuralreg jobs held`), and the next worker resumes it from its checkpoint; a job preempted more than
+`--max-preemptions` times (default 10) becomes an error that says so. The worker then exits with 75.
 
 Exit status: 0 when the worker ran out of work (or reached --max-jobs / --idle-exit) and every job it
 ran succeeded; 1 when a job it ran is left in error (the worker still goes on with the other keys
-first) or the database did not come back; 70 (watchdog.HUNG_EXIT) when the watchdog ends a hung worker.
+first) or the database did not come back; 70 (watchdog.HUNG_EXIT) when the watchdog ends a hung worker;
+75 (preempt.PREEMPTED_EXIT, EX_TEMPFAIL) when a SIGTERM/SIGINT stopped it: nothing failed, its job was
+given back (schedulers: see docs/cluster.md, Preemption).
 `neuralreg populate` is this worker, with the same options.
 
 A lost database connection (server restarted, network down) does not end the worker. DataJoint
@@ -45,7 +51,7 @@ import time
 
 from neuralreg_schema import pipeline, settings
 from neuralreg_schema.compute.common import runtime
-from populate import jobs, watchdog
+from populate import jobs, preempt, watchdog
 from populate.common import LEASE, table_name
 
 log = logging.getLogger("neuralreg.worker")
@@ -303,6 +309,13 @@ def add_options(parser: argparse.ArgumentParser, *, common: bool = True) -> argp
     parser.add_argument("--stall-timeout", type=seconds(0),
                         help="seconds a job may go without progress before the watchdog ends the worker "
                              "(default: the table's stall_timeout, else 4 h)")
+    parser.add_argument("--max-preemptions", type=count(0), default=preempt.MAX_PREEMPTIONS,
+                        help="times a job may be given back on SIGTERM/SIGINT before it becomes an error "
+                             f"(default {preempt.MAX_PREEMPTIONS})")
+    parser.add_argument("--preempt-grace", type=seconds(0), default=preempt.GRACE,
+                        help="seconds after a SIGTERM within which a worker stuck in native code gives its job "
+                             f"back from another thread and exits (default {preempt.GRACE:.0f}; keep it below "
+                             "the scheduler's grace before SIGKILL)")
     parser.add_argument("--job-timeout", type=seconds(0),
                         help="seconds a job may run before the watchdog ends the worker (default: the table's "
                              "reserve_timeout)")
@@ -336,9 +349,16 @@ def serve(args: argparse.Namespace, tables: list) -> int:
     jobs.declare(tables)                    # before the race of workers that start together (PostgreSQL)
     dog = watchdog.Watchdog(tables, connections(tables)[0], interval=args.heartbeat,
                             stall_timeout=args.stall_timeout, job_timeout=args.job_timeout).start()
+    guard = preempt.Guard(tables, max_preemptions=args.max_preemptions, grace=args.preempt_grace)
     try:
-        with watchdog.leases_on_reserve():  # a job this worker reserves has its heartbeat from the start
-            return _loop(args, tables)
+        with guard, watchdog.leases_on_reserve():   # a job this worker reserves has its heartbeat from the start
+            try:
+                return _loop(args, tables)
+            except preempt.Preempted:
+                given = guard.give_back()
+                log.warning("stopped by %s: job(s) given back %s; exit status %d", guard.signum and
+                            preempt.signal.Signals(guard.signum).name, json.dumps(given), preempt.PREEMPTED_EXIT)
+                return preempt.PREEMPTED_EXIT
     finally:
         dog.stop()
 

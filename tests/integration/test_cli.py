@@ -32,7 +32,7 @@ def _error_line(run) -> str:
     return lines[0]
 
 
-READ_ONLY = (["status"], ["status", "--json"], ["jobs"], ["jobs", "--json"], ["jobs", "errors"],
+READ_ONLY = (["status"], ["status", "--json"], ["jobs"], ["jobs", "--json"], ["jobs", "errors"], ["jobs", "held"],
              ["jobs", "errors", "--json"], ["report", "--out", "REPORT"])
 
 
@@ -59,7 +59,7 @@ def test_read_only_commands_create_nothing(modules, prefix, fresh_prefix, tmp_pa
 
 def test_json_output_has_the_documented_keys(modules, prefix):
     outputs = {}
-    for args in (["status", "--json"], ["jobs", "--json"], ["jobs", "errors", "--json"]):
+    for args in (["status", "--json"], ["jobs", "--json"], ["jobs", "errors", "--json"], ["jobs", "held", "--json"]):
         run = cli(prefix, *args, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         outputs[" ".join(args[:-1])] = json.loads(run.stdout)       # stdout is the JSON object alone
@@ -73,8 +73,9 @@ def test_json_output_has_the_documented_keys(modules, prefix):
     assert computed["rows"] == len(modules["experiment"].Neuron())
     jobs = outputs["jobs"]
     assert set(jobs) == {"prefix", "tables"} and jobs["tables"]
-    assert all(set(t) == {"table", "done", "remaining", "pending", "reserved", "error", "ignore"} for t in jobs["tables"])
-    assert set(outputs["jobs errors"]) == {"prefix", "errors"}
+    assert all(set(t) == {"table", "done", "remaining", "pending", "reserved", "error", "ignore", "preempted"}
+               for t in jobs["tables"])
+    assert set(outputs["jobs errors"]) == {"prefix", "errors"} and set(outputs["jobs held"]) == {"prefix", "held"}
     run = run_python(["-m", "neuralreg_schema.cli", "db", "status", "--json"], timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     db = json.loads(run.stdout)

@@ -1,7 +1,8 @@
 """Worker faults on the tiny simulated study, each in its own schema prefix and driven through real
 worker processes (`python -m populate.worker`): two workers compute every key exactly once; a
 worker killed with SIGKILL mid-training leaves a job that the next worker reclaims and finishes;
-SIGTERM is recorded in the job table and the job is retried. No table ever holds a partial result.
+SIGTERM gives the job back to the queue (populate/preempt.py) and the next worker finishes it, with no
+`jobs retry`. No table ever holds a partial result.
 The study includes two tiny classifiers (None and Neural (model)) with their noise and attack
 evaluation, so every auto-populated table is covered; test_classifier_resume.py kills a classifier mid-training, test_db_restart.py the server."""
 import json
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from neuralreg_schema import pipeline
+from populate import preempt
 from tests.helpers import cli, probe, run_python, spawn
 
 pytestmark = pytest.mark.slow      # real worker processes training models: minutes, not seconds
@@ -108,18 +110,20 @@ def test_sigkill_mid_training_is_reclaimed_and_finished(study):
     _assert_complete(_probe(study))
 
 
-def test_sigterm_is_recorded_and_the_job_retried(study):
+def test_sigterm_gives_the_job_back_and_the_next_worker_finishes_it(study):
     worker = _worker(study)
     _wait_for_reserved(study)
     worker.send_signal(signal.SIGTERM)
     log = worker.communicate(timeout=120)[0]
+    assert worker.returncode == preempt.PREEMPTED_EXIT, log[-2000:]
     state = _probe(study)
-    errors = state["predictive.PredictiveModel"]["errors"]
-    assert len(errors) == 1 and "SIGTERM" in errors[0], (errors, log[-2000:])
+    assert not state["predictive.PredictiveModel"]["errors"], log[-2000:]            # not an error
+    assert state["predictive.PredictiveModel"]["jobs"]["reserved"] == 0              # given back
     assert state["units"] == state["predictive.PredictiveModel"]["rows"] * 40
-    out = cli(study, "jobs", "retry")
-    assert out.returncode == 0 and "cleared 1" in out.stdout, out.stderr
-    rescue = _worker(study)
+    out = cli(study, "jobs", "--json")
+    row = next(r for r in json.loads(out.stdout)["tables"] if r["table"] == "predictive.PredictiveModel")
+    assert row["preempted"] == 1 and row["pending"] >= 1, row
+    rescue = _worker(study)                                                          # no `jobs retry`
     log = rescue.communicate(timeout=600)[0]
     assert rescue.returncode == 0, log
     _assert_complete(_probe(study))

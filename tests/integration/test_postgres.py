@@ -2,19 +2,22 @@
 server: `neuralreg db up` creates the application role and the pipeline's database, `db worker-user`
 the least-privilege worker role; the tiny simulated experiment is ingested and Neuron populated by a
 worker logged in as that role; jobs of a dead worker are reclaimed (pg_stat_activity), a live one is
-kept; the worker role cannot drop or alter. Everything it creates (schemas, database, roles) carries a
+kept; a TERMed worker gives its job back, counted; the worker role cannot drop or alter. Everything it creates (schemas, database, roles) carries a
 unique name and is dropped afterwards. Skipped only when no PostgreSQL answers (127.0.0.1:5432, or
 $NEURALREG_TEST_PG_PORT)."""
 import importlib.util
 import json
 import os
+import signal
 import uuid
 from pathlib import Path
 
 import pytest
 
 from neuralreg_schema import db
-from tests.helpers import run_python
+from populate import preempt
+from tests.helpers import run_python, spawn, stop
+from tests.integration.test_preemption import WORKER as PREEMPTED_WORKER
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -57,6 +60,14 @@ import sys
 from neuralreg_schema import pipeline
 m = pipeline.activate(sys.argv[1])
 print(len(m["experiment"].Scan()), len(m["experiment"].Neuron()), len(m["experiment"].Neuron.jobs.errors))
+"""
+
+NOTES = """
+import sys
+from neuralreg_schema import pipeline
+neuron = pipeline.activate(sys.argv[1])["experiment"].Neuron
+for row in (neuron.jobs & "error_message LIKE 'Preempted%'").to_dicts():
+    print(row["status"], row["error_message"])
 """
 
 DROP = """
@@ -135,6 +146,20 @@ def test_postgres_account_and_a_pipeline_slice(pg):
         found = json.loads(_ok(_run(["-c", RECLAIM, prefix], as_worker)).strip().splitlines()[-1])
         assert found["heartbeat"] and found["found_own_connection"], found
         assert found["reclaimed"] == {"experiment.Neuron": 1} and len(found["left"]) == 1, found
+
+        # preemption on PostgreSQL: a TERMed worker gives its job back by itself, counted (populate/preempt.py)
+        worker = spawn(["-c", PREEMPTED_WORKER, prefix, "make"], env=as_worker, cwd=env["NEURALREG_HOME"])
+        try:
+            line = ""
+            while "in make" not in line:
+                line = worker.stdout.readline()
+                assert line or worker.poll() is None, "the worker ended before its job started"
+            worker.send_signal(signal.SIGTERM)
+            log = worker.communicate(timeout=120)[0]
+        finally:
+            stop(worker)
+        assert worker.returncode == preempt.PREEMPTED_EXIT, log[-3000:]
+        assert "pending Preempted 1 time(s) (limit 10); last: SIGTERM" in _ok(_run(["-c", NOTES, prefix], env))
 
         # the least-privilege worker fills Neuron in the schemas the application role created
         _ok(_run(["-m", "populate.worker", "--prefix", prefix, "--tables", "Neuron"], as_worker))
