@@ -330,7 +330,7 @@ def cmd_store(args) -> int:
 
 def cmd_demo(args) -> int:
     import logging
-    from populate import ingest
+    from populate import corruptions, ingest
     from . import db, pipeline, report
     prefix = getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX") or plans.DEMO_PREFIX
     args.prefix = prefix
@@ -344,6 +344,8 @@ def cmd_demo(args) -> int:
     _say("== 3/5 study configuration")
     plans.plan_study(prefix, plans.DEMO_STUDY[args.profile], model=plans.DEMO_MODEL[args.profile],
                      dataset=args.dataset, vgg=False if args.profile != "full" else None)
+    if args.profile != "tiny" and args.dataset.startswith("offline"):   # a LOCAL set, not CIFAR-10-C (docs/robustness.md)
+        corruptions.import_local(prefix, args.dataset)
     modules = pipeline.activate(prefix)
     predictive = modules["predictive"]
     model = predictive.model_key(predictive.PredictiveModelConfig.add(plans.DEMO_MODEL[args.profile]), 0)

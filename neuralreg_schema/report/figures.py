@@ -409,7 +409,7 @@ def figure_corruptions(modules, out: Path) -> list[Path]:
         for label in reg_sort(part["label"].unique()):
             p = part[part["label"] == label].sort_values("severity")
             ax.errorbar(p["severity"], p["mean_accuracy"], yerr=p["sem_accuracy"], marker="o", ms=3, capsize=2,
-                        color=regularizer_color(label), label=f"{label} (n={int(p['seeds'].max())})")
+                        color=regularizer_color(label), label=f"{label} (n={int(p['seeds'].max())} seeds)")
         ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
         ax.set_xlabel("corruption severity")
         ax.set_ylabel(f"test accuracy, mean over {n_corr} corruptions")
