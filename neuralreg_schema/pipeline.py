@@ -15,6 +15,9 @@ from . import settings
 
 # upstream first
 MODULES = ("experiment", "predictive", "similarity", "classifier", "evaluation")
+# modules whose tables live in another module's schema, declared after that module's own tables:
+# {schema module: (modules,)}; activate() returns them too, under their own names
+EXTENSIONS = {"evaluation": ("autoattack",)}
 
 _active: dict[str, str] = {}
 
@@ -41,15 +44,15 @@ def schema_names(prefix: str) -> dict[str, str]:
 
 
 def _modules():
-    from . import classifier, evaluation, experiment, predictive, similarity
+    from . import autoattack, classifier, evaluation, experiment, predictive, similarity
     return {"experiment": experiment, "predictive": predictive, "similarity": similarity,
-            "classifier": classifier, "evaluation": evaluation}
+            "classifier": classifier, "evaluation": evaluation, "autoattack": autoattack}
 
 
 def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = True) -> dict:
     """Bind every schema module to `<prefix>_<module>`, creating databases and tables as needed.
 
-    Returns {module name: module}. Calling it again with the same prefix is a no-op; a process can
+    Returns {module name: module} (MODULES and their EXTENSIONS). Calling it again with the same prefix is a no-op; a process can
     bind one prefix only (DataJoint schema objects are bound once).
     """
     dj = settings.configure()

@@ -56,11 +56,11 @@ def computed_tables(modules: dict) -> list:
     dj = settings.configure()
     tables = []
     for name in pipeline.MODULES:
-        module = modules[name]
-        for attr in getattr(module, "POPULATE_ORDER", ()):
-            table = getattr(module, attr)
-            if issubclass(table, (dj.Computed, dj.Imported)):
-                tables.append(table)
+        for module in [modules[name]] + [modules[m] for m in pipeline.EXTENSIONS.get(name, ()) if m in modules]:
+            for attr in getattr(module, "POPULATE_ORDER", ()):
+                table = getattr(module, attr)
+                if issubclass(table, (dj.Computed, dj.Imported)):
+                    tables.append(table)
     return tables
 
 

@@ -1,0 +1,123 @@
+"""AutoAttackResult on a tiny trained classifier: planned through `plan_study`'s AutoAttack option's
+table (AutoAttackConfig), populated by a job that dies (os._exit, no cleanup) after its 2nd saved
+chunk, resumed by the next populate to exactly the rows an uninterrupted run stores (checkpoint gone
+after the insert), and read by the report: classifiers.csv gets the robust accuracy per budget and
+the cross-check counts against MinimalPerturbation, described in README.md. Real processes (one per
+phase), a fresh schema prefix (dropped afterwards), the offline data set."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tests.helpers import run_python
+
+SCRIPT = """
+import json, logging, os, sys
+import numpy as np
+from neuralreg_schema import pipeline
+m = pipeline.activate(sys.argv[1])
+clf, ev, aa = m["classifier"], m["evaluation"], m["autoattack"]
+phase = sys.argv[2]
+aa.ATTACK_CHECKPOINT_INTERVAL = 0.0              # save after every chunk
+if phase == "plan":
+    clf.ClassifierPlan.add(clf.ClassificationDataset.add("offline"),
+                           clf.ClassifierConfig.add("tiny", name="aa-test", epochs=1, width=8, max_train=512),
+                           clf.Regularizer.add("none"), [0])
+    clf.RegularizedClassifier.populate()
+    cfg = ev.AttackConfig.add("fmn-l2", {"steps": [20]}, batch_size=12)
+    ev.AttackSuite.insert1({"suite": "check", "n_samples": 12, "sample_seed": 0, "attack_seed": 0})
+    ev.AttackSuite.Member.insert1({"suite": "check", **cfg})
+    ev.AttackResult.populate()
+    ev.MinimalPerturbation.populate()
+    for norm in ("linf", "l2"):                  # 16 samples: the suite's 12 are among them
+        aa.AutoAttackConfig.add(norm, n_samples=16, batch_size=4, sample_seed=0, attack_seed=1)
+elif phase == "crash":
+    save, saves = aa.StoreCheckpoint.save, []
+    def save_then_die(self, state):
+        save(self, state)
+        saves.append(1)
+        if len(saves) == 2:
+            os._exit(9)                          # a killed worker: no exception handling, no cleanup
+    aa.StoreCheckpoint.save = save_then_die
+    aa.AutoAttackResult.populate(aa.AutoAttackConfig & {"norm": "linf"})
+else:
+    said = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+    logging.getLogger("neuralreg.autoattack").addHandler(Keep())
+    logging.getLogger("neuralreg.autoattack").setLevel(logging.INFO)
+    if phase == "again":
+        (aa.AutoAttackResult & (aa.AutoAttackConfig & {"norm": "linf"})).delete(prompt=False)
+    aa.AutoAttackResult.populate()
+    rows = {}
+    for r in (aa.AutoAttackResult * aa.AutoAttackConfig.proj("norm")).to_dicts():
+        parts = (aa.AutoAttackResult.Budget & {"aa_hash": r["aa_hash"]}).to_dicts(order_by="eps_index")
+        rows[r["norm"]] = {"robust": [np.asarray(p["robust"]).tolist() for p in parts],
+                           "accuracy": [p["robust_accuracy"] for p in parts], "attacked": [p["attacked"] for p in parts],
+                           "epsilons": [p["epsilon"] for p in parts], "distance": np.asarray(r["distance"]).tolist(),
+                           "index": np.asarray(r["sample_index"]).tolist(),
+                           "clean_correct": np.asarray(r["clean_correct"]).tolist()}
+    minimal = {n["norm"]: {"d": np.asarray(n["distances"]).tolist()} for n in ev.MinimalPerturbation.Norm.to_dicts()}
+    mp = ev.MinimalPerturbation.fetch1()
+    if phase == "again":
+        from neuralreg_schema.report import write_report
+        write_report(sys.argv[1], sys.argv[3])
+    print(json.dumps({"resumed": any("resuming" in s for s in said), "rows": rows, "minimal": minimal,
+                      "mp_index": np.asarray(mp["sample_index"]).tolist(),
+                      "mp_correct": np.asarray(mp["clean_correct"]).tolist()}))
+"""
+
+
+def _checkpoints(prefix):
+    root = Path(os.environ["NEURALREG_STORE"]) / "_checkpoints" / f"{prefix}_evaluation"
+    return list(root.rglob("*.pt")) if root.exists() else []
+
+
+def _run(prefix, phase, out_dir=""):
+    return run_python(["-c", SCRIPT, prefix, phase, str(out_dir)], timeout=600)
+
+
+def test_autoattack_resumes_and_feeds_the_cross_check(fresh_prefix, tmp_path):
+    out = _run(fresh_prefix, "plan")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run(fresh_prefix, "crash")
+    assert out.returncode == 9, (out.returncode, out.stderr[-3000:])
+    assert len(_checkpoints(fresh_prefix)) == 1                  # the progress of the dead job
+    out = _run(fresh_prefix, "resume")
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert resumed["resumed"] and _checkpoints(fresh_prefix) == []
+    out = _run(fresh_prefix, "again", tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    whole = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not whole["resumed"]
+    assert resumed["rows"]["linf"] == whole["rows"]["linf"]
+    for norm, r in whole["rows"].items():
+        robust = np.asarray(r["robust"], bool)
+        assert robust.shape == (len(r["epsilons"]), 16)
+        assert (robust[1:] <= robust[:-1]).all()                 # nested: robust at a budget -> robust below
+        assert r["attacked"][1:] == robust[:-1].sum(axis=1).tolist()
+    # the report: AutoAttack's columns and the cross-check, recomputed here from the rows
+    table = pd.read_csv(tmp_path / "classifiers.csv")
+    readme = (tmp_path / "README.md").read_text()
+    mp_index, mp_correct = np.asarray(whole["mp_index"]), np.asarray(whole["mp_correct"], bool)
+    for norm, r in whole["rows"].items():
+        robust, index = np.asarray(r["robust"], bool), np.asarray(r["index"])
+        correct = np.asarray(r["clean_correct"], bool)
+        missed = 0
+        for j, i in enumerate(mp_index):
+            k = int(np.flatnonzero(index == i)[0])
+            fooled = np.flatnonzero(~robust[:, k])
+            if correct[k] and mp_correct[j] and len(fooled):
+                missed += whole["minimal"][norm]["d"][j] > r["epsilons"][fooled[0]]
+        assert table[f"autoattack_missed_{norm}_check"].tolist() == [missed]
+        assert table[f"autoattack_compared_{norm}_check"].tolist() == [int((correct[np.isin(index, mp_index)]
+                                                                            & mp_correct).sum())]
+        label = "1_255" if norm == "linf" else "0.1"
+        assert table[f"autoattack_robust_accuracy_{norm}_{label}"].tolist() == [r["accuracy"][0]]
+        assert f"`autoattack_missed_{norm}_check` | cross-check" in readme
+    summary = pd.read_csv(tmp_path / "autoattack.csv")
+    assert set(summary["norm"]) == {"linf", "l2"} and len(summary) == 7 and "(not described)" not in readme
