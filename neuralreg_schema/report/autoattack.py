@@ -49,9 +49,12 @@ def autoattack_table(modules) -> pd.DataFrame:
     and, per attack suite with minimal distances for the classifier, autoattack_missed_<norm>_<suite> (the
     cross-check count) and autoattack_compared_<norm>_<suite> (the clean-correct samples both evaluated)."""
     from ..compute.evaluation.autoattack import fooled_at, missed_by_minimal
+    rows = _rows(modules)
+    if not rows:
+        return pd.DataFrame()
     ev = modules["evaluation"]
     out = {}
-    for r in _rows(modules):
+    for r in rows:
         key = tuple(r[c] for c in CLASSIFIER_KEY)
         row = out.setdefault(key, dict(zip(CLASSIFIER_KEY, key)))
         norm = r["norm"]

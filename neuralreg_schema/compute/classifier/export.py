@@ -64,7 +64,7 @@ def export_classifier(net: nn.Module, path: Union[str, Path], *, input: str = "r
             "output": "logits", "torch_version": torch.__version__}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".saving")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".pt2")   # torch.export: .pt2
     os.close(fd)
     try:
         torch.export.save(program, tmp, extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
