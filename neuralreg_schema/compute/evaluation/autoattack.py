@@ -250,12 +250,12 @@ def missed_by_minimal(fooled_at: np.ndarray, epsilons: Sequence[float], minimal:
                       clean_correct: np.ndarray) -> int:
     """The cross-check: samples (clean-correct) AutoAttack fooled at some budget although their stored
     minimal adversarial distance (same norm) is larger than that budget (each one shows the
-    minimal-perturbation search missed an adversarial). fooled_at: per sample the index of the smallest
-    budget that fooled it (-1: never)."""
+    minimal-perturbation search missed an adversarial; larger by more than EPS_TOLERANCE, the re-check's
+    round-off allowance). fooled_at: per sample the index of the smallest budget that fooled it (-1: never)."""
     fooled_at = np.asarray(fooled_at, np.int64)
     eps = np.asarray(list(epsilons), np.float64)
     hit = (fooled_at >= 0) & np.asarray(clean_correct, bool)
-    return int((np.asarray(minimal, np.float64)[hit] > eps[fooled_at[hit]]).sum())
+    return int((np.asarray(minimal, np.float64)[hit] > eps[fooled_at[hit]] + EPS_TOLERANCE).sum())
 
 
 def fooled_at(robust: np.ndarray, clean_correct: np.ndarray) -> np.ndarray:
