@@ -3,7 +3,9 @@ them, with smaller budgets), populated by a job that dies (os._exit, no cleanup)
 chunk, resumed by the next populate to exactly the rows an uninterrupted run stores (checkpoint gone
 after the insert), and read by the report: classifiers.csv gets the robust accuracy per budget and
 the cross-check counts against MinimalPerturbation, described in README.md. Real processes (one per
-phase), a fresh schema prefix (dropped afterwards), the offline data set."""
+phase), a fresh schema prefix (dropped afterwards), the offline data set. AutoAttack runs in the unit
+tests' quick setting (Square 100 queries, FAB 10 iterations, 2 target classes): the standard version
+costs minutes per budget on the samples APGD leaves, and tests/unit/test_autoattack.py checks it."""
 import json
 import os
 from pathlib import Path
@@ -21,6 +23,14 @@ m = pipeline.activate(sys.argv[1])
 clf, ev, aa = m["classifier"], m["evaluation"], m["autoattack"]
 phase = sys.argv[2]
 aa.ATTACK_CHECKPOINT_INTERVAL = 0.0              # save after every chunk
+from neuralreg_schema.compute.evaluation import autoattack as compute
+standard = compute._autoattack
+def quick(*args, **kwargs):                      # the unit tests' quick setting: the tables are tested here
+    attack = standard(*args, **kwargs)
+    attack.square.n_queries, attack.fab.n_iter = 100, 10
+    attack.fab.n_target_classes = attack.apgd_targeted.n_target_classes = 2
+    return attack
+compute._autoattack = quick
 if phase == "crash":                             # plan, train, attack; then an AutoAttack job that dies
     clf.ClassifierPlan.add(clf.ClassificationDataset.add("offline"),
                            clf.ClassifierConfig.add("tiny", name="aa-test", epochs=1, width=8, max_train=512),
@@ -31,9 +41,7 @@ if phase == "crash":                             # plan, train, attack; then an 
     ev.AttackSuite.Member.insert1({"suite": "check", **cfg})
     ev.AttackResult.populate()
     ev.MinimalPerturbation.populate()
-    # 10 samples (the suite's 8 are among them); two budgets per norm, large enough that APGD fools
-    # almost every sample of this weak network (the standard version's FAB-T and Square, which run on the
-    # samples APGD leaves, cost minutes per budget under load)
+    # 10 samples (the suite's 8 are among them); two budgets per norm
     for norm, eps in (("linf", [8 / 255, 16 / 255]), ("l2", [0.5, 1.0])):
         aa.AutoAttackConfig.add(norm, eps, n_samples=10, batch_size=2, sample_seed=0, attack_seed=1)
     save, saves = aa.StoreCheckpoint.save, []
@@ -52,7 +60,7 @@ else:
     logging.getLogger("neuralreg.autoattack").addHandler(Keep())
     logging.getLogger("neuralreg.autoattack").setLevel(logging.INFO)
     if phase == "again":
-        (aa.AutoAttackResult & (aa.AutoAttackConfig & {"norm": "linf"})).delete(prompt=False)
+        (aa.AutoAttackResult & (aa.AutoAttackConfig & {"norm": "linf"}).keys()).delete(prompt=False)
     aa.AutoAttackResult.populate()
     rows = {}
     for r in (aa.AutoAttackResult * aa.AutoAttackConfig.proj("norm")).to_dicts():
