@@ -68,6 +68,9 @@ def export_classifier(net: nn.Module, path: Union[str, Path], *, input: str = "r
     os.close(fd)
     try:
         torch.export.save(program, tmp, extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                 # mkstemp's 0600 -> the mode a new file gets
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
