@@ -1,5 +1,5 @@
 """AutoAttackResult on a tiny trained classifier (AutoAttackConfig rows as `plan --autoattack` adds
-them, with smaller budgets), populated by a job that dies (os._exit, no cleanup) after its 2nd saved
+them, with two budgets per norm), populated by a job that dies (os._exit, no cleanup) after its 2nd saved
 chunk, resumed by the next populate to exactly the rows an uninterrupted run stores (checkpoint gone
 after the insert), and read by the report: classifiers.csv gets the robust accuracy per budget and
 the cross-check counts against MinimalPerturbation, described in README.md. Real processes (one per
