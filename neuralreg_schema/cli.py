@@ -12,6 +12,7 @@
     neuralreg jobs [errors|held|retry|ignore|prioritize|reclaim] [--json] [--table T] [--key NAME=VALUE ...]
     neuralreg launch slurm [--workers N] [--submit] ...   a SLURM array job of workers (populate/launch.py)
     neuralreg report [--out DIR]               the paper's figures and tables from the database
+    neuralreg export --key NAME=VALUE ... --out FILE [--input rgb|gray]   one classifier as a torch.export file
     neuralreg drop [--yes]                     drop every schema of the prefix (asks to type it back)
     neuralreg store gc [--delete] [--min-age S]   store files no row references (dry run unless --delete)
     neuralreg demo [--profile demo]            all of the above on the simulated experiment (prefix 'neuralreg_demo')
@@ -48,7 +49,7 @@ from pathlib import Path
 
 from populate import plans
 
-from . import settings
+from . import export, settings
 
 
 def _prefix(args) -> str:
@@ -157,9 +158,7 @@ def cmd_plan_similarity(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    plans.plan_study(_prefix(args), args.study, groups=args.group, dataset=args.dataset, seeds=args.seeds,
-                     vgg=args.vgg, classifier=args.classifier, model=args.model, data_root=args.data_root,
-                     model_seed=args.model_seed, attacks=args.attacks)
+    plans.plan_study(_prefix(args), args.study, **{k: getattr(args, a) for k, a in plans.PLAN_ARGS.items()})
     return 0
 
 
@@ -496,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "$NEURALREG_DATA, where workers on this machine look)")
     p.add_argument("--seeds", type=worker.count(1), help="number of seeds, 0..N-1 (default: the study's)")
     p.add_argument("--attacks", help="attack suite: tiny, demo, paper or none (default: the study's)")
+    p.add_argument("--autoattack", help="AutoAttack's samples: tiny, demo, paper or none (default: the study's)")
     p.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=None,
                    help="include the VGG control (default: when its weights are on this machine)")
 
+    export.add_command(command)                         # `neuralreg export` (neuralreg_schema/export.py)
     p = command("report", cmd_report, help="the paper's figures (PNG) and tables (CSV), from queries")
     p.add_argument("--out", default="report", help="output folder (default: ./report)")
 

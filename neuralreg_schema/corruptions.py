@@ -7,7 +7,7 @@
 
 The tables live in the evaluation schema (`<prefix>_evaluation`): `pipeline.activate` imports this
 module with evaluation.py, so they are bound with it; the worker populates CorruptionAccuracy after
-evaluation's tables (pipeline.SIDE_MODULES). The numbers come from compute/evaluation/corruptions.py
+evaluation's tables (pipeline.EXTENSIONS). The numbers come from compute/evaluation/corruptions.py
 (the reader and validator, the accuracy) and compute/evaluation/corruption_functions.py (the local
 sets of the offline stand-ins, which have no published corruption set).
 

@@ -15,9 +15,10 @@ from . import settings
 
 # upstream first
 MODULES = ("experiment", "predictive", "similarity", "classifier", "evaluation")
-# tables of a schema declared in modules of their own: imported with it (so they are bound with it);
-# the worker populates their POPULATE_ORDER after the schema module's own
-SIDE_MODULES = {"evaluation": ("corruptions",)}
+# modules whose tables live in another module's schema, declared after that module's own tables
+# (imported with it, so they are bound with it; the worker populates their POPULATE_ORDER after the
+# schema module's own): {schema module: (modules,)}; activate() returns them too, under their own names
+EXTENSIONS = {"evaluation": ("corruptions", "autoattack")}
 
 _active: dict[str, str] = {}
 
@@ -43,24 +44,16 @@ def schema_names(prefix: str) -> dict[str, str]:
     return {m: f"{prefix}_{m}" for m in MODULES}
 
 
-def side_modules(name: str) -> list:
-    """The modules of SIDE_MODULES[name], imported."""
-    import importlib
-    return [importlib.import_module(f"{__package__}.{m}") for m in SIDE_MODULES.get(name, ())]
-
-
 def _modules():
-    from . import classifier, evaluation, experiment, predictive, similarity
-    for name in SIDE_MODULES:
-        side_modules(name)          # their tables join the schema before it is bound
+    from . import autoattack, classifier, corruptions, evaluation, experiment, predictive, similarity
     return {"experiment": experiment, "predictive": predictive, "similarity": similarity,
-            "classifier": classifier, "evaluation": evaluation}
+            "classifier": classifier, "evaluation": evaluation, "corruptions": corruptions, "autoattack": autoattack}
 
 
 def activate(prefix: str = settings.DEFAULT_PREFIX, *, create_tables: bool = True) -> dict:
     """Bind every schema module to `<prefix>_<module>`, creating databases and tables as needed.
 
-    Returns {module name: module}. Calling it again with the same prefix is a no-op; a process can
+    Returns {module name: module} (MODULES and their EXTENSIONS). Calling it again with the same prefix is a no-op; a process can
     bind one prefix only (DataJoint schema objects are bound once).
     """
     dj = settings.configure()

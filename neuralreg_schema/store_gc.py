@@ -42,7 +42,7 @@ def collect(modules: dict, *, delete: bool = False, min_age: float = MIN_AGE) ->
         raise ValueError(f"--min-age must be >= 0 seconds, got {min_age}")
     dj = settings.configure()
     from datajoint import gc as djgc
-    schemas = [m.schema for m in modules.values()]
+    schemas = list({id(m.schema): m.schema for m in modules.values()}.values())   # an extension shares its schema
     collector = djgc.GarbageCollector(*schemas, store=settings.STORE)
     report = collector.collect(dry_run=True)
     spec = dj.config.stores[settings.STORE]

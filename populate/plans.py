@@ -100,7 +100,7 @@ STUDIES = {
                  "noise_sets": ("default", "wide"), "kinds": ("none", "neural-model", "lowpass"),
                  "validation_fraction": 0.2, "variants": {"": {}, "-bneval": {"stimulus_bn": "eval"}}},
     "paper": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 5, "attacks": "paper",
-              "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
+              "autoattack": "paper", "kinds": ("none", "neural-model", "neural-data", "shuffle", "vgg")},
     # supplement Fig. 6 / Table 1: alpha 0 (= None), 2, 4, 8, 16, 32 with the model target, 3 seeds;
     # noise only (the supplement attacks the main-text models)
     "alpha-sweep": {"model": "paper", "dataset": "cifar10", "classifier": "paper", "seeds": 3, "attacks": None,
@@ -115,13 +115,15 @@ STUDIES = {
 def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, dataset: str | None = None,
                seeds: int | None = None, vgg: bool | None = None, classifier: str | None = None,
                model: str | None = None, data_root: str | None = None, model_seed: int = 0,
-               attacks: str | None = None) -> list[dict]:
+               attacks: str | None = None, autoattack: str | None = None) -> list[dict]:
     """Insert every row that defines `study` (idempotent): the predictive and similarity configs (the
     neural-model and shuffle targets from the predictive model of seed `model_seed`), the data set,
     the classifier recipe(s), the seeds, the regularizers towards each scan group's target and the
     planned combinations, the default noise levels and the study's attack suite. Returns the
     ClassifierPlan keys. attacks: the attack suite (a recipe of compute/evaluation/recipes.py) instead of
-    the study's, 'none' for no suite.
+    the study's, 'none' for no suite. autoattack: AutoAttack at the standard budgets of both norms
+    (a recipe of compute/evaluation/autoattack.py: its sample count) instead of the study's (the paper
+    study's: 'paper'; the others: none), 'none' for none.
 
     All or nothing: everything is checked before the first write (the study, seeds >= 1, the recipes,
     the attack suite, the noise levels, the scan groups, the data set: it is loaded), and every row is
@@ -129,6 +131,7 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
     ingested is refused without creating its schemas."""
     from neuralreg_schema.compute.classifier import datasets, recipes
     from neuralreg_schema.compute.evaluation import noise as noise_levels
+    from neuralreg_schema.compute.evaluation.autoattack import RECIPES as AUTOATTACK_RECIPES
     from neuralreg_schema.compute.evaluation.recipes import RECIPES as ATTACK_RECIPES, recipe as attack_recipe
     from neuralreg_schema.compute.similarity import vgg as vgg_models
     # 1. the arguments alone
@@ -140,6 +143,11 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         if attacks != "none" and attacks not in ATTACK_RECIPES:
             raise ValueError(f"unknown attack suite {attacks!r}; choose one of {', '.join(ATTACK_RECIPES)} or none")
         spec["attacks"] = None if attacks == "none" else attacks
+    if autoattack is not None:
+        if autoattack != "none" and autoattack not in AUTOATTACK_RECIPES:
+            raise ValueError(f"unknown AutoAttack recipe {autoattack!r}; choose one of "
+                             f"{', '.join(AUTOATTACK_RECIPES)} or none")
+        spec["autoattack"] = None if autoattack == "none" else autoattack
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"--seeds {seeds!r}: a study trains at least 1 seed (seeds 0 .. N-1)")
     n_seeds = seeds if seeds is not None else spec["seeds"]
@@ -213,10 +221,19 @@ def plan_study(prefix: str, study: str, *, groups: list[str] | None = None, data
         if spec["attacks"]:
             # a suite attacks every classifier of the schema (the same samples for each)
             modules["evaluation"].AttackSuite.add_recipe(spec["attacks"])
+        if spec.get("autoattack"):
+            # the suites' sample choice (seed 0): a suite's samples are among AutoAttack's (the cross-check)
+            modules["autoattack"].AutoAttackConfig.add_recipe(spec["autoattack"])
     _say(f"  study {study!r}: {len(keys)} classifiers planned ({', '.join(kinds)}; scan groups "
          f"{', '.join(groups + list(tuned.values()))}; "
          f"{n_seeds} seed(s); data set {data_key['dataset']})")
     return keys
+
+
+# `neuralreg plan` options -> plan_study arguments (cli.cmd_plan passes them through)
+PLAN_ARGS = {"groups": "group", "dataset": "dataset", "seeds": "seeds", "vgg": "vgg", "classifier": "classifier",
+             "model": "model", "data_root": "data_root", "model_seed": "model_seed", "attacks": "attacks",
+             "autoattack": "autoattack"}
 
 
 def _insert_plans(modules, spec, data, base, overrides, tag, kinds, groups, tuned, populations, model,

@@ -62,7 +62,7 @@ def computed_tables(modules: dict) -> list:
     dj = settings.configure()
     tables = []
     for name in pipeline.MODULES:
-        for module in [modules[name], *pipeline.side_modules(name)]:
+        for module in [modules[name]] + [modules[m] for m in pipeline.EXTENSIONS.get(name, ()) if m in modules]:
             for attr in getattr(module, "POPULATE_ORDER", ()):
                 table = getattr(module, attr)
                 if issubclass(table, (dj.Computed, dj.Imported)):

@@ -62,7 +62,10 @@ PNG its picture). What is drawn when the tables hold it:
                                   suite: the clean accuracy on the attacked samples and the robust
                                   accuracy at RobustBench's budgets (Linf 8/255, L2 0.5) from the stored
                                   per-sample minimal distances (robust: no attack found an adversarial
-                                  at or below the budget; clean errors are not robust)
+                                  at or below the budget; clean errors are not robust); with AutoAttack
+                                  results: its robust accuracy per norm and budget and the cross-check
+                                  count per norm and suite (report/autoattack.py)
+    autoattack.csv                AutoAttack robust accuracy per regularizer, norm and budget over seeds
 
     README.md                     what each file is, and every column of every CSV (report/columns.py: one
                                   column vocabulary across the CSVs, floats rounded to 4 significant digits)
@@ -92,6 +95,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .autoattack import autoattack_summary, autoattack_table
 from .columns import write_csv, write_readme
 from .figures import (attack_queries_csv, figure1, figure4, figure5, figure6, figure7, figure_controls,
                       figure_corruptions, figure_dose_response, figure_neuron_controls, norm_label, regularizer_color)
@@ -117,7 +121,7 @@ __all__ = [
 MANIFEST = ".neuralreg-report"        # in a report folder: the files the last report wrote, one a line
 # the names a report gives its files (also those of reports written before the manifest existed)
 REPORT_FILE = re.compile(r"^(classifiers|table1_gamma|fig[0-9]+_[a-z_]+|controls|population_targets|neuron_controls|"
-                         r"dose_response|attack_queries|corruptions)([_.-].*)?\.(png|csv)$")
+                         r"dose_response|attack_queries|corruptions|autoattack)([_.-].*)?\.(png|csv)$")
 
 
 def write_report(prefix: str, out_dir, say=None) -> list[Path]:
@@ -172,7 +176,13 @@ def _write_all(modules, out: Path) -> list[Path]:
         robust = robust_accuracy_table(modules)
         if not robust.empty:
             table = table.merge(robust, on=CLASSIFIER_KEY, how="left")
+        aa = autoattack_table(modules)
+        if not aa.empty:
+            table = table.merge(aa, on=CLASSIFIER_KEY, how="left")
         written.append(write_csv(table, out / "classifiers.csv"))
+    summary = autoattack_summary(modules)
+    if not summary.empty:
+        written.append(write_csv(summary, out / "autoattack.csv"))
     gamma = gamma_table(modules)
     if not gamma.empty:
         written.append(write_csv(gamma, out / "table1_gamma.csv"))

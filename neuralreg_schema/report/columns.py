@@ -121,6 +121,13 @@ COLUMNS = {
     "gradient_per_sample": "(images per attacked sample) rows of every gradient that reached the input, summed over "
                            "its runs",
     "queries_per_sample": "(model queries per attacked sample) forward_per_sample + gradient_per_sample",
+    # AutoAttack (report/autoattack.py)
+    "epsilon": "(norm units, pixels in [0, 1]) AutoAttack budget",
+    "n_samples": "test samples attacked",
+    "robust_accuracy_mean": "(fraction) AutoAttack robust accuracy at the budget (clean errors are not robust), mean "
+                            + SEEDS_NOTE,
+    "robust_accuracy_sem": "standard error of robust_accuracy_mean over seeds",
+    "autoattack_clean_accuracy_mean": "(fraction correct) clean accuracy on AutoAttack's samples, mean " + SEEDS_NOTE,
     # Fig. 1 and the similarity targets
     "model_hash": "content hash of the predictive-model recipe (PredictiveModelConfig key)",
     "model_seed": "seed of the predictive model",
@@ -141,6 +148,15 @@ PATTERNS = [
      "(fraction) robust accuracy of attack suite {2} at RobustBench's {0} budget ({1}): the samples no attack "
      "fooled at or below it (clean errors are not robust)"),
     (re.compile(r"^attacked_clean_accuracy_(.+)$"), "(fraction correct) clean accuracy on the samples suite {0} attacked"),
+    (re.compile(r"^autoattack_robust_accuracy_(l2|linf)_(.+)$"),
+     "(fraction) AutoAttack (standard) robust accuracy in {0} at budget {1} (8_255: 8/255): the samples it did not "
+     "fool (clean errors are not robust)"),
+    (re.compile(r"^autoattack_clean_accuracy_(l2|linf)$"), "(fraction correct) clean accuracy on AutoAttack's {0} samples"),
+    (re.compile(r"^autoattack_missed_(l2|linf)_(.+)$"),
+     "cross-check: samples AutoAttack fooled at a {0} budget although their minimal {0} distance from suite {1} is "
+     "larger (adversarials the minimal-perturbation search missed; 0 is consistent)"),
+    (re.compile(r"^autoattack_compared_(l2|linf)_(.+)$"),
+     "samples of that cross-check: clean-correct ones both AutoAttack ({0}) and suite {1} evaluated"),
 ]
 
 SIGNIFICANT = 4                   # significant digits of a float in a CSV
@@ -218,6 +234,7 @@ FILES = {          # what each CSV of a report is (README.md); figures: the PNGs
     "population_targets.csv": "per simulated population: r of its neural similarity with the pixel targets",
     "neuron_controls.csv": "known answers from spikes: controls.csv's numbers with Holm's adjustment",
     "dose_response.csv": "accuracy and held-out loss against alpha for Neural (model) and Lowpass",
+    "autoattack.csv": "AutoAttack (standard) robust accuracy per regularizer, norm and budget, over seeds",
 }
 
 

@@ -67,7 +67,8 @@ def test_a_failing_plan_leaves_no_row(modules, fresh_prefix):
                ("--model", "no-such-model"): "unknown predictive config 'no-such-model'",
                ("--model-seed", "-1"): r"--model-seed:? -1",
                ("--dataset", "no-such-data"): "unknown data set 'no-such-data'",
-               ("--attacks", "no-such-suite"): "unknown attack suite 'no-such-suite'"}
+               ("--attacks", "no-such-suite"): "unknown attack suite 'no-such-suite'",
+               ("--autoattack", "no-such-recipe"): "unknown AutoAttack recipe 'no-such-recipe'"}
     for args, message in refused.items():
         run = cli(fresh_prefix, "plan", "tiny", *args, timeout=600)
         assert re.search(message, _error_line(run)), (args, run.stderr[-2000:])
@@ -83,11 +84,12 @@ def test_a_failing_plan_leaves_no_row(modules, fresh_prefix):
 
     # with the clash gone the same plan writes its rows
     assert run_python(["-c", CLASH, fresh_prefix, "delete"]).returncode == 0
-    done = cli(fresh_prefix, "plan", "tiny", timeout=600)
+    done = cli(fresh_prefix, "plan", "tiny", "--autoattack", "tiny", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     after = _row_counts(connection, fresh_prefix)
     assert after[(f"{fresh_prefix}_classifier", "classifier_plan")] == 4
     assert after[(f"{fresh_prefix}_classifier", "#classifier_config")] == 1
+    assert after[(f"{fresh_prefix}_evaluation", "#auto_attack_config")] == 2      # Linf and L2
 
 
 def test_plan_similarity_checks_before_it_writes(modules, fresh_prefix):

@@ -32,9 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "neuralreg_schema"
 COMPUTE = PACKAGE / "compute"
 SCHEMA_MODULES = ("experiment", "predictive", "similarity", "classifier", "evaluation")
+TABLE_MODULES = SCHEMA_MODULES + ("corruptions", "autoattack")   # tables in the evaluation schema (pipeline.EXTENSIONS)
 LONG_JOB_S = 1800         # rule 3: longer than half an hour -> three-part make
 HASHED_CONFIGS = {"predictive": ["PredictiveModelConfig"], "similarity": ["SimilarityConfig"],
-                  "classifier": ["ClassifierConfig", "Regularizer"], "evaluation": ["AttackConfig"]}
+                  "classifier": ["ClassifierConfig", "Regularizer"], "evaluation": ["AttackConfig"],
+                  "autoattack": ["AutoAttackConfig"]}
 
 
 def module_name(path: Path) -> str:
@@ -238,13 +240,14 @@ def tables(name: str):
 
 def computed_tables():
     import datajoint as dj
-    return [(f"{m}.{n}", c) for m in SCHEMA_MODULES for n, c in tables(m)
+    return [(f"{m}.{n}", c) for m in TABLE_MODULES for n, c in tables(m)
             if issubclass(c, (dj.Computed, dj.Imported))]
 
 
 def test_computed_tables_are_found():
     names = {n for n, _ in computed_tables()}
-    assert {"predictive.PredictiveModel", "classifier.RegularizedClassifier", "evaluation.AttackResult"} <= names
+    assert {"predictive.PredictiveModel", "classifier.RegularizedClassifier", "evaluation.AttackResult",
+            "autoattack.AutoAttackResult"} <= names
 
 
 @pytest.mark.parametrize("name,table", computed_tables(), ids=lambda x: x if isinstance(x, str) else "")
@@ -283,7 +286,7 @@ def test_seeds_are_rows_in_the_keys_of_what_they_seed():
 
 
 def test_store_codecs_name_their_store():
-    for module in SCHEMA_MODULES:
+    for module in TABLE_MODULES:
         for name, table in tables(module):
             parts = [table] + [p for p in vars(table).values()
                                if inspect.isclass(p) and isinstance(getattr(p, "definition", None), str) and p is not table]
