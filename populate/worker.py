@@ -91,12 +91,13 @@ def computed_elsewhere(exc: BaseException) -> bool:
 
 
 def run_once(tables: list, display_progress: bool = True, max_jobs: int | None = None,
-             priority: int | None = None, failures: list | None = None) -> dict:
+             priority: int | None = None, failures: list | None = None, done: dict | None = None) -> dict:
     """One pass over the tables (at most `max_jobs` computed keys; only jobs with priority <= `priority`
     when given); returns {table: (made, errors)}. `failures`, when given, receives (table, key) of every
-    job that failed."""
+    job that failed. `done`, when given, is filled table by table as the pass goes (what a pass that a
+    preemption interrupts had finished)."""
     from datajoint.errors import DataJointError
-    done = {}
+    done = {} if done is None else done
     for table in tables:
         if max_jobs is not None and max_jobs <= 0:
             break
@@ -372,7 +373,12 @@ def _loop(args, tables) -> int:
             reclaimed = jobs.reclaim(tables)        # jobs of dead workers go back to the queue
             if reclaimed:
                 log.warning("reclaimed jobs of dead workers: %s", reclaimed)
-            made = run_once(tables, max_jobs=budget, priority=args.priority, failures=failures)
+            made = {}
+            run_once(tables, max_jobs=budget, priority=args.priority, failures=failures, done=made)
+        except preempt.Preempted:
+            # the tables this pass finished before the signal (the interrupted table's job goes back)
+            log.info("per table [keys computed, keys failed]; pass interrupted: %s", json.dumps(made))
+            raise
         except Exception as exc:                    # noqa: BLE001 - re-raised unless the database went away
             lost = [c for c in connections(tables) if not alive(c)]
             if not lost and not lost_connection_error(exc):

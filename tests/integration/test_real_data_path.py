@@ -4,7 +4,8 @@
 (tests/sensorium_fixture.py). What the test changes in the README's commands, and only that: the
 prefix (a fresh one), the zip names (the fixture's zip), the report folder (a temporary one), and
 `plan paper` gets the size options the README names (`--dataset offline --classifier tiny --model tiny
---seeds 1 --attacks tiny`), so the whole study trains in a minute or two on a CPU."""
+--seeds 1 --attacks tiny --autoattack none`: AutoAttack has tests of its own), so the whole study trains
+in a minute or two on a CPU."""
 import shlex
 
 import pandas as pd
@@ -15,7 +16,8 @@ from tests.integration.test_readme import BLOCKS
 from tests.sensorium_fixture import write_sensorium_fixture
 
 README_PREFIX = "neuralreg_sensorium"
-TINY = ["--dataset", "offline", "--classifier", "tiny", "--model", "tiny", "--seeds", "1", "--attacks", "tiny"]
+TINY = ["--dataset", "offline", "--classifier", "tiny", "--model", "tiny", "--seeds", "1", "--attacks", "tiny",
+        "--autoattack", "none"]
 
 
 def real_data_commands() -> list[list[str]]:
