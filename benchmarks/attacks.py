@@ -102,7 +102,7 @@ def _time_bb(name, counted, x, y, dev) -> float:
     import eagerpy as ep
     import foolbox as fb
     spec = A.ATTACKS[name]
-    fmodel = fb.PyTorchModel(A._Logits(counted).eval(), bounds=(0, 1), device=dev)
+    fmodel = fb.PyTorchModel(A.Logits(counted).eval(), bounds=(0, 1), device=dev)
     xt, yt = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
     _, start, ok = A.ATTACKS["ddn-l2"].build({"steps": 30})(fmodel, xt, fb.Misclassification(yt), epsilons=None)
     ok = ok.cpu().numpy().astype(bool)

@@ -21,7 +21,7 @@ import numpy as np
 from . import settings
 from .checkpoints import StoreCheckpoint
 from .classifier import ClassificationDataset, RegularizedClassifier
-from .evaluation import ATTACK_CHECKPOINT_INTERVAL, _device, attack_samples, schema
+from .evaluation import ATTACK_CHECKPOINT_INTERVAL, evaluation_device, attack_samples, schema
 from .hashing import config_hash
 from .settings import import_datajoint
 
@@ -111,7 +111,7 @@ class AutoAttackResult(dj.Computed):
         cfg = (AutoAttackConfig & key).fetch1()
         data = ClassificationDataset.load(key)
         index = attack_samples(len(data.test_images), cfg["n_samples"], cfg["sample_seed"])
-        dev, described = _device()
+        dev, described = evaluation_device()
         net = RegularizedClassifier().network(key, device=dev)
         name = f"{key['dataset']}/seed{key['seed']}/autoattack-{cfg['norm']}"
         images = data.test_images[index].astype(np.float32) / np.float32(255.0)

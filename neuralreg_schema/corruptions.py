@@ -26,7 +26,7 @@ import numpy as np
 
 from . import settings
 from .classifier import ClassificationDataset, RegularizedClassifier
-from .evaluation import _device, schema
+from .evaluation import evaluation_device, schema
 from .settings import import_datajoint
 
 dj = import_datajoint()
@@ -137,7 +137,7 @@ class CorruptionAccuracy(dj.Computed):
         row = (CorruptionSet & key).fetch1()
         labels = np.asarray(row["labels"], np.int64)
         data = ClassificationDataset.load(key)
-        dev, described = _device()
+        dev, described = evaluation_device()
         net = RegularizedClassifier().network(key, device=dev)
         clean = float(noise_accuracy(net, data.test_images[:len(labels)], labels, [0.0], device=dev)[0][0])
         accuracy = {}

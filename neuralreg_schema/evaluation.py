@@ -47,7 +47,7 @@ POPULATE_ORDER = ("NoiseRobustness", "AttackResult", "MinimalPerturbation")
 ATTACK_CHECKPOINT_INTERVAL = 60.0   # s: an AttackResult job saves its progress at most this often
 
 
-def _device():
+def evaluation_device():
     from .compute.common.runtime import describe_device, resolve_device
     dev = resolve_device(None)
     return dev, describe_device(dev)
@@ -124,7 +124,7 @@ class NoiseRobustness(dj.Computed):
         t0 = time.perf_counter()
         data = ClassificationDataset.load(key)
         n = len(data.test_images) if not max_samples else min(max_samples, len(data.test_images))
-        dev, described = _device()
+        dev, described = evaluation_device()
         net = RegularizedClassifier().network(key, device=dev)
         accuracy, correct = noise.noise_accuracy(net, data.test_images[:n], data.test_labels[:n], sigmas,
                                                  seed=noise_seed, device=dev)
@@ -291,7 +291,7 @@ class AttackResult(dj.Computed):
         suite = (AttackSuite & key).fetch1()
         data = ClassificationDataset.load(key)
         index = attack_samples(len(data.test_images), suite["n_samples"], suite["sample_seed"])
-        dev, described = _device()
+        dev, described = evaluation_device()
         net = RegularizedClassifier().network(key, device=dev)
         name = f"{key['dataset']}/seed{key['seed']}/{attack}"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import CLASSIFIER_KEY, _sem, classifier_table
+from .tables import CLASSIFIER_KEY, standard_error, classifier_table
 
 
 def eps_label(norm: str, eps: float) -> str:
@@ -92,7 +92,7 @@ def autoattack_summary(modules) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.DataFrame(rows).merge(classifier_table(modules), on=CLASSIFIER_KEY)
     return (df.groupby(["display_name", "config_name", "label", "norm", "epsilon"], as_index=False)
-            .agg(robust_accuracy_mean=("robust_accuracy", "mean"), robust_accuracy_sem=("robust_accuracy", _sem),
+            .agg(robust_accuracy_mean=("robust_accuracy", "mean"), robust_accuracy_sem=("robust_accuracy", standard_error),
                  autoattack_clean_accuracy_mean=("aa_clean_accuracy", "mean"), n_samples=("n_samples", "max"),
                  seeds=("seed", "nunique")))
 

@@ -16,7 +16,7 @@ TUNED = ("low", "high")                 # the known-answer populations (simulate
 CONTROL_KINDS = ("lowpass", "highpass")       # the known-answer pixel controls (a controls study)
 
 
-def _sem(x) -> float:
+def standard_error(x) -> float:
     """Standard error of the mean (0 for one value, nan when a value is infinite)."""
     x = np.asarray(x, dtype=float)
     if not np.isfinite(x).all():
@@ -62,7 +62,7 @@ def over_seeds(df: pd.DataFrame, groups: list, value: str, name: str) -> pd.Data
     """mean_<name>, sem_<name> of `value` over seeds within `groups`, with the number of seeds."""
     if df.empty:
         return df
-    return df.groupby(groups, as_index=False).agg(**{f"mean_{name}": (value, "mean"), f"sem_{name}": (value, _sem),
+    return df.groupby(groups, as_index=False).agg(**{f"mean_{name}": (value, "mean"), f"sem_{name}": (value, standard_error),
                                                      "seeds": ("seed", "nunique")})
 
 
@@ -110,7 +110,7 @@ def _score_summary(df: pd.DataFrame, groups: list, scores) -> pd.DataFrame:
     aggs = {}
     for sc in scores:
         aggs[f"mean_{sc}"] = (sc, "mean")
-        aggs[f"sem_{sc}"] = (sc, _sem)
+        aggs[f"sem_{sc}"] = (sc, standard_error)
     return df.groupby(groups, as_index=False).agg(**aggs, seeds=("seed", "nunique"))
 
 
@@ -254,7 +254,7 @@ def _paired(reg: pd.DataFrame, none: pd.DataFrame) -> dict:
         return out
     r, n = reg.set_index("seed").loc[both], none.set_index("seed").loc[both]
     diff = r["accuracy"].to_numpy(float) - n["accuracy"].to_numpy(float)
-    out["diff_vs_none_mean"], out["diff_vs_none_sem"] = float(diff.mean()), _sem(diff)
+    out["diff_vs_none_mean"], out["diff_vs_none_sem"] = float(diff.mean()), standard_error(diff)
     if len(both) > 1 and np.ptp(diff) > 0:
         out["p_seeds_paired_t"] = float(stats.ttest_rel(r["accuracy"].to_numpy(float),
                                                         n["accuracy"].to_numpy(float)).pvalue)
@@ -291,7 +291,7 @@ def controls_summary(modules=None, table: pd.DataFrame | None = None) -> pd.Data
                 acc = part["accuracy"].to_numpy(float)
                 rows.append({**dict(zip(CONTROL_GROUP, keys)), "regularizer": label, "kind": part["kind"].iloc[0],
                              "noise_sd": float(sigma), "seeds": int(part["seed"].nunique()),
-                             "accuracy_mean": float(acc.mean()), "accuracy_sem": _sem(acc),
+                             "accuracy_mean": float(acc.mean()), "accuracy_sem": standard_error(acc),
                              **_paired(part, none)})
     return pd.DataFrame(rows)
 
@@ -404,9 +404,9 @@ def dose_response(modules) -> pd.DataFrame:
                 out.append({"dataset": dataset, "config": base, "noise_name": noise,
                             "regularizer": reg["label"].iloc[0], "alpha": alpha, "noise_sd": float(sigma),
                             "seeds": int(cell["seed"].nunique()), "accuracy_mean": float(acc.mean()),
-                            "accuracy_sem": _sem(acc),
+                            "accuracy_sem": standard_error(acc),
                             "heldout_loss_mean": float(np.nanmean(loss)) if np.isfinite(loss).any() else np.nan,
-                            "heldout_loss_sem": _sem(loss) if np.isfinite(loss).all() else np.nan})
+                            "heldout_loss_sem": standard_error(loss) if np.isfinite(loss).all() else np.nan})
     return pd.DataFrame(out)
 
 

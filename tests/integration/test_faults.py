@@ -111,18 +111,23 @@ def test_sigkill_mid_training_is_reclaimed_and_finished(study):
 
 
 def test_sigterm_gives_the_job_back_and_the_next_worker_finishes_it(study):
-    worker = _worker(study)
+    # --preempt-grace 2: should the main thread not act on the signal (native code), the guard thread gives
+    # the job back within 2 s. In one full-suite run the signal, sent while a PredictiveModel job was
+    # reserved, took effect only after both models were done (the job given back was a later table's):
+    # the test holds for whichever job the worker had in hand, named by its log
+    worker = _worker(study, "--preempt-grace", "2")
     _wait_for_reserved(study)
     worker.send_signal(signal.SIGTERM)
     log = worker.communicate(timeout=120)[0]
     assert worker.returncode == preempt.PREEMPTED_EXIT, log[-2000:]
+    assert "given back to the queue" in log, log[-2000:]
     state = _probe(study)
-    assert not state["predictive.PredictiveModel"]["errors"], log[-2000:]            # not an error
-    assert state["predictive.PredictiveModel"]["jobs"]["reserved"] == 0              # given back
+    for name in TABLES:
+        assert not state[name]["errors"] and state[name]["jobs"]["reserved"] == 0, (name, state[name])   # given back
     assert state["units"] == state["predictive.PredictiveModel"]["rows"] * 40
     out = cli(study, "jobs", "--json")
-    row = next(r for r in json.loads(out.stdout)["tables"] if r["table"] == "predictive.PredictiveModel")
-    assert row["preempted"] == 1 and row["pending"] >= 1, row
+    rows = [r for r in json.loads(out.stdout)["tables"] if r["preempted"]]
+    assert len(rows) == 1 and rows[0]["preempted"] == 1 and rows[0]["pending"] >= 1, rows
     rescue = _worker(study)                                                          # no `jobs retry`
     log = rescue.communicate(timeout=600)[0]
     assert rescue.returncode == 0, log

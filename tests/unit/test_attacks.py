@@ -72,7 +72,7 @@ def test_binary_search_with_foolbox_pgd_per_sample_epsilon():
     import eagerpy as ep
     import foolbox as fb
     model, x, y, w, margin = _linear_case(n=5, seed=3)
-    net = A._Logits(model)
+    net = A.Logits(model)
     fmodel = fb.PyTorchModel(net.eval(), bounds=(0, 1))
     attack = SP.ATTACKS["pgd-linf"].build({"steps": 30, "rel_stepsize": 0.1, "random_start": False})
 

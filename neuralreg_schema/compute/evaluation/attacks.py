@@ -105,7 +105,7 @@ class AttackError(RuntimeError):
 # the model and the re-check
 
 
-class _Logits(nn.Module):
+class Logits(nn.Module):
     """The logits of a model whose forward may return a tuple (logits, ...)."""
 
     def __init__(self, model: nn.Module):
@@ -117,7 +117,7 @@ class _Logits(nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for t in itertools.chain(model.parameters(), model.buffers()):
         return t.device
     return torch.device("cpu")
@@ -126,8 +126,8 @@ def _model_device(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def predict(model: nn.Module, images: Array, batch_size: int = 256) -> np.ndarray:
     """argmax of the logits (int64 (N,)), in eval mode, batched; the model's mode is restored."""
-    net = model if isinstance(model, _Logits) else _Logits(model)
-    dev = _model_device(net)
+    net = model if isinstance(model, Logits) else Logits(model)
+    dev = model_device(net)
     x = torch.as_tensor(as_numpy(images) if not isinstance(images, torch.Tensor) else images).float()
     out = []
     with eval_mode(net):
@@ -157,7 +157,7 @@ def recheck(model: nn.Module, images: Array, labels: Array, adversarials: Array,
 
 
 @contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+def seeded_generators(seed: int, device: torch.device) -> Iterator[None]:
     """torch's global generator(s) seeded; the caller's state restored afterwards."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -183,8 +183,8 @@ def minimal_epsilon_search(model: nn.Module, images: Array, labels: Array,
     adversarial at each sample's final upper bound), the adversarials of the same kind (numpy or
     torch) as `images`."""
     numpy_in = not isinstance(images, torch.Tensor)
-    net = _Logits(model) if not isinstance(model, _Logits) else model
-    dev = _model_device(net)
+    net = Logits(model) if not isinstance(model, Logits) else model
+    dev = model_device(net)
     x = torch.as_tensor(as_numpy(images) if numpy_in else images, dtype=torch.float32).to(dev)
     y = torch.as_tensor(as_numpy(labels), dtype=torch.int64).to(dev)
     n = len(x)
@@ -272,7 +272,7 @@ def _attack_batch(spec: AttackSpec, options: AttackOptions, fmodel, net: nn.Modu
     each sample's; every other attack counts its `steps` for every sample."""
     steps = np.full(len(x), int(options.steps), np.int64)
     if isinstance(options, SPARSE_FAMILIES):
-        with _seeded(seed, dev):
+        with seeded_generators(seed, dev):
             adv, ok, its = spec.build(options).run(net, x, y)
         return adv, as_numpy(ok).astype(bool), as_numpy(its).astype(np.int64)
     adv, claimed = _foolbox_batch(spec, options, fmodel, net, x, y, seed, dev)
@@ -285,7 +285,7 @@ def _foolbox_batch(spec: AttackSpec, options: AttackOptions, fmodel, net: nn.Mod
     import eagerpy as ep
     import foolbox as fb
     crit = fb.Misclassification(y)
-    with _seeded(seed, dev):
+    with seeded_generators(seed, dev):
         if isinstance(options, PGD):
             attack = spec.build(options)
 
@@ -419,8 +419,8 @@ def run_attack(model: nn.Module, images: Array, labels: Array, name: str, *,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     n = len(x_np)
-    net = _Logits(model)
-    original_device = _model_device(net)
+    net = Logits(model)
+    original_device = model_device(net)
     runs = [(k_set, rep) for k_set in range(len(settings)) for rep in range(n_rep)]
     identity = _identity(name, settings, n_rep, seed, batch_size, x_np, y_np)
     state = _resume(checkpoint, identity, n, say)

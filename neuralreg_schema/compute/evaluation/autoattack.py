@@ -50,7 +50,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .attacks import _Logits, _model_device, _seeded, predict
+from .attacks import Logits, model_device, seeded_generators, predict
 from .scores import as_numpy, distances
 from ..common.modes import eval_mode
 from ..common.runtime import resolve_device, torch_threads
@@ -183,8 +183,8 @@ def run_autoattack(model: torch.nn.Module, images, labels, norm: str, epsilons: 
         say("ignoring an AutoAttack checkpoint of another run (settings or samples); starting over")
         state = None
     resumed = state.chunks if state is not None else 0
-    net = _Logits(model)
-    original_device = _model_device(net)
+    net = Logits(model)
+    original_device = model_device(net)
     with torch_threads(dev), eval_mode(net):
         net.to(dev)
         try:
@@ -212,7 +212,7 @@ def run_autoattack(model: torch.nn.Module, images, labels, norm: str, epsilons: 
                     idx = targets[starts[c]:starts[c] + batch_size]
                     xb = torch.as_tensor(x_np[idx], device=dev)
                     yb = torch.as_tensor(y_np[idx], device=dev)
-                    with _seeded(_chunk_seed(seed, level, c), dev):
+                    with seeded_generators(_chunk_seed(seed, level, c), dev):
                         aa = _autoattack(net, norm, e, version, _chunk_seed(seed, level, c), n_classes, dev)
                         adv, y_adv = aa.run_standard_evaluation(xb, yb, batch_size=len(idx))
                     adv_np = as_numpy(adv).astype(np.float32)
