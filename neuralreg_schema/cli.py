@@ -535,10 +535,16 @@ def build_parser() -> argparse.ArgumentParser:
 _SQL = re.compile(r"\s*(SELECT|UPDATE|DELETE|INSERT|REPLACE|CREATE|DROP|ALTER|GRANT|REVOKE|WITH)\b", re.I)
 
 
-def _one_line(exc: BaseException) -> str:
-    """The error as one line, without the SQL a database error may carry (DataJoint's query errors hold
-    the statement as an argument; PostgreSQL's messages quote it after 'LINE n:')."""
-    parts = [str(a) for a in exc.args] if len(exc.args) > 1 else [str(exc)]
+def _one_line(error: BaseException | str) -> str:
+    """The error (an exception, or a message such as SystemExit's code) as one line, without the SQL a
+    database error may carry (DataJoint's query errors hold the statement as an argument; PostgreSQL's
+    messages quote it after 'LINE n:') and without a driver's numeric code (pymysql's (2003, "Can't
+    connect ...")): the server's words only."""
+    if not isinstance(error, BaseException):
+        return _one_line(Exception(str(error)))
+    exc = error
+    args = [a for a in exc.args if not isinstance(a, int)]
+    parts = [str(a) for a in args] if len(args) > 1 else [str(args[0]) if args and len(exc.args) > 1 else str(exc)]
     parts = [re.split(r"\n\s*LINE \d+:", part)[0] for part in parts if not _SQL.match(part)]
     text = " ".join(" ".join(dict.fromkeys(p.strip() for p in parts if p.strip())).split())
     return text or type(exc).__name__
@@ -582,7 +588,7 @@ def main(argv=None) -> int:
         if os.environ.get("NEURALREG_DEBUG"):
             raise
         target = db.configured_target()
-        print(f"neuralreg: error: database at {target.host}:{target.port}: {_one_line(exc.args[-1])} "
+        print(f"neuralreg: error: database at {target.host}:{target.port}: {_one_line(exc)} "
               "(is it up? `neuralreg db up`; are DJ_USER/DJ_PASS or .secrets/ right?)", file=sys.stderr)
         return 1
     except Exception as exc:                            # noqa: BLE001 - every runtime error: one line, exit 1

@@ -445,6 +445,12 @@ def worker_user(name: str = WORKER_USER, say=print, *, force: bool = False, rota
                             "(set DJ_ADMIN_USER / DJ_ADMIN_PASS)")
     secret = f"worker.{name}.password"
     try:
+        app_user, app_password = app_credentials()
+        if not can_login(target, app_user, app_password):      # before anything is created
+            raise DatabaseError(
+                f"the application account {app_user!r} cannot log in on {target}: `db worker-user` declares the "
+                "study's tables as that account, so bring this server up for the pipeline first (`neuralreg db "
+                "up`), or set DJ_USER/DJ_PASS to the application account")
         helper = accounts(admin)
         exists = helper.user_exists(name)
         stored = settings.read_secret(secret)

@@ -34,6 +34,11 @@ def server(request, tmp_path, modules):
     if admin is None:
         pytest.skip(f"no administrative access to {target}")
     user, password = db.app_credentials()        # `db up` gave the application account one password on both
+    # ... where it brought that server up: a fresh machine's PostgreSQL has no application role yet (`db up`
+    # provisions the configured backend only), so the fixture provisions it as `db up` would, and drops it after
+    made_app = not db.user_exists(admin, user)
+    if made_app:
+        db.ensure_app_user(admin, user, password)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "NEURALREG_"))}
     env.update(NEURALREG_HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), DJ_BACKEND=backend,
                DJ_HOST=target.host, DJ_PORT=str(target.port), DJ_USE_TLS="false", PYTHONPATH=str(ROOT),
@@ -50,7 +55,11 @@ def server(request, tmp_path, modules):
                                                "pipeline.drop_all(sys.argv[1])", env["NEURALREG_PREFIX"]],
                         env=env, cwd=env["NEURALREG_HOME"], timeout=300)
         finally:
-            admin.close()
+            try:
+                if made_app:
+                    db.drop_account(admin, user)
+            finally:
+                admin.close()
 
 
 def worker_user(env, *args):
@@ -162,3 +171,18 @@ def test_secrets_and_env_are_tightened_whenever_written_or_read(server):
                       cwd=env["NEURALREG_HOME"], timeout=120)   # reads the secrets only
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in secrets_dir.iterdir())
+
+
+def test_without_a_working_application_account_nothing_is_created(server):
+    """`db worker-user` declares the study's tables as the application account: where that account cannot
+    log in (a server `db up` never provisioned, e.g. a fresh PostgreSQL, or a wrong DJ_USER), it says so,
+    names `db up`, and creates no worker account and no secret."""
+    admin, target, env, created = server
+    tag = uuid.uuid4().hex[:8]
+    name = f"nr_w{tag}"
+    created.append(name)                                   # dropped afterwards should it exist after all
+    out = worker_user({**env, "DJ_USER": f"nr_noapp{tag}"}, "--name", name)
+    assert out.returncode == 1 and "cannot log in" in out.stderr and "neuralreg db up" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert not db.user_exists(admin, name)
+    assert not (Path(env["NEURALREG_HOME"]) / ".secrets" / f"worker.{name}.password").exists()

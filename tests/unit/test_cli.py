@@ -219,3 +219,43 @@ def test_drop_needs_the_prefix_typed_back(monkeypatch, capsys):
     assert "'neuralreg_x' has no schemas" in err and "neuralreg_d, neuralreg_demo" in err
     assert cli.main(["drop", "--yes", "--prefix", "Bad-Prefix"]) == 1 and len(dropped) == 2
 
+
+
+def _driver_and_exit_errors():
+    import psycopg2
+    import pymysql
+    return [
+        (pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] refused)"),
+         "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] refused)"),
+        (pymysql.err.OperationalError(1045, "Access denied for user 'neuralreg'@'localhost' (using password: YES)"),
+         "Access denied for user 'neuralreg'@'localhost' (using password: YES)"),
+        (pymysql.err.OperationalError("a message without a code"), "a message without a code"),
+        (psycopg2.OperationalError('connection to server at "127.0.0.1", port 5432 failed: FATAL:  role '
+                                   '"neuralreg" does not exist\n'),
+         'connection to server at "127.0.0.1", port 5432 failed: FATAL: role "neuralreg" does not exist'),
+        (psycopg2.OperationalError(), "OperationalError"),
+        (pymysql.err.InternalError(1205, "Lock wait timeout exceeded"), "InternalError: Lock wait timeout exceeded"),
+        (SystemExit("no computed table named 'Foo'"), "no computed table named 'Foo'"),
+        (SystemExit("two\nlines"), "two lines"),
+    ]
+
+
+@pytest.mark.parametrize("error, words", _driver_and_exit_errors(), ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "")
+def test_driver_errors_and_exit_messages_are_one_line_from_commands_that_skip_the_database_check(
+        error, words, monkeypatch, capsys):
+    """`db`, `demo`, `compose-gpus` and `selftest` do not ask the database first: a driver's error raised
+    inside them (PyMySQL's (code, message), psycopg2's message, none) and a SystemExit with a message
+    become one line and exit 1, never a traceback of the error handler itself (on a fresh PostgreSQL,
+    `db worker-user` once died with AttributeError in it)."""
+    from neuralreg_schema import compose
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(compose, "write_gpu_override", broken)
+    assert cli.main(["compose-gpus", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("neuralreg: error: ") and words in err, err
+    assert "2003" not in err and "1045" not in err and "1205" not in err
+    if type(error).__name__ == "OperationalError":                   # the drivers' connection errors
+        assert "neuralreg: error: database at " in err and "neuralreg db up" in err, err
