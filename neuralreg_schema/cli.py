@@ -543,6 +543,9 @@ def _one_line(error: BaseException | str) -> str:
     if not isinstance(error, BaseException):
         return _one_line(Exception(str(error)))
     exc = error
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:     # "[Errno 2] ...: 'x'"
+        text = f"{exc.strerror}: {exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return " ".join(text.split())
     args = [a for a in exc.args if not isinstance(a, int)]
     parts = [str(a) for a in args] if len(args) > 1 else [str(args[0]) if args and len(exc.args) > 1 else str(exc)]
     parts = [re.split(r"\n\s*LINE \d+:", part)[0] for part in parts if not _SQL.match(part)]

@@ -29,6 +29,7 @@ _FIELD = re.compile(r"\{\{([A-Z_]+)\}\}")
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
 _GRES = re.compile(r"^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$")
+_PARTITION = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")      # one partition or a list
 
 
 def add_parser(sub, common) -> None:
@@ -94,6 +95,11 @@ def _check(args) -> None:
         raise ValueError(f"--mem {args.mem!r}: not a SLURM memory size (e.g. 32G, 16000M)")
     if args.gres != "none" and not _GRES.match(args.gres):
         raise ValueError(f"--gres {args.gres!r}: not a SLURM gres list (e.g. gpu:1, gpu:a100:1) or 'none'")
+    if args.partition is not None and not _PARTITION.match(args.partition):
+        raise ValueError(f"--partition {args.partition!r}: not a SLURM partition name or list (e.g. gpu, gpu,preempt)")
+    if re.search(r"\s", str(args.logs)):
+        raise ValueError(f"--logs {str(args.logs)!r}: choose a folder without whitespace (the script's #SBATCH "
+                         "--output line would be cut at it)")
     if args.idle_exit is not None and args.idle_exit < 0:
         raise ValueError(f"--idle-exit {args.idle_exit}: must be >= 0 seconds")
     if args.max_preemptions is not None and args.max_preemptions < 0:
@@ -162,15 +168,36 @@ def render(args, prefix: str) -> str:
     return text
 
 
+def check_study(prefix: str, tables) -> None:
+    """Before a script is written: the study's schemas exist (workers on a mistyped prefix would find
+    nothing to do; SchemasMissing names the prefixes that exist), and every --tables name is one of
+    its computed tables (as the worker would check on every node)."""
+    from neuralreg_schema import pipeline
+    from . import worker
+    modules = pipeline.open_existing(prefix)
+    try:
+        worker.select_tables(worker.computed_tables(modules), tables)
+    except SystemExit as exc:
+        raise ValueError(f"--tables: {str(exc.code).removeprefix('populate.worker: ')}") from None
+
+
 def run(args) -> int:
     """Write the script; with --submit, submit it. Returns the exit status."""
     from neuralreg_schema import settings
     prefix = getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX") or settings.DEFAULT_PREFIX
     text = render(args, prefix)
+    check_study(prefix, args.tables)
     out = Path(args.out or f"neuralreg-{prefix}.sbatch")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
     Path(args.logs).expanduser().mkdir(parents=True, exist_ok=True)       # sbatch does not create it
-    out.write_text(text)
-    out.chmod(0o755)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")          # all or nothing: no half script
+    try:
+        partial.write_text(text)
+        partial.chmod(0o755)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"wrote {out} (workers: {args.workers}, logs: {Path(args.logs).expanduser().resolve()}/%x_%A_%a.log)")
     from neuralreg_schema import db
     host = db.configured_target().host

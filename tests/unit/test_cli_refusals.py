@@ -60,3 +60,14 @@ def test_database_errors_are_reported_without_their_sql():
     assert "SELECT" not in cli._one_line(dj) and "syntax error" in cli._one_line(dj)
     assert cli._one_line(ValueError("plain problem")) == "plain problem"
     assert cli._one_line(KeyError()) == "KeyError"
+
+
+def test_file_errors_name_their_file():
+    """An OSError's args are (errno, text): the one line is the text and the file, not '2 No such file'."""
+    assert cli._one_line(FileNotFoundError(2, "No such file or directory", "/x/y.sbatch")) == \
+        "No such file or directory: /x/y.sbatch"
+    assert cli._one_line(PermissionError(13, "Permission denied", "/a", None)) == "Permission denied: /a"
+    assert cli._one_line(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == \
+        "Invalid cross-device link: /a -> /b"
+    assert cli._one_line(FileNotFoundError("a message of our own")) == "a message of our own"
+    assert cli._one_line("a\nmessage") == "a message"
