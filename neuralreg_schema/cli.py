@@ -127,7 +127,11 @@ def cmd_ingest(args) -> int:
 def cmd_group(args) -> int:
     from . import pipeline
     scans = [_scan_key(text) for text in args.scans] if args.scans else None     # before any schema is made
-    modules = pipeline.activate(_prefix(args))
+    prefix = _prefix(args)
+    pipeline.require_schemas(prefix, f"no scans to group into {args.name!r}",
+                             f"ingest recordings first (`neuralreg --prefix {prefix} ingest sensorium PATH ...` "
+                             "or `ingest simulated`)")
+    modules = pipeline.activate(prefix)
     key = modules["similarity"].ScanGroup.add(args.name, scans, image_set=args.image_set,
                                                description=args.description)
     n = len(modules["similarity"].ScanGroup.Member & key)
@@ -180,12 +184,7 @@ def _nothing_to_populate(prefix: str) -> bool:
     first_steps = (f"ingest recordings (`neuralreg --prefix {prefix} ingest simulated`, or `ingest sensorium PATH ...` "
                    f"and `neuralreg --prefix {prefix} group NAME --image-set SET`) and plan a study "
                    f"(`neuralreg --prefix {prefix} plan demo`), then populate")
-    existing = pipeline.existing_prefixes()
-    if len(existing.get(prefix, [])) < len(pipeline.MODULES):
-        others = ", ".join(p for p, mods in existing.items() if len(mods) == len(pipeline.MODULES)) or "none"
-        raise pipeline.SchemasMissing(f"nothing to populate: prefix {prefix!r} has no schemas on "
-                                      f"{settings.connection_summary()} (nothing ingested or planned, and nothing "
-                                      f"was created now); {first_steps}. Prefixes with schemas here: {others}")
+    pipeline.require_schemas(prefix, "nothing to populate (nothing ingested or planned)", first_steps)
     modules = pipeline.activate(prefix)
     if len(modules["experiment"].Scan()) or len(modules["classifier"].ClassifierPlan()):
         return False

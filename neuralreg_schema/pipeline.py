@@ -113,6 +113,18 @@ class SchemasMissing(LookupError):
     """The prefix has no (or not all) schemas on the server; the message lists the prefixes that exist."""
 
 
+def require_schemas(prefix: str, what: str, first_steps: str) -> None:
+    """Refuse, creating nothing, a command that needs an existing study (`what`: e.g. "nothing to
+    populate") when `prefix` lacks a schema: SchemasMissing states it, the `first_steps` that create
+    the study, and the prefixes that exist. Read-only (one query of the server's schema list): a command
+    that fails its checks must not leave empty schemas behind."""
+    existing = existing_prefixes()
+    if len(existing.get(prefix, [])) < len(MODULES):
+        others = ", ".join(p for p, mods in existing.items() if len(mods) == len(MODULES)) or "none"
+        raise SchemasMissing(f"{what}: prefix {prefix!r} has no schemas on {settings.connection_summary()} "
+                             f"(nothing was created now); {first_steps}. Prefixes with schemas here: {others}")
+
+
 def open_existing(prefix: str) -> dict:
     """Bind the schema modules to the existing schemas of `prefix`, creating no database and no table
     (what read-only commands use; a table missing from an existing schema stays undeclared:

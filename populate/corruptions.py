@@ -28,10 +28,18 @@ def _prefix(args) -> str:
     return getattr(args, "prefix", None) or os.environ.get("NEURALREG_PREFIX") or settings.DEFAULT_PREFIX
 
 
+def _require_study(prefix: str, dataset: str) -> None:
+    """A corruption set belongs to a data set of a planned study: on a prefix without one, refuse before
+    any schema is created."""
+    pipeline.require_schemas(prefix, f"no data set {dataset!r} to add a corruption set to",
+                             f"plan a study on it first (`neuralreg --prefix {prefix} plan ... --dataset {dataset}`)")
+
+
 def import_published(prefix: str, folder, dataset: str = "cifar10", name: str = "cifar10-c",
                      corruptions=None) -> dict:
     from neuralreg_schema.compute.evaluation import corruptions as C
     C.validate_folder(folder, corruptions, n_classes=10 if dataset == "cifar10" else 100)   # before any schema
+    _require_study(prefix, dataset)
     pipeline.activate(prefix)
     from neuralreg_schema import corruptions as tables
     key = tables.CorruptionSet.import_folder(folder, dataset, name, corruptions=corruptions, is_published=True,
@@ -42,6 +50,7 @@ def import_published(prefix: str, folder, dataset: str = "cifar10", name: str = 
 
 def import_local(prefix: str, dataset: str, name: str | None = None, seed: int = 0) -> dict:
     from neuralreg_schema.compute.evaluation import corruption_functions as F
+    _require_study(prefix, dataset)
     modules = pipeline.activate(prefix)
     from neuralreg_schema import corruptions as tables
     clf = modules["classifier"]

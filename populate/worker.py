@@ -324,8 +324,18 @@ def add_options(parser: argparse.ArgumentParser, *, common: bool = True) -> argp
 
 
 def main(argv=None) -> int:
+    """`python -m populate.worker` (the job scripts' entry; `neuralreg populate` checks the same first): one
+    pass on a prefix without a study is refused, creating no schema; a `--forever` worker may start
+    before the study is planned, and waits for it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    return run(add_options(parser).parse_args(argv))
+    args = add_options(parser).parse_args(argv)
+    if not args.forever:
+        try:
+            pipeline.require_schemas(args.prefix, "populate.worker: nothing to populate",
+                                     f"ingest and plan a study first (`neuralreg --prefix {args.prefix} ...`)")
+        except pipeline.SchemasMissing as exc:
+            raise SystemExit(str(exc)) from None
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -186,3 +186,25 @@ def test_status_and_jobs_explain_their_columns_and_name_unqueued_work(modules, f
     for args in (["status"], ["jobs"]):
         run = cli(fresh_prefix, *args, timeout=300)
         assert run.returncode == 0 and "experiment.Neuron:" not in run.stdout, run.stdout
+
+
+def test_commands_that_need_a_study_create_no_schema_on_a_prefix_without_one(modules, prefix, fresh_prefix, tmp_path):
+    """The neighbours of `populate` on an empty prefix: `group` (needs scans), `corruptions import` and
+    `corruptions local` (need a planned data set) and the worker's own entry `python -m populate.worker`
+    (the job scripts'; one pass) refuse, naming the prefix, the first step and the prefixes that exist,
+    and create no schema (they used to create the prefix's five empty schemas, then fail)."""
+    from tests.unit.test_corruptions import NAMES, make_layout
+    connection = modules["experiment"].schema.connection
+    folder = make_layout(tmp_path / "c")                                 # a valid layout: the study is what is missing
+    for args, words in ((["group", "g1", "--image-set", "x"], ["no scans to group", "ingest"]),
+                        (["corruptions", "import", str(folder), "--dataset", "offline", "--corruptions", *NAMES],
+                         ["no data set 'offline'", "plan"]),
+                        (["corruptions", "local", "--dataset", "offline"], ["no data set 'offline'", "plan"])):
+        run = cli(fresh_prefix, *args, timeout=300)
+        message = _error_line(run)
+        assert run.returncode == 1 and f"prefix {fresh_prefix!r} has no schemas" in message, (args, message)
+        assert all(word in message for word in words) and prefix in message, (args, message)
+        assert _schemas(connection, fresh_prefix) == set(), args
+    run = run_python(["-m", "populate.worker", "--prefix", fresh_prefix], timeout=300)
+    assert run.returncode == 1 and f"prefix {fresh_prefix!r} has no schemas" in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and _schemas(connection, fresh_prefix) == set()
