@@ -8,6 +8,8 @@
     queries.layer_weights(mods)          per regularized classifier and layer: the final gamma_k (Eq. 10)
     queries.predictive_models(mods)      per scan, predictive-model recipe and seed: its test and oracle correlations
     queries.similarity_checks(mods)      per scan group, predictive model and scan: the Fig. 1D correlations
+    queries.autoattack(mods)             per classifier, AutoAttack config and budget: the robust accuracy
+    queries.corruptions(mods)            per classifier, corruption set, corruption and severity: the accuracy
     queries.join(A, B)                   A * B for two tables whose secondary attributes share names
 
 Every DataFrame has a plain row index; the labels come first (data set, recipe `config_name`,
@@ -168,5 +170,47 @@ def similarity_checks(modules) -> pd.DataFrame:
     return _scan_column(df)[CHECK_COLUMNS] if not df.empty else pd.DataFrame(columns=CHECK_COLUMNS)
 
 
-__all__ = ["classifiers", "join", "layer_weights", "minimal_perturbations", "noise_curves", "perturbation_budgets",
+AUTOATTACK_COLUMNS = ["dataset", "dataset_name", "config_name", "regularizer", "seed", "norm", "version", "epsilon",
+                      "robust_accuracy", "clean_accuracy", "attacked", "n_samples", "rejected"] + CLASSIFIER_KEYS \
+    + ["aa_hash"]
+
+
+def autoattack(modules) -> pd.DataFrame:
+    """Per classifier, AutoAttack configuration and budget: the robust accuracy (fraction of the samples
+    not fooled within `epsilon`; clean errors are not robust), the clean accuracy on the same samples,
+    the samples AutoAttack ran on at that budget (nested budgets: the others were clean errors or fooled
+    at a smaller one), and the claimed adversarials that failed the re-check (`rejected`, counted
+    robust). The cross-check against the minimal perturbations: `neuralreg report` (classifiers.csv)."""
+    aa = modules.get("autoattack")
+    if aa is None:
+        return pd.DataFrame(columns=AUTOATTACK_COLUMNS)
+    rel = (aa.AutoAttackResult.Budget.proj("epsilon", "robust_accuracy", "attacked")
+           * aa.AutoAttackResult.proj("clean_accuracy", "n_samples", "rejected")
+           * aa.AutoAttackConfig.proj("norm", "version") * _labels(modules))
+    return _frame(rel, AUTOATTACK_COLUMNS).sort_values(
+        ["dataset_name", "config_name", "regularizer", "seed", "norm", "epsilon"], ignore_index=True)
+
+
+CORRUPTION_COLUMNS = ["dataset", "dataset_name", "config_name", "regularizer", "seed", "corruption_set",
+                      "is_published", "corruption", "severity", "accuracy", "clean_accuracy", "n_images"] \
+    + CLASSIFIER_KEYS
+
+
+def corruptions(modules) -> pd.DataFrame:
+    """Per classifier, corruption set, corruption and severity (1-5): the accuracy on the corrupted
+    test images, and the clean accuracy on the same images. `is_published` False marks a LOCAL set
+    (`neuralreg corruptions local`), not CIFAR-10-C."""
+    ct = modules.get("corruptions")
+    if ct is None:
+        return pd.DataFrame(columns=CORRUPTION_COLUMNS)
+    rel = (ct.CorruptionAccuracy.Severity * ct.CorruptionAccuracy.proj("clean_accuracy", "n_images")
+           * ct.CorruptionSet.proj("is_published") * _labels(modules))
+    df = _frame(rel, CORRUPTION_COLUMNS)
+    df["is_published"] = df["is_published"].astype(bool)            # MySQL/MariaDB return 0 / 1
+    return df.sort_values(["dataset_name", "config_name", "corruption_set", "regularizer", "seed", "corruption",
+                           "severity"], ignore_index=True)
+
+
+__all__ = ["autoattack", "classifiers", "corruptions", "join", "layer_weights", "minimal_perturbations",
+           "noise_curves", "perturbation_budgets",
            "predictive_models", "similarity_checks"]

@@ -75,7 +75,10 @@ else:
     if phase == "again":
         from neuralreg_schema.report import write_report
         write_report(sys.argv[1], sys.argv[3])
+    from neuralreg_schema import queries
+    tidy = queries.autoattack(m)
     print(json.dumps({"resumed": any("resuming" in s for s in said), "rows": rows, "minimal": minimal,
+                      "tidy": tidy.to_dict(orient="list"), "tidy_index": type(tidy.index).__name__,
                       "mp_index": np.asarray(mp["sample_index"]).tolist(),
                       "mp_correct": np.asarray(mp["clean_correct"]).tolist()}))
 """
@@ -127,5 +130,13 @@ def test_autoattack_resumes_and_feeds_the_cross_check(fresh_prefix, tmp_path):
         label = "8_255" if norm == "linf" else "0.5"
         assert table[f"autoattack_robust_accuracy_{norm}_{label}"].tolist() == [r["accuracy"][0]]
         assert f"`autoattack_missed_{norm}_check` | cross-check" in readme
+    # the named query: one row per norm and budget, the same numbers, labels first
+    tidy = pd.DataFrame(whole["tidy"])
+    assert whole["tidy_index"] == "RangeIndex" and len(tidy) == 4 and set(tidy["regularizer"]) == {"None"}
+    for norm, r in whole["rows"].items():
+        mine = tidy[tidy["norm"] == norm]
+        assert mine["epsilon"].tolist() == r["epsilons"] and mine["robust_accuracy"].tolist() == r["accuracy"]
+        assert mine["attacked"].tolist() == r["attacked"] and set(mine["version"]) == {"standard"}
+        assert np.allclose(mine["clean_accuracy"], np.mean(r["clean_correct"])) and set(mine["n_samples"]) == {10}
     summary = pd.read_csv(tmp_path / "autoattack.csv")
     assert set(summary["norm"]) == {"linf", "l2"} and len(summary) == 4 and "(not described)" not in readme

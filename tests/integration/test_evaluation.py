@@ -182,6 +182,14 @@ def test_corruption_accuracy_on_a_tiny_set(modules, prefix, trained_classifiers,
         np.testing.assert_allclose(got, expected)
     row = (ctables.CorruptionAccuracy & clf_key & key).fetch1()
     assert row["mean_accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in rows]))
+    from neuralreg_schema import queries                                 # the named query: the same rows, labelled
+    tidy = queries.corruptions(modules)
+    mine = tidy[(tidy["regularizer"] == "None") & (tidy["seed"] == 0) & (tidy["corruption_set"] == "tiny-c")]
+    assert len(mine) == 15 and list(tidy.columns) == queries.CORRUPTION_COLUMNS
+    assert set(mine["is_published"]) == {True} and set(mine["clean_accuracy"]) == {row["clean_accuracy"]}
+    for r in rows:
+        one = mine[(mine["corruption"] == r["corruption"]) & (mine["severity"] == r["severity"])]
+        assert one["accuracy"].tolist() == [r["accuracy"]]
     written = {p.name for p in report.write_report(prefix, tmp_path / "report")}
     assert "corruptions.csv" in written and any(n.startswith("corruptions_") and n.endswith(".png") for n in written)
     table = pd.read_csv(tmp_path / "report" / "corruptions.csv", keep_default_na=False)

@@ -53,7 +53,8 @@ def test_every_pair_of_related_computed_tables_joins(modules):
 @pytest.mark.parametrize("name, columns", [
     ("classifiers", queries.CLASSIFIER_COLUMNS), ("noise_curves", queries.NOISE_COLUMNS),
     ("minimal_perturbations", queries.PERTURBATION_COLUMNS), ("layer_weights", queries.LAYER_COLUMNS),
-    ("predictive_models", queries.PREDICTIVE_COLUMNS), ("similarity_checks", queries.CHECK_COLUMNS)])
+    ("predictive_models", queries.PREDICTIVE_COLUMNS), ("similarity_checks", queries.CHECK_COLUMNS),
+    ("autoattack", queries.AUTOATTACK_COLUMNS), ("corruptions", queries.CORRUPTION_COLUMNS)])
 def test_each_named_query_returns_its_columns_on_a_plain_index(modules, name, columns):
     df = getattr(queries, name)(modules)
     assert isinstance(df, pd.DataFrame) and list(df.columns) == columns
