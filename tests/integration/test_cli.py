@@ -208,3 +208,24 @@ def test_commands_that_need_a_study_create_no_schema_on_a_prefix_without_one(mod
     run = run_python(["-m", "populate.worker", "--prefix", fresh_prefix], timeout=300)
     assert run.returncode == 1 and f"prefix {fresh_prefix!r} has no schemas" in run.stderr, run.stderr[-3000:]
     assert "Traceback" not in run.stderr and _schemas(connection, fresh_prefix) == set()
+
+
+def test_corruptions_local_builds_a_named_local_set_once(modules, fresh_prefix):
+    """`neuralreg corruptions local` (what the demo runs for its stand-in data set) on a planned data set:
+    nine local corruptions x 5 severities of its test images, marked not published, named
+    '<dataset>-local-c'; a second run is a no-op."""
+    setup = ("import sys\nfrom neuralreg_schema import pipeline\n"
+             "pipeline.activate(sys.argv[1])['classifier'].ClassificationDataset.add('offline')")
+    assert run_python(["-c", setup, fresh_prefix], timeout=300).returncode == 0
+    check = ("import sys, json\nfrom neuralreg_schema import pipeline\nm = pipeline.open_existing(sys.argv[1])\n"
+             "c = m['corruptions']\nrows = c.CorruptionSet.to_dicts()\n"
+             "print(json.dumps([[r['corruption_set'], bool(r['is_published']), r['n_images'], "
+             "len(c.CorruptionSet.Corruption & r)] for r in rows]))")
+    for attempt in range(2):
+        run = cli(fresh_prefix, "corruptions", "local", "--dataset", "offline", timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "NOT CIFAR-10-C" in run.stdout, run.stdout[-2000:]
+        out = run_python(["-c", check, fresh_prefix], timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        [[name, published, n_images, n_corruptions]] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert (name, published, n_corruptions) == ("offline-local-c", False, 9) and n_images > 0
