@@ -210,22 +210,32 @@ def test_commands_that_need_a_study_create_no_schema_on_a_prefix_without_one(mod
     assert "Traceback" not in run.stderr and _schemas(connection, fresh_prefix) == set()
 
 
-def test_corruptions_local_builds_a_named_local_set_once(modules, fresh_prefix):
-    """`neuralreg corruptions local` (what the demo runs for its stand-in data set) on a planned data set:
-    nine local corruptions x 5 severities of its test images, marked not published, named
-    '<dataset>-local-c'; a second run is a no-op."""
-    setup = ("import sys\nfrom neuralreg_schema import pipeline\n"
-             "pipeline.activate(sys.argv[1])['classifier'].ClassificationDataset.add('offline')")
-    assert run_python(["-c", setup, fresh_prefix], timeout=300).returncode == 0
+def test_corruptions_import_and_local_through_the_command(modules, fresh_prefix, tmp_path):
+    """`neuralreg corruptions import` of a folder in the published layout, and `corruptions local` (what
+    the demo runs for its stand-in data set), on a planned data set: the imported set is marked
+    published under its --name; the local one has nine local corruptions x 5 severities of the test
+    images, is marked not published and named '<dataset>-local-c'; a second run of each is a no-op."""
+    from tests.unit.test_corruptions import NAMES, make_layout
+    setup = ("import sys, json\nfrom neuralreg_schema import pipeline\n"
+             "c = pipeline.activate(sys.argv[1])['classifier']\nkey = c.ClassificationDataset.add('offline')\n"
+             "print(json.dumps(c.ClassificationDataset.load(key).test_labels[:8].tolist()))")
+    out = run_python(["-c", setup, fresh_prefix], timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = make_layout(tmp_path / "c", labels=json.loads(out.stdout.strip().splitlines()[-1]))
     check = ("import sys, json\nfrom neuralreg_schema import pipeline\nm = pipeline.open_existing(sys.argv[1])\n"
              "c = m['corruptions']\nrows = c.CorruptionSet.to_dicts()\n"
              "print(json.dumps([[r['corruption_set'], bool(r['is_published']), r['n_images'], "
              "len(c.CorruptionSet.Corruption & r)] for r in rows]))")
     for attempt in range(2):
+        run = cli(fresh_prefix, "corruptions", "import", str(folder), "--dataset", "offline", "--name", "tiny-c",
+                  "--corruptions", *NAMES, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
         run = cli(fresh_prefix, "corruptions", "local", "--dataset", "offline", timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         assert "NOT CIFAR-10-C" in run.stdout, run.stdout[-2000:]
         out = run_python(["-c", check, fresh_prefix], timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
-        [[name, published, n_images, n_corruptions]] = json.loads(out.stdout.strip().splitlines()[-1])
-        assert (name, published, n_corruptions) == ("offline-local-c", False, 9) and n_images > 0
+        sets = {name: rest for name, *rest in json.loads(out.stdout.strip().splitlines()[-1])}
+        assert sets["tiny-c"] == [True, 8, 3], sets
+        assert set(sets) == {"tiny-c", "offline-local-c"} and sets["offline-local-c"][0] is False, sets
+        assert sets["offline-local-c"][2] == 9 and sets["offline-local-c"][1] > 8, sets
