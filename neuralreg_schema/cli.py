@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from pathlib import Path
 from populate import plans
 
 from . import export, settings
+from .messages import one_line
 
 
 def _prefix(args) -> str:
@@ -531,27 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------ main
 
-_SQL = re.compile(r"\s*(SELECT|UPDATE|DELETE|INSERT|REPLACE|CREATE|DROP|ALTER|GRANT|REVOKE|WITH)\b", re.I)
-
-
-def _one_line(error: BaseException | str) -> str:
-    """The error (an exception, or a message such as SystemExit's code) as one line, without the SQL a
-    database error may carry (DataJoint's query errors hold the statement as an argument; PostgreSQL's
-    messages quote it after 'LINE n:') and without a driver's numeric code (pymysql's (2003, "Can't
-    connect ...")): the server's words only."""
-    if not isinstance(error, BaseException):
-        return _one_line(Exception(str(error)))
-    exc = error
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:     # "[Errno 2] ...: 'x'"
-        text = f"{exc.strerror}: {exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
-        return " ".join(text.split())
-    args = [a for a in exc.args if not isinstance(a, int)]
-    parts = [str(a) for a in args] if len(args) > 1 else [str(args[0]) if args and len(exc.args) > 1 else str(exc)]
-    parts = [re.split(r"\n\s*LINE \d+:", part)[0] for part in parts if not _SQL.match(part)]
-    text = " ".join(" ".join(dict.fromkeys(p.strip() for p in parts if p.strip())).split())
-    return text or type(exc).__name__
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                      # a usage error exits 2 here
@@ -583,14 +562,14 @@ def main(argv=None) -> int:
         return 130
     except SystemExit as exc:                           # e.g. the worker's "no computed table named ..."
         if isinstance(exc.code, str):
-            print(f"neuralreg: error: {_one_line(exc.code)}", file=sys.stderr)
+            print(f"neuralreg: error: {one_line(exc.code)}", file=sys.stderr)
             return 1
         raise
     except (OperationalError, *db.driver_errors()) as exc:
         if os.environ.get("NEURALREG_DEBUG"):
             raise
         target = db.configured_target()
-        print(f"neuralreg: error: database at {target.host}:{target.port}: {_one_line(exc)} "
+        print(f"neuralreg: error: database at {target.host}:{target.port}: {one_line(exc)} "
               "(is it up? `neuralreg db up`; are DJ_USER/DJ_PASS or .secrets/ right?)", file=sys.stderr)
         return 1
     except Exception as exc:                            # noqa: BLE001 - every runtime error: one line, exit 1
@@ -599,7 +578,7 @@ def main(argv=None) -> int:
         from .compute.classifier.data import DatasetError
         from .compute.experiment.recording import RecordingError
         expected = (RecordingError, db.DatabaseError, DatasetError, FileNotFoundError, ValueError, LookupError)
-        what = _one_line(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {_one_line(exc)}"
+        what = one_line(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {one_line(exc)}"
         print(f"neuralreg: error: {what}", file=sys.stderr)
         return 1
 

@@ -4,7 +4,7 @@ seed count, a scan key with an extra part. Refused as usage errors (exit 2) or r
 before any database is touched."""
 import pytest
 
-from neuralreg_schema import cli
+from neuralreg_schema import cli, messages
 from tests.helpers import run_python
 
 
@@ -55,19 +55,19 @@ def test_database_errors_are_reported_without_their_sql():
     argument: the one-line message keeps the server's words and drops the SQL."""
     from datajoint.errors import QuerySyntaxError
     pg = Exception('invalid input syntax for type integer: "1 OR 1=1"\nLINE 1: ...WHERE ("animal_id"=\'1 OR 1=1\')\n ^')
-    assert cli._one_line(pg) == 'invalid input syntax for type integer: "1 OR 1=1"'
+    assert messages.one_line(pg) == 'invalid input syntax for type integer: "1 OR 1=1"'
     dj = QuerySyntaxError("syntax error at or near \")\"", "SELECT count(DISTINCT ) FROM \"x\".\"y\"")
-    assert "SELECT" not in cli._one_line(dj) and "syntax error" in cli._one_line(dj)
-    assert cli._one_line(ValueError("plain problem")) == "plain problem"
-    assert cli._one_line(KeyError()) == "KeyError"
+    assert "SELECT" not in messages.one_line(dj) and "syntax error" in messages.one_line(dj)
+    assert messages.one_line(ValueError("plain problem")) == "plain problem"
+    assert messages.one_line(KeyError()) == "KeyError"
 
 
 def test_file_errors_name_their_file():
     """An OSError's args are (errno, text): the one line is the text and the file, not '2 No such file'."""
-    assert cli._one_line(FileNotFoundError(2, "No such file or directory", "/x/y.sbatch")) == \
+    assert messages.one_line(FileNotFoundError(2, "No such file or directory", "/x/y.sbatch")) == \
         "No such file or directory: /x/y.sbatch"
-    assert cli._one_line(PermissionError(13, "Permission denied", "/a", None)) == "Permission denied: /a"
-    assert cli._one_line(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == \
+    assert messages.one_line(PermissionError(13, "Permission denied", "/a", None)) == "Permission denied: /a"
+    assert messages.one_line(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == \
         "Invalid cross-device link: /a -> /b"
-    assert cli._one_line(FileNotFoundError("a message of our own")) == "a message of our own"
-    assert cli._one_line("a\nmessage") == "a message"
+    assert messages.one_line(FileNotFoundError("a message of our own")) == "a message of our own"
+    assert messages.one_line("a\nmessage") == "a message"
