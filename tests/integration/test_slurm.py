@@ -6,6 +6,7 @@ every key computed exactly once, the SLURM ids shown by `neuralreg jobs held`, t
 %x_%A_%a. Then one task is preempted in the middle of a classifier job (`scancel --signal=TERM`): the
 job goes back to the queue and is completed with no `jobs retry`, and the task requeues itself.
 Skipped, with the reason, only where SLURM can neither be found nor installed (apt-get, as root)."""
+import contextlib
 import json
 import os
 import shutil
@@ -127,15 +128,14 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe
         subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True, timeout=60)
         time.sleep(1)
         for pidfile in reversed(started):           # the daemons this fixture started, by their pids
-            try:
+            # a daemon that never wrote its pid file, or has already exited, has nothing left to stop
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
                 pid = int(pidfile.read_text().strip())
                 os.kill(pid, signal.SIGTERM)
                 for _ in range(100):
                     os.kill(pid, 0)
                     time.sleep(0.1)
                 os.kill(pid, signal.SIGKILL)
-            except (FileNotFoundError, ValueError, ProcessLookupError):
-                pass
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -18,14 +18,11 @@ from neuralreg_schema.compute.classifier import export
 from neuralreg_schema.compute.classifier.network import ClassifierNet
 
 CLEAN = r"""
-import json, sys
+import importlib.util, json, sys
 sys.path.append(sys.argv[1])                      # torch's folder only: no .pth files, no neuralreg finder
-try:
-    import neuralreg_schema
+if importlib.util.find_spec("neuralreg_schema") is not None:
     print(json.dumps({"neuralreg_importable": True}))
     raise SystemExit(0)
-except ImportError:
-    pass
 import numpy as np, torch
 extra = {"neuralreg.json": ""}
 model = torch.export.load(sys.argv[2], extra_files=extra).module()

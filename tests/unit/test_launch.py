@@ -55,7 +55,7 @@ def test_cpu_partitions_idle_exit_and_the_apptainer_image(tmp_path):
     ({"workers": 0}, "--workers 0"), ({"time": "soon"}, "not a SLURM time"), ({"mem": "lots"}, "memory size"),
     ({"grace": 0}, "--grace 0"), ({"gres": "gpu:1;rm -rf"}, "gres"), ({"sbatch": "--export=ALL,DJ_PASS=x"}, "not allowed"),
     ({"partition": "gpu;rm -rf ~"}, "--partition"), ({"partition": "gpu preempt"}, "--partition"),
-    ({"partition": "gpu,"}, "--partition"), ({"logs": "/tmp/my logs"}, "whitespace"),
+    ({"partition": "gpu,"}, "--partition"), ({"logs": "my logs"}, "whitespace"),
 ])
 def test_bad_options_are_refused_naming_them(tmp_path, over, message):
     with pytest.raises(ValueError, match=message):
