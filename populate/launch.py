@@ -174,11 +174,9 @@ def check_study(prefix: str, tables) -> None:
     its computed tables (as the worker would check on every node)."""
     from neuralreg_schema import pipeline
     from . import worker
-    modules = pipeline.open_existing(prefix)
-    try:
-        worker.select_tables(worker.computed_tables(modules), tables)
-    except SystemExit as exc:
-        raise ValueError(f"--tables: {str(exc.code).removeprefix('populate.worker: ')}") from None
+    problem = worker.unknown_tables(worker.computed_tables(pipeline.open_existing(prefix)), tables)
+    if problem is not None:
+        raise ValueError(f"--tables: {problem}")
 
 
 def run(args) -> int:

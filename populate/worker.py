@@ -70,18 +70,26 @@ def computed_tables(modules: dict) -> list:
     return tables
 
 
+def _names(table) -> set:
+    return {table.__name__, f"{table.__module__.rsplit('.', 1)[-1]}.{table.__name__}"}
+
+
+def unknown_tables(tables: list, names) -> str | None:
+    """What is wrong with `names` (class name or module.Class) as a choice among `tables`: 'no computed
+    table named [...]; tables: ...', or None when every name is one of them."""
+    unknown = set(names or ()) - set().union(*(_names(t) for t in tables))
+    if not unknown:
+        return None
+    return f"no computed table named {sorted(unknown)}; tables: {', '.join(t.__name__ for t in tables)}"
+
+
 def select_tables(tables: list, names) -> list:
     """The tables named (class name or module.Class), in the given (upstream-first) order."""
     if not names:
         return tables
-    wanted = set(names)
-    chosen = [t for t in tables if t.__name__ in wanted or f"{t.__module__.rsplit('.', 1)[-1]}.{t.__name__}" in wanted]
-    known = {t.__name__ for t in chosen} | {f"{t.__module__.rsplit('.', 1)[-1]}.{t.__name__}" for t in chosen}
-    unknown = wanted - known
-    if unknown:
-        raise SystemExit(f"populate.worker: no computed table named {sorted(unknown)}; tables: "
-                         f"{', '.join(t.__name__ for t in tables)}")
-    return chosen
+    if (problem := unknown_tables(tables, names)) is not None:
+        raise SystemExit(f"populate.worker: {problem}")
+    return [t for t in tables if _names(t) & set(names)]
 
 
 def computed_elsewhere(exc: BaseException) -> bool:

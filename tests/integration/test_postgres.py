@@ -129,17 +129,35 @@ def _ok(result):
 def test_postgres_account_and_a_pipeline_slice(pg):
     names, env, home = pg
     prefix = names["prefix"]
+    # a fresh server: no application role yet, so `db worker-user` says to run `db up` and creates nothing
+    refused = _cli(["--prefix", prefix, "db", "worker-user", "--name", names["worker"]], env)
+    assert refused.returncode == 1 and "cannot log in" in refused.stderr and "neuralreg db up" in refused.stderr, \
+        refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr and not (home / ".secrets" / f"worker.{names['worker']}.password").exists()
+    admin = _admin()
+    try:
+        assert not db.user_exists(admin, names["worker"])
+    finally:
+        admin.close()
     out = _ok(_cli(["db", "up"], env))
     assert "postgresql" in out and f"{names['app']}@{HOST}:{PORT}/{names['database']}" in out, out
     assert "configured server" in _ok(_cli(["db", "up"], env))          # idempotent: the account is reused
     out = _ok(_cli(["--prefix", prefix, "db", "worker-user", "--name", names["worker"]], env))
     assert names["worker"] in out
     worker_pass = (home / ".secrets" / f"worker.{names['worker']}.password").read_text().strip()
+    # commands that need a study refuse a prefix without one on PostgreSQL too, and create no schema
+    empty = f"{prefix}x"
+    for args in (["group", "g", "--image-set", "x"], ["corruptions", "local", "--dataset", "offline"]):
+        run = _cli(["--prefix", empty, *args], env)
+        assert run.returncode == 1 and f"prefix {empty!r} has no schemas" in run.stderr, (args, run.stderr[-3000:])
+    run = _run(["-m", "populate.worker", "--prefix", empty], env)
+    assert run.returncode == 1 and f"prefix {empty!r} has no schemas" in run.stderr, run.stderr[-3000:]
     as_worker = {**env, "DJ_USER": names["worker"], "DJ_PASS": worker_pass}
     try:
         _ok(_cli(["--prefix", prefix, "ingest", "simulated", "--profile", "tiny", "--seed", "13"], env))
         status = _ok(_cli(["db", "status"], env))
         assert f"{prefix}_experiment" in status and "postgresql" in status
+        assert f"{empty}_" not in status                                  # the refusals above created nothing
 
         # jobs on PostgreSQL: a job of a gone worker is reclaimed, a live worker's is kept
         assert "reserved" in _ok(_run(["-c", RESERVE_AND_EXIT, prefix], as_worker))
