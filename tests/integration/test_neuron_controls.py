@@ -42,7 +42,12 @@ def test_neuron_controls_from_spikes_to_report(fresh_prefix, tmp_path):
         env = {**os.environ, "NEURALREG_WORKERS": "2"}
         workers = [spawn(["-m", "neuralreg_schema.cli", "--prefix", prefix, "populate"], env=env) for _ in range(2)]
         outputs = [w.communicate(timeout=1200)[0] for w in workers]
-        assert all(w.returncode == 0 for w in workers), [o[-3000:] for o in outputs]
+        if not all(w.returncode == 0 for w in workers):      # say why: exit codes, error lines, the job errors
+            errors = cli(prefix, "jobs", "errors").stdout[-4000:]
+            said = [[line for line in o.splitlines() if "ERROR" in line or "Error" in line or "error" in line][-20:]
+                    for o in outputs]
+            raise AssertionError(f"worker exit codes {[w.returncode for w in workers]}; their error lines {said}; "
+                                 f"`jobs errors`: {errors}")
 
         out = tmp_path / "report"
         run = cli(prefix, "report", "--out", str(out))
